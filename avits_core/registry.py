@@ -1,0 +1,89 @@
+"""Name -> class registries for generators and verifiers (built-ins plus entry points).
+
+Third-party packages register through the entry-point groups ``avits.generators`` and
+``avits.verifiers``: ``my_model = "my_pkg.module:MyGenerator"``. Built-ins are listed here as
+import paths so that heavy optional dependencies (transformers, diffusers) are imported only when
+that component is asked for.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from importlib.metadata import entry_points
+from typing import Any
+
+from avits_core.errors import UnknownNameError
+
+log = logging.getLogger(__name__)
+
+
+class Registry:
+    def __init__(self, kind: str, group: str, builtins: dict[str, str]):
+        self.kind = kind
+        self.group = group
+        self._paths: dict[str, str] = dict(builtins)
+        self._classes: dict[str, type] = {}
+
+    def register(self, name: str, obj: type | str) -> None:
+        if isinstance(obj, str):
+            self._paths[name] = obj
+        else:
+            self._classes[name] = obj
+
+    def _entry_points(self) -> dict[str, Any]:
+        try:
+            return {ep.name: ep for ep in entry_points(group=self.group)}
+        except Exception as exc:  # pragma: no cover - broken metadata
+            log.warning("could not read entry points %s: %s", self.group, exc)
+            return {}
+
+    def names(self) -> list[str]:
+        return sorted(set(self._paths) | set(self._classes) | set(self._entry_points()))
+
+    def get_class(self, name: str) -> type:
+        if name in self._classes:
+            return self._classes[name]
+        if name in self._paths:
+            mod, _, attr = self._paths[name].partition(":")
+            cls = getattr(importlib.import_module(mod), attr)
+        else:
+            eps = self._entry_points()
+            if name not in eps:
+                raise UnknownNameError(
+                    f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}"
+                )
+            cls = eps[name].load()
+        self._classes[name] = cls
+        return cls
+
+    def create(self, name: str, **params: Any) -> Any:
+        return self.get_class(name)(**params)
+
+
+GENERATORS = Registry(
+    "generator",
+    "avits.generators",
+    {
+        "synth": "avits_core.generators.synth:SynthAVGenerator",
+        "ltx2": "avits_core.generators.ltx2:LTX2Generator",
+    },
+)
+
+VERIFIERS = Registry(
+    "verifier",
+    "avits.verifiers",
+    {
+        "av_align": "avits_core.verifiers.av_align:AVAlign",
+        "av_sync": "avits_core.verifiers.av_sync:AVSync",
+        "synth_text": "avits_core.verifiers.synth_text:SynthText",
+        "quality": "avits_core.verifiers.quality:Quality",
+        "clap": "avits_core.verifiers.clap:ClapScore",
+        "clip": "avits_core.verifiers.clip:ClipScore",
+        "ib_tv": "avits_core.verifiers.imagebind:IBTextVideo",
+        "ib_ta": "avits_core.verifiers.imagebind:IBTextAudio",
+        "ib_av": "avits_core.verifiers.imagebind:IBAudioVideo",
+        "avh_score": "avits_core.verifiers.imagebind:AVHScore",
+        "javis_score": "avits_core.verifiers.imagebind:JavisScore",
+    },
+)
