@@ -1,0 +1,1 @@
+"""Prefect flows: its (one config), rerank (no regeneration), benchmark (several configs)."""

@@ -1,0 +1,206 @@
+"""Run report: Markdown + PNG plots + an HTML page with playable clips, in ``<run>/report/``.
+
+Plots (matplotlib, Agg backend):
+  rewards.png   per-verifier distribution of every candidate's reward, with the selected ones marked
+  arw_sigma.png ARW sigma per verifier over scoring events (only for ARW selections)
+  metrics.png   baseline (first candidate of each prompt) vs selected, per metric
+The HTML page ``index.html`` embeds the baseline and selected mp4 of the first few prompts.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Report:
+    results: list[dict[str, Any]]
+    markdown: str
+    markdown_path: Path
+    html_path: Path
+    plots: list[Path]
+
+
+def _fmt(x: Any) -> str:
+    if x is None:
+        return "–"
+    if isinstance(x, float):
+        return f"{x:.4g}"
+    return str(x)
+
+
+def results_markdown(results: list[dict[str, Any]]) -> str:
+    lines = ["| metric | held out | better | baseline | selected | change |", "|---|---|---|---|---|---|"]
+    for r in results:
+        better = "higher" if r.get("higher_is_better", True) else "lower"
+        lines.append(
+            f"| {r['metric']} | {'yes' if r.get('held_out') else 'no'} | {better} | {_fmt(r.get('baseline'))} | "
+            f"{_fmt(r.get('selected'))} | {_fmt(r.get('change'))} |"
+        )
+    return "\n".join(lines)
+
+
+def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from avits_core.store.duck import connect
+
+    con = connect(ctx.store.path)
+    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status='ok'").fetch_arrow_table().to_pylist()
+    trace = con.execute(
+        "SELECT event_seq, verifier, sigma FROM arw_trace WHERE selection_id = ? ORDER BY event_seq", [selection_id]
+    ).fetch_arrow_table().to_pylist()
+    picked = {
+        r["candidate_id"]
+        for r in con.execute("SELECT candidate_id FROM selections WHERE selection_id = ?", [selection_id])
+        .fetch_arrow_table()
+        .to_pylist()
+    }
+    con.close()
+    paths = []
+    verifiers = sorted({r["verifier"] for r in rew})
+    if verifiers:
+        fig, axes = plt.subplots(1, len(verifiers), figsize=(3.2 * len(verifiers), 2.8), squeeze=False)
+        for ax, v in zip(axes[0], verifiers):
+            allv = np.array([r["value"] for r in rew if r["verifier"] == v])
+            sel = np.array([r["value"] for r in rew if r["verifier"] == v and r["candidate_id"] in picked])
+            bins = np.histogram_bin_edges(allv, bins=20) if allv.size else 10
+            ax.hist(allv, bins=bins, color="#9bb", label="all candidates")
+            if sel.size:
+                ax.hist(sel, bins=bins, color="#c53", alpha=0.8, label="selected")
+            ax.set_title(v, fontsize=9)
+            ax.tick_params(labelsize=7)
+        axes[0][0].legend(fontsize=7)
+        fig.tight_layout()
+        p = outdir / "rewards.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    if trace:
+        fig, ax = plt.subplots(figsize=(5, 3))
+        for v in sorted({r["verifier"] for r in trace}):
+            xs = [r["event_seq"] for r in trace if r["verifier"] == v]
+            ys = [r["sigma"] for r in trace if r["verifier"] == v]
+            ax.plot(xs, ys, marker=".", label=v)
+        ax.set_xlabel("scoring event (event_seq)")
+        ax.set_ylabel("ARW sigma")
+        ax.set_yscale("log")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        p = outdir / "arw_sigma.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    rs = [r for r in results if r.get("baseline") is not None and r.get("selected") is not None]
+    if rs:
+        fig, axes = plt.subplots(1, len(rs), figsize=(1.9 * len(rs), 2.8), squeeze=False)
+        for ax, r in zip(axes[0], rs):
+            ax.bar([0, 1], [r["baseline"], r["selected"]], color=["#999", "#c53"])
+            ax.set_xticks([0, 1], ["base", "sel"], fontsize=7)
+            ax.set_title(r["metric"] + ("" if r.get("higher_is_better", True) else " (↓)"), fontsize=8)
+            ax.tick_params(labelsize=7)
+        fig.tight_layout()
+        p = outdir / "metrics.png"
+        fig.savefig(p, dpi=110)
+        plt.close(fig)
+        paths.append(p)
+    return paths
+
+
+def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int = 6) -> Path:
+    from avits_core.store.duck import connect
+
+    con = connect(ctx.store.path)
+    rows = con.execute(
+        """
+        WITH base AS (SELECT prompt_id, min(candidate_id) AS baseline FROM candidates GROUP BY prompt_id)
+        SELECT s.prompt_id, c.prompt_text, b.baseline, s.candidate_id AS selected,
+               cb.media_path AS baseline_media, cs.media_path AS selected_media, c.prompt_index
+        FROM selections s JOIN base b USING (prompt_id)
+        JOIN candidates cb ON cb.candidate_id = b.baseline
+        LEFT JOIN candidates cs ON cs.candidate_id = s.candidate_id
+        JOIN (SELECT DISTINCT prompt_id, prompt_text, prompt_index FROM candidates) c USING (prompt_id)
+        WHERE s.selection_id = ? ORDER BY c.prompt_index LIMIT ?
+        """,
+        [selection_id, n_prompts],
+    ).fetch_arrow_table().to_pylist()
+    con.close()
+    table_rows = []
+    for line in results_md.splitlines()[2:]:
+        cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+        table_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>avits run {html.escape(ctx.run_id)}</title>",
+        "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
+        "video{width:192px;height:192px;image-rendering:pixelated;background:#000}.pair{display:inline-block;margin:0 1em 1em 0}</style>",
+        "</head><body>",
+        f"<h1>avits run <code>{html.escape(ctx.run_id)}</code></h1>",
+        f"<p>selection <code>{html.escape(selection_id)}</code></p>",
+        "<table><tr><th>metric</th><th>held out</th><th>better</th><th>baseline</th><th>selected</th><th>change</th></tr>",
+        *table_rows,
+        "</table>",
+    ]
+    for png in ("rewards.png", "arw_sigma.png", "metrics.png"):
+        if (outdir / png).exists():
+            parts.append(f"<p><img src='{png}' alt='{png}'></p>")
+    parts.append("<h2>Baseline vs selected</h2>")
+    for r in rows:
+        parts.append(f"<h3>{html.escape(r['prompt_id'])}: {html.escape(r['prompt_text'])}</h3>")
+        for label, media, cid in (("baseline", r["baseline_media"], r["baseline"]), ("selected", r["selected_media"], r["selected"])):
+            if media:
+                parts.append(
+                    f"<div class='pair'><div>{label}: <code>{html.escape(cid)}</code></div>"
+                    f"<video controls loop muted preload='metadata' src='../{html.escape(media)}'></video></div>"
+                )
+    parts.append("</body></html>")
+    p = outdir / "index.html"
+    p.write_text("\n".join(parts), encoding="utf-8")
+    return p
+
+
+def write_report(ctx, selection_id: str) -> Report:
+    from avits_core import runner
+
+    outdir = ctx.store.path / "report"
+    outdir.mkdir(parents=True, exist_ok=True)
+    results = runner.results_table(ctx, selection_id)
+    res_md = results_markdown(results)
+    plots = _plots(ctx, selection_id, outdir, results)
+    info = ctx.store.read_run_json()
+    timings = info.get("timings") or {}
+    md = [
+        f"# avits run `{ctx.run_id}`",
+        "",
+        f"- generator: `{ctx.cfg.generator.name}`, search: `{ctx.cfg.search.method}` (n={ctx.cfg.search.n}), "
+        f"prompts: {len(ctx.prompts)}",
+        f"- verifiers: {', '.join(f'`{v.name}`' for v in ctx.cfg.verifiers)}; aggregator: `{ctx.cfg.aggregator.name}`",
+        f"- selection: `{selection_id}`; baseline = the first candidate of each prompt",
+        "",
+        "## Results (mean over prompts)",
+        "",
+        res_md,
+        "",
+    ]
+    if timings:
+        md += ["## Timings (s)", "", "| stage | seconds |", "|---|---|"]
+        md += [f"| {k} | {v:.2f} |" for k, v in sorted(timings.items())]
+        md.append("")
+    md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + ["", "Clips: [index.html](index.html)", ""]
+    markdown = "\n".join(md)
+    mpath = outdir / "report.md"
+    mpath.write_text(markdown, encoding="utf-8")
+    hpath = _html(ctx, selection_id, outdir, res_md)
+    log.info("report written to %s", mpath)
+    return Report(results=results, markdown=markdown, markdown_path=mpath, html_path=hpath, plots=plots)

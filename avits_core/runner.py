@@ -1,0 +1,483 @@
+"""The steps of one ITS run as plain functions over the run's tables (no Prefect here).
+
+The Prefect tasks in ``tasks/`` are one-line wrappers around these functions, so every step is
+testable as plain Python, and a run can also be driven without Prefect.
+
+Steps and their tables:
+  prepare_run      validates everything that can fail cheaply (config, prompts, generator and
+                   verifier names, weights on disk, output root writable) BEFORE any generation;
+                   writes run.json
+  generate_shard   candidates (+ mp4 media): skips prompts whose candidates are already stored
+  score_verifier   rewards: scores only (candidate, verifier, version) pairs with no row yet
+  select           arw_trace + selections: replays rewards in event_seq order
+  evaluate         metrics: baseline (first candidate of each prompt) and selected candidates
+
+Missing-reward policy (documented decision): a candidate whose reward is missing (an error row, or
+not scored yet) for any verifier of a selection is left out of that selection's replay entirely:
+its other rewards do not enter ARW's history and it cannot be selected. A prompt with no eligible
+candidate gets a selection row with a null candidate_id. Ties: the lowest candidate index wins.
+
+Event order: ``event_seq = prompt_index * n_generations + generation`` (prompt order, then
+generation), fixed by the config, so the replay is identical whichever order scoring ran in.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from avits_core import __version__
+from avits_core.aggregate import get_aggregator
+from avits_core.config import RunConfig, VerifierSpec
+from avits_core.errors import ConfigError
+from avits_core.prompts import Prompt, load_prompts
+from avits_core.registry import GENERATORS, VERIFIERS
+from avits_core.search.base import candidate_id as make_candidate_id
+from avits_core.seeding import candidate_seeds
+from avits_core.store import RunStore, make_selection_id
+from avits_core.verifiers.base import Verifier
+
+log = logging.getLogger(__name__)
+
+_MODEL_CACHE: dict[tuple[str, str, str], Any] = {}
+_MODEL_LOCK = threading.Lock()
+
+
+def _cache_key(kind: str, name: str, params: dict[str, Any]) -> tuple[str, str, str]:
+    return (kind, name, json.dumps(params, sort_keys=True, default=str))
+
+
+def get_generator(name: str, params: dict[str, Any]) -> Any:
+    """A generator instance, loaded once per process for a given (name, params)."""
+    key = _cache_key("generator", name, params)
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            log.info("loading generator %s %s", name, params)
+            _MODEL_CACHE[key] = GENERATORS.create(name, **params)
+        return _MODEL_CACHE[key]
+
+
+def get_verifier(name: str, params: dict[str, Any]) -> Verifier:
+    """A verifier instance, loaded once per process for a given (name, params)."""
+    key = _cache_key("verifier", name, params)
+    with _MODEL_LOCK:
+        if key not in _MODEL_CACHE:
+            _MODEL_CACHE[key] = VERIFIERS.create(name, **params)
+        return _MODEL_CACHE[key]
+
+
+# --------------------------------------------------------------------------- context
+
+
+@dataclass
+class RunContext:
+    cfg: RunConfig
+    run_id: str
+    root: Path
+    prompts: list[Prompt]
+    store: RunStore = field(repr=False)
+
+    @property
+    def prompt_index(self) -> dict[str, int]:
+        return {p.prompt_id: i for i, p in enumerate(self.prompts)}
+
+    @property
+    def prompt_by_id(self) -> dict[str, Prompt]:
+        return {p.prompt_id: p for p in self.prompts}
+
+    @property
+    def n_generations(self) -> int:
+        if self.cfg.search.method == "evosearch":
+            from avits_core.search.evosearch import EvoSearchConfig
+
+            return EvoSearchConfig.from_params(self.cfg.search.params).n_generations
+        return 1
+
+    def all_verifier_specs(self) -> list[VerifierSpec]:
+        """Guided verifiers, then held-out evaluation verifiers (default params)."""
+        specs = list(self.cfg.verifiers)
+        guided = {v.name for v in specs}
+        specs += [VerifierSpec(name=n, weight=0.0) for n in self.cfg.evaluation.verifiers if n not in guided]
+        return specs
+
+
+def _check_writable(root: Path) -> None:
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=root, prefix=".write-test-")
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as exc:
+        raise ConfigError(f"output_root {str(root)!r} is not writable: {exc.strerror or exc}") from exc
+
+
+def validate_config(cfg: RunConfig) -> list[Prompt]:
+    """Everything that can be checked before expensive work. Raises ConfigError/UnknownNameError."""
+    prompts = load_prompts(cfg.prompts.source, text_column=cfg.prompts.text_column, limit=cfg.prompts.limit)
+    GENERATORS.get_class(cfg.generator.name)
+    for spec in cfg.verifiers:
+        VERIFIERS.get_class(spec.name)
+    for name in cfg.evaluation.verifiers:
+        VERIFIERS.get_class(name)
+    get_aggregator(cfg.aggregator.name, [v.name for v in cfg.verifiers], cfg.weights, **cfg.aggregator.params)
+    if cfg.search.method == "evosearch":
+        from avits_core.search.evosearch import EvoSearchConfig
+
+        EvoSearchConfig.from_params(cfg.search.params)
+    if cfg.evaluation.oracle and cfg.generator.name != "synth":
+        log.info("oracle metrics need SynthAV ground truth; generator %s has none", cfg.generator.name)
+    return prompts
+
+
+def prepare_run(cfg: RunConfig, *, check_models: bool = True) -> RunContext:
+    """Validate the config and create (or reopen) the run folder. Writes nothing if validation fails."""
+    prompts = validate_config(cfg)
+    if check_models:
+        for spec in cfg.verifiers:
+            get_verifier(spec.name, spec.params).check_ready()
+        for name in cfg.evaluation.verifiers:
+            get_verifier(name, {}).check_ready()
+    root = Path(cfg.output_root).expanduser()
+    _check_writable(root)
+    run_id = cfg.resolved_run_id()
+    store = RunStore(root, run_id)
+    resumed = store.path.exists() and (store.path / "run.json").exists()
+    store.create(exist_ok=True)
+    if resumed:
+        info = store.read_run_json()
+        if info.get("config_hash") not in (None, cfg.config_hash()):
+            raise ConfigError(
+                f"run folder {store.path} holds a run of a different config; set run_id to start a new run"
+            )
+        store.update_run_json(status="running", resumed_at=time.time(), resumes=int(info.get("resumes", 0)) + 1)
+    else:
+        store.write_run_json(
+            {
+                "run_id": run_id,
+                "status": "running",
+                "config": cfg.model_dump(mode="json"),
+                "config_hash": cfg.config_hash(),
+                "avits_version": __version__,
+                "created_at": time.time(),
+                "n_prompts": len(prompts),
+                "timings": {},
+            }
+        )
+    log.info("run %s in %s (%s)", run_id, store.path, "resumed" if resumed else "new")
+    return RunContext(cfg=cfg, run_id=run_id, root=root, prompts=prompts, store=store)
+
+
+def open_run(run_path: str | Path) -> RunContext:
+    """Reopen a finished (or partial) run from its folder, without loading any model."""
+    run_path = Path(run_path)
+    if not (run_path / "run.json").exists():
+        raise ConfigError(f"{run_path} is not a run folder (no run.json)")
+    store = RunStore(run_path.parent, run_path.name)
+    info = store.read_run_json()
+    from avits_core.config import config_from_dict
+
+    cfg = config_from_dict(info["config"], source=str(run_path / "run.json"))
+    prompts = load_prompts(cfg.prompts.source, text_column=cfg.prompts.text_column, limit=cfg.prompts.limit)
+    return RunContext(cfg=cfg, run_id=run_path.name, root=run_path.parent, prompts=prompts, store=store)
+
+
+def record_timing(ctx: RunContext, stage: str, seconds: float) -> None:
+    info = ctx.store.read_run_json()
+    timings = dict(info.get("timings") or {})
+    timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 4)
+    ctx.store.update_run_json(timings=timings)
+
+
+# --------------------------------------------------------------------------- generation
+
+
+def shards(prompts: Sequence[Prompt], size: int) -> list[list[Prompt]]:
+    return [list(prompts[i : i + size]) for i in range(0, len(prompts), size)]
+
+
+def stored_prompt_ids(ctx: RunContext) -> set[str]:
+    t = ctx.store.read("candidates")
+    return set(t.column("prompt_id").to_pylist()) if t.num_rows else set()
+
+
+def generate_shard(ctx: RunContext, prompts: Sequence[Prompt]) -> int:
+    """Best-of-N generation for a shard of prompts; one candidates part per prompt. Returns #new candidates.
+
+    A prompt whose candidates are already stored is skipped (resume). Media are written before
+    the candidate rows, so a crash leaves at worst orphan mp4 files that the rerun overwrites.
+    """
+    from avits_core.media import write_mp4
+
+    cfg = ctx.cfg
+    done = stored_prompt_ids(ctx)
+    todo = [p for p in prompts if p.prompt_id not in done]
+    if not todo:
+        return 0
+    gen = get_generator(cfg.generator.name, cfg.generator.params)
+    from avits_core.search.best_of_n import generate_candidates
+
+    index = ctx.prompt_index
+    made = 0
+    for p in todo:
+        t0 = time.perf_counter()
+        seeds = candidate_seeds(cfg.seed, p.prompt_id, cfg.search.n)
+        lat, clips = generate_candidates(gen, p, seeds)
+        rows = []
+        for i, (clip, seed) in enumerate(zip(clips, seeds)):
+            cid = make_candidate_id(p.prompt_id, 0, i)
+            rel = Path("media") / p.prompt_id / f"{cid}.mp4"
+            write_mp4(clip, ctx.store.path / rel)
+            truth = clip.meta.get("truth")
+            rows.append(
+                dict(
+                    run_id=ctx.run_id,
+                    prompt_id=p.prompt_id,
+                    prompt_index=index[p.prompt_id],
+                    prompt_text=p.text,
+                    candidate_id=cid,
+                    search=cfg.search.method,
+                    generation=0,
+                    step=0,
+                    parent_ids=[],
+                    seed=int(seed),
+                    generator=cfg.generator.name,
+                    nfe=int(lat.nfe[i]),
+                    media_path=str(rel),
+                    latent_path=None,
+                    truth=json.dumps(truth) if truth is not None else None,
+                )
+            )
+        ctx.store.append("candidates", rows)
+        made += len(rows)
+        log.info("%s: %d candidates in %.2fs", p.prompt_id, len(rows), time.perf_counter() - t0)
+    return made
+
+
+# --------------------------------------------------------------------------- scoring
+
+
+def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = False) -> dict[str, int]:
+    """Score every stored candidate that lacks a row for (verifier, version). One rewards part per event.
+
+    Returns counts {"scored": n, "errors": e, "cached": c}. The rewards table is the cache: a pair that
+    already has a row (ok, or error unless ``retry_errors``) is never scored again.
+    """
+    from avits_core.media import read_mp4
+
+    v = get_verifier(spec.name, spec.params)
+    cands = ctx.store.read("candidates").to_pylist()
+    done = ctx.store.scored_pairs(v.name, v.version) if not retry_errors else ctx.store.scored_pairs(
+        v.name, v.version, status="ok"
+    )
+    todo = [c for c in cands if c["candidate_id"] not in done]
+    counts = {"scored": 0, "errors": 0, "cached": len(cands) - len(todo)}
+    if not todo:
+        return counts
+    G = ctx.n_generations
+    index = ctx.prompt_index
+    groups: dict[tuple[int, int], list[dict]] = {}
+    for c in todo:
+        pi = index.get(c["prompt_id"], c["prompt_index"])
+        groups.setdefault((pi, c["generation"]), []).append(c)
+    prompt_by_id = ctx.prompt_by_id
+    for (pi, g), group in sorted(groups.items()):
+        group.sort(key=lambda c: c["candidate_id"])
+        clips = [read_mp4(ctx.store.path / c["media_path"]) for c in group]
+        prompts = [prompt_by_id.get(c["prompt_id"]) or Prompt(c["prompt_id"], c["prompt_text"]) for c in group]
+        t0 = time.perf_counter()
+        res = v.score(clips, prompts)
+        wall = (time.perf_counter() - t0) / len(group)
+        rows = []
+        for c, value, err in zip(group, res.values, res.errors):
+            rows.append(
+                dict(
+                    run_id=ctx.run_id,
+                    prompt_id=c["prompt_id"],
+                    candidate_id=c["candidate_id"],
+                    verifier=v.name,
+                    verifier_version=str(v.version),
+                    value=None if err else float(value),
+                    status="error" if err else "ok",
+                    error=err,
+                    event_seq=pi * G + g,
+                    generation=g,
+                    wall_s=wall,
+                )
+            )
+            if err:
+                log.warning("%s failed on %s: %s", v.name, c["candidate_id"], err)
+        ctx.store.append("rewards", rows)
+        counts["scored"] += sum(r["status"] == "ok" for r in rows)
+        counts["errors"] += sum(r["status"] == "error" for r in rows)
+    return counts
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def default_spec(cfg: RunConfig) -> "SelectionSpec":
+    from avits_core.selection import SelectionSpec
+
+    w = cfg.weights
+    return SelectionSpec(
+        verifiers=[v.name for v in cfg.verifiers],
+        weights=[w[v.name] for v in cfg.verifiers],
+        aggregator=cfg.aggregator.name,
+        params=dict(cfg.aggregator.params),
+        budget=None,
+    )
+
+
+def higher_is_better(names: Iterable[str]) -> dict[str, bool]:
+    return {n: bool(VERIFIERS.get_class(n).higher_is_better) for n in names}
+
+
+def ok_rewards(ctx: RunContext, verifiers: Sequence[str]) -> list[dict[str, Any]]:
+    """Current ok reward rows (deduplicated view) of the given verifiers."""
+    from avits_core.store.duck import connect
+
+    con = connect(ctx.store.path)
+    names = ", ".join("'" + v.replace("'", "''") + "'" for v in verifiers)
+    t = con.execute(
+        f"SELECT candidate_id, verifier, value, event_seq FROM rewards "
+        f"WHERE status = 'ok' AND verifier IN ({names})"
+    ).fetch_arrow_table()
+    con.close()
+    return t.to_pylist()
+
+
+def select(ctx: RunContext, spec: "SelectionSpec | None" = None) -> str:
+    """Replay the rewards for ``spec`` (default: the run's config) and store trace + selections.
+
+    Idempotent: a selection_id that already has selection rows is not written again, and trace rows
+    are not duplicated if a previous attempt died between the two writes. Returns the selection_id.
+    """
+    from avits_core.selection import replay
+
+    spec = spec or default_spec(ctx.cfg)
+    sel_id = spec.selection_id
+    existing = ctx.store.read("selections")
+    if existing.num_rows and sel_id in set(existing.column("selection_id").to_pylist()):
+        log.info("selection %s already stored", sel_id)
+        return sel_id
+    cands = ctx.store.read("candidates").select(["prompt_id", "candidate_id", "generation"]).to_pylist()
+    rewards = ok_rewards(ctx, spec.verifiers)
+    res = replay(spec, cands, rewards, higher_is_better(spec.verifiers), [p.prompt_id for p in ctx.prompts])
+    trace = ctx.store.read("arw_trace")
+    if res.trace and not (trace.num_rows and sel_id in set(trace.column("selection_id").to_pylist())):
+        ctx.store.append("arw_trace", res.trace)
+    ctx.store.append("selections", [dict(run_id=ctx.run_id, **r) for r in res.selections])
+    return sel_id
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def _metric_rows(
+    ctx: RunContext, selection_id: str | None, picks: dict[str, str], guided: set[str]
+) -> list[dict[str, Any]]:
+    from avits_core.store.duck import connect
+
+    cands = {c["candidate_id"]: c for c in ctx.store.read("candidates").select(["candidate_id", "truth"]).to_pylist()}
+    con = connect(ctx.store.path)
+    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status = 'ok'").fetch_arrow_table().to_pylist()
+    con.close()
+    by_cand: dict[str, dict[str, float]] = {}
+    for r in rew:
+        by_cand.setdefault(r["candidate_id"], {})[r["verifier"]] = r["value"]
+    rows = []
+    oracle = None
+    if ctx.cfg.evaluation.oracle:
+        from avits_core.metrics.oracle import oracle_metrics as oracle
+    for pid, cid in picks.items():
+        if cid is None:
+            continue
+        base = dict(run_id=ctx.run_id, selection_id=selection_id, prompt_id=pid, candidate_id=cid)
+        truth = cands.get(cid, {}).get("truth")
+        if oracle is not None and truth:
+            for m, val in oracle(json.loads(truth)).items():
+                rows.append(dict(base, metric=m, value=float(val), held_out=True, extractor="synthav-truth"))
+        for vname, val in sorted(by_cand.get(cid, {}).items()):
+            rows.append(dict(base, metric=vname, value=float(val), held_out=vname not in guided, extractor="verifier"))
+    return rows
+
+
+def evaluate(ctx: RunContext, selection_id: str) -> int:
+    """Write metrics rows for the baseline (once per run) and for ``selection_id`` (once). Returns #rows."""
+    metrics = ctx.store.read("metrics")
+    have = set(metrics.column("selection_id").to_pylist()) if metrics.num_rows else set()
+    sels = [r for r in ctx.store.read("selections").to_pylist() if r["selection_id"] == selection_id]
+    if not sels:
+        raise ConfigError(f"no selection {selection_id!r} in run {ctx.run_id}")
+    guided = set(sels[0]["verifiers"])
+    n = 0
+    if None not in have:
+        cands = ctx.store.read("candidates").select(["prompt_id", "candidate_id"]).to_pylist()
+        first: dict[str, str] = {}
+        for c in sorted(cands, key=lambda c: c["candidate_id"]):
+            first.setdefault(c["prompt_id"], c["candidate_id"])
+        rows = _metric_rows(ctx, None, first, guided=set())
+        ctx.store.append("metrics", rows)
+        n += len(rows)
+    if selection_id not in have:
+        rows = _metric_rows(ctx, selection_id, {s["prompt_id"]: s["candidate_id"] for s in sels}, guided)
+        ctx.store.append("metrics", rows)
+        n += len(rows)
+    return n
+
+
+def results_table(ctx: RunContext, selection_id: str) -> list[dict[str, Any]]:
+    """Per metric: baseline mean, selected mean, change (selected - baseline), direction."""
+    from avits_core.store.duck import connect
+
+    con = connect(ctx.store.path)
+    rows = con.execute(
+        """
+        SELECT metric, any_value(held_out) AS held_out,
+               avg(value) FILTER (WHERE selection_id IS NULL) AS baseline,
+               avg(value) FILTER (WHERE selection_id = ?) AS selected
+        FROM metrics WHERE selection_id IS NULL OR selection_id = ?
+        GROUP BY metric ORDER BY metric
+        """,
+        [selection_id, selection_id],
+    ).fetch_arrow_table().to_pylist()
+    con.close()
+    hib = _metric_directions()
+    for r in rows:
+        if r["baseline"] is not None and r["selected"] is not None:
+            r["change"] = r["selected"] - r["baseline"]
+        else:
+            r["change"] = None
+        r["higher_is_better"] = hib.get(r["metric"], True)
+        if r["metric"] in VERIFIERS.names():
+            r["held_out"] = r["held_out"]
+    return rows
+
+
+def _metric_directions() -> dict[str, bool]:
+    out: dict[str, bool] = {}
+    try:
+        from avits_core.metrics.oracle import ORACLE_METRICS
+
+        out.update({k: bool(v["higher_is_better"]) for k, v in ORACLE_METRICS.items()})
+    except ImportError:  # pragma: no cover
+        pass
+    for n in VERIFIERS.names():
+        try:
+            out[n] = bool(VERIFIERS.get_class(n).higher_is_better)
+        except Exception:  # optional dependency missing: default direction
+            out.setdefault(n, True)
+    return out
+
+
+def finish_run(ctx: RunContext, status: str = "completed", **extra: Any) -> None:
+    ctx.store.update_run_json(status=status, finished_at=time.time(), **extra)
