@@ -265,19 +265,20 @@ def generate_shard(ctx: RunContext, prompts: Sequence[Prompt]) -> int:
 # --------------------------------------------------------------------------- scoring
 
 
-def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = False) -> dict[str, int]:
+def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = True) -> dict[str, int]:
     """Score every stored candidate that lacks a row for (verifier, version). One rewards part per event.
 
     Returns counts {"scored": n, "errors": e, "cached": c}. The rewards table is the cache: a pair that
-    already has a row (ok, or error unless ``retry_errors``) is never scored again.
+    already has an ok row is never scored again; pairs with only error rows are retried unless
+    ``retry_errors`` is False.
     """
     from avits_core.media import read_mp4
 
     v = get_verifier(spec.name, spec.params)
     cands = ctx.store.read("candidates").to_pylist()
-    done = ctx.store.scored_pairs(v.name, v.version) if not retry_errors else ctx.store.scored_pairs(
-        v.name, v.version, status="ok"
-    )
+    # DESIGN §4: an ok row is the cache; error rows are retried on the next attempt (the rewards view
+    # keeps the ok row over older error rows, so a retry never counts twice).
+    done = ctx.store.scored_pairs(v.name, v.version, include_errors=not retry_errors)
     todo = [c for c in cands if c["candidate_id"] not in done]
     counts = {"scored": 0, "errors": 0, "cached": len(cands) - len(todo)}
     if not todo:

@@ -1,0 +1,148 @@
+"""DuckDB views over the Parquet tables of one run or of a whole runs root.
+
+``connect(path)`` opens an in-memory DuckDB database (nothing is written to the run folder; the
+connection is read-only in practice) with one TEMP view per table:
+
+- ``candidates``, ``arw_trace``, ``selections``, ``metrics``: every row of every part;
+- ``rewards_all``: every rewards row (the raw append-only log, retries included);
+- ``rewards``: one row per (run_id, candidate_id, verifier, verifier_version): the latest 'ok' row
+  if there is one, else the latest 'error' row. "Latest" = highest ``scored_at``, ties broken by
+  part file name and row position (deterministic). So an error that was retried successfully
+  counts once, as the success, and a retried error still counts once.
+
+``path`` may be a run folder (it has a run.json or a table folder) - the views read
+``<run>/<table>/part-*.parquet`` - or a runs root, whose views read
+``<root>/*/<table>/part-*.parquet`` and span every run (join on run_id). Parts are read with
+``read_parquet(..., union_by_name=true)``, and each view projects exactly the columns of the
+current schema (:mod:`avits_core.store.schemas`) with their types: a column that no part has yet
+(an older run) appears as NULLs; a table with no parts at all is an empty view with the right
+columns. Columns the schema does not know (written by a newer version) are kept after the known
+ones.
+
+The views are bound when ``connect`` runs: parts added later ARE seen by later queries (the glob
+is re-evaluated), except for a table that had no part at connect time, or a column that appeared
+after it - reconnect for those. Temp files of in-flight writers (``.part-*.tmp``) never match.
+The session time zone is set to UTC so timestamps come back as ``timestamp[us, tz=UTC]``.
+Use ``con.sql(sql).to_arrow_table()`` for Arrow results (``.df()`` would need pandas).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import duckdb
+import pyarrow as pa
+
+from avits_core.store.parquet import PART_GLOB, RUN_JSON
+from avits_core.store.schemas import SCHEMAS, TABLE_NAMES, StoreError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["connect", "query", "is_run_folder", "sql_type", "VIEWS"]
+
+#: The views connect() creates.
+VIEWS: tuple[str, ...] = ("candidates", "rewards", "rewards_all", "arw_trace", "selections", "metrics")
+
+_DEDUPE_KEY = ("run_id", "candidate_id", "verifier", "verifier_version")
+
+
+def sql_type(t: pa.DataType) -> str:
+    """DuckDB type name of an Arrow type used in the schemas."""
+    if pa.types.is_string(t):
+        return "VARCHAR"
+    if pa.types.is_int32(t):
+        return "INTEGER"
+    if pa.types.is_int64(t):
+        return "BIGINT"
+    if pa.types.is_float64(t):
+        return "DOUBLE"
+    if pa.types.is_boolean(t):
+        return "BOOLEAN"
+    if pa.types.is_timestamp(t):
+        return "TIMESTAMPTZ" if t.tz else "TIMESTAMP"
+    if pa.types.is_list(t):
+        return f"{sql_type(t.value_type)}[]"
+    raise StoreError(f"no DuckDB type for Arrow type {t}")  # pragma: no cover - schemas use only the above
+
+
+def _lit(s: str) -> str:
+    return "'" + s.replace("'", "''") + "'"
+
+
+def _ident(s: str) -> str:
+    return '"' + s.replace('"', '""') + '"'
+
+
+def is_run_folder(path: str | Path) -> bool:
+    """True when ``path`` looks like one run (has run.json or a table folder), False for a runs root."""
+    p = Path(path)
+    return (p / RUN_JSON).is_file() or any((p / t).is_dir() for t in TABLE_NAMES)
+
+
+def _projection(table: str, present: Sequence[str] | None) -> str:
+    cols = []
+    have = set(present or ())
+    for f in SCHEMAS[table]:
+        src = _ident(f.name) if f.name in have else "NULL"
+        cols.append(f"CAST({src} AS {sql_type(f.type)}) AS {_ident(f.name)}")
+    known = set(SCHEMAS[table].names)
+    cols += [_ident(c) for c in (present or ()) if c not in known]
+    return ", ".join(cols)
+
+
+def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the views ``candidates, rewards, rewards_all, arw_trace, selections, metrics``.
+
+    ``path``: a run folder or a runs root (see the module docstring). ``con``: add the (TEMP) views
+    to an existing connection instead of opening a new in-memory one.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise StoreError(f"{root} is not a folder (expected a run folder or a runs root)")
+    run = is_run_folder(root)
+    if con is None:
+        con = duckdb.connect(":memory:")
+        con.execute("SET TimeZone = 'UTC'")
+    for table in TABLE_NAMES:
+        rel = f"{table}/{PART_GLOB}" if run else f"*/{table}/{PART_GLOB}"
+        has_parts = next(iter(root.glob(rel)), None) is not None
+        glob = _lit((root / rel).as_posix())
+        extra = ", filename=true, file_row_number=true" if table == "rewards" else ""
+        if has_parts:
+            src = f"read_parquet({glob}, union_by_name=true, hive_partitioning=false{extra})"
+            present = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+            present = [c for c in present if not (extra and c in ("filename", "file_row_number"))]
+            select = f"SELECT {_projection(table, present)}"
+            if extra:
+                select += ", filename AS _part, file_row_number AS _row"
+            select += f" FROM {src}"
+        else:
+            select = f"SELECT {_projection(table, None)}"
+            if extra:
+                select += ", CAST(NULL AS VARCHAR) AS _part, CAST(NULL AS BIGINT) AS _row"
+            select += " WHERE false"
+        if table != "rewards":
+            con.execute(f"CREATE OR REPLACE TEMP VIEW {table} AS {select}")
+            continue
+        con.execute(f"CREATE OR REPLACE TEMP VIEW _rewards_raw AS {select}")
+        con.execute("CREATE OR REPLACE TEMP VIEW rewards_all AS SELECT * EXCLUDE (_part, _row) FROM _rewards_raw")
+        key = ", ".join(_DEDUPE_KEY)
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW rewards AS SELECT * EXCLUDE (_part, _row, _rn) FROM ("
+            f" SELECT *, row_number() OVER (PARTITION BY {key}"
+            " ORDER BY (status = 'ok') DESC, scored_at DESC, _part DESC, _row DESC) AS _rn"
+            " FROM _rewards_raw) WHERE _rn = 1"
+        )
+    log.debug("duckdb views over %s (%s)", root, "run" if run else "runs root")
+    return con
+
+
+def query(path: str | Path, sql: str, params: Mapping[str, Any] | Sequence[Any] | None = None) -> pa.Table:
+    """Run one SQL query against the views of ``path`` (run folder or runs root) and return Arrow."""
+    con = connect(path)
+    try:
+        return con.sql(sql, params=params).to_arrow_table()
+    finally:
+        con.close()
