@@ -1,0 +1,184 @@
+"""CLAP text-audio score: cosine of the CLAP text embedding and the CLAP audio embedding.
+
+What it computes, per (clip, prompt)
+    cos(E_text(text), E_audio(audio)) in [-1, 1], higher is better, where E_* are the projected
+    embeddings of a transformers ``ClapModel`` (L2-normalised here, whatever the transformers
+    version returns). This is the raw cosine: JavisBench and most papers report the same number
+    (sometimes ×100); nothing is clamped.
+
+Input handling (decisions)
+    - ``text`` is ``prompt.text``, or ``prompt.meta[text_field]`` (e.g. JavisBench's ``audio_text``).
+    - Audio: the clip's mono float32 track at its true ``clip.sample_rate`` is resampled (polyphase)
+      to the feature extractor's ``sampling_rate`` (48 kHz for LAION CLAP), then clipped to [-1, 1].
+      Empty or non-finite audio is an error for that clip (recorded, never a silent 0.0).
+    - Determinism: ``ClapFeatureExtractor`` draws random crops from numpy's global RNG. For a
+      non-fusion model ("rand_trunc") audio longer than ``max_length_s`` is centre-cropped here, so
+      no randomness is used. For a fusion model the extractor runs one clip at a time under a fixed
+      seed (then the global RNG state is restored), so a score does not depend on the batch it was
+      computed in or on earlier calls. Short audio is "repeatpad"-ed by the extractor as in training.
+    - Text longer than the text tower's positions is truncated.
+
+Weights: ``model_path`` is a local ``save_pretrained`` folder or a hub id resolved only from the
+local Hugging Face cache (see :mod:`avits_core.verifiers.hf`); the model loads once per process per
+(path, device, dtype). transformers is imported on first use only.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from avits_core.media import AVClip
+from avits_core.prompts import Prompt
+from avits_core.verifiers import hf
+from avits_core.verifiers.base import Verifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLAP = "laion/clap-htsat-unfused"
+_RNG_LOCK = threading.Lock()
+_FUSION_SEED = 0
+
+
+def _clip_audio(audio: np.ndarray, sr_in: int, sr_out: int, what: str) -> np.ndarray:
+    a = np.asarray(audio, dtype=np.float32)
+    if a.size == 0:
+        raise ValueError(f"{what}: the clip has no audio samples")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{what}: the audio contains NaN or infinite samples")
+    a = hf.resample_audio(a, sr_in, sr_out)
+    return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+class ClapScore(Verifier):
+    """CLAP text-audio cosine in [-1, 1] (higher = the audio matches the text better)."""
+
+    name = "clap"
+    version = "1"
+    higher_is_better = True
+    value_range = (-1.0, 1.0)
+    needs_weights = True
+
+    def __init__(
+        self,
+        model_path: str = DEFAULT_CLAP,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        text_field: str = "text",
+        cache_dir: str | None = None,
+    ) -> None:
+        self.model_path = str(model_path)
+        self.device = hf.parse_device(device)
+        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
+        self.batch_size = hf.check_batch_size(batch_size)
+        self.text_field = str(text_field)
+        self.cache_dir = cache_dir
+
+    # -- weights -------------------------------------------------------------------------------
+    def resolve(self) -> Path:
+        return hf.resolve_model_dir(
+            self.model_path, what="CLAP (clap verifier)", default_repo=DEFAULT_CLAP, cache_dir=self.cache_dir
+        )
+
+    def check_ready(self) -> None:
+        """Raise MissingWeightsError if the model folder (or cached hub snapshot) is missing."""
+        self.resolve()
+
+    def _components(self) -> tuple[Any, Any, Any]:
+        path = self.resolve()
+
+        def load() -> tuple[Any, Any, Any]:
+            from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+            model = ClapModel.from_pretrained(str(path), local_files_only=True)
+            model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
+            fe = ClapFeatureExtractor.from_pretrained(str(path), local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            return model, fe, tok
+
+        return hf.cached("ClapModel", path.resolve(), self.device, self.dtype, load)
+
+    @property
+    def sampling_rate(self) -> int:
+        return int(self._components()[1].sampling_rate)
+
+    # -- embeddings ----------------------------------------------------------------------------
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised CLAP text embeddings, float64 (len(texts), D)."""
+        import torch
+
+        model, _, tok = self._components()
+        cfg = model.config.text_config
+        pad = int(getattr(cfg, "pad_token_id", 0) or 0)
+        max_len = min(int(tok.model_max_length), int(cfg.max_position_embeddings) - pad - 1)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = tok(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
+                      max_length=max_len, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            with torch.inference_mode():
+                f = hf.features_of(model.get_text_features(**enc))
+            out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+    def _features(self, waves: Sequence[np.ndarray]) -> dict[str, Any]:
+        """Feature-extractor output for waves already at the extractor's rate (deterministic)."""
+        import torch
+
+        _, fe, _ = self._components()
+        sr = int(fe.sampling_rate)
+        if getattr(fe, "truncation", None) == "fusion":
+            parts = []
+            with _RNG_LOCK:
+                state = np.random.get_state()
+                try:
+                    for w in waves:
+                        np.random.seed(_FUSION_SEED)
+                        parts.append(fe([w], sampling_rate=sr, return_tensors="pt"))
+                finally:
+                    np.random.set_state(state)
+            return {k: torch.cat([p[k] for p in parts]) for k in parts[0].keys()}
+        n_max = int(fe.nb_max_samples)
+        cropped = []
+        for w in waves:
+            if w.shape[0] > n_max:
+                s = (w.shape[0] - n_max) // 2
+                w = w[s : s + n_max]
+            cropped.append(w)
+        return dict(fe(cropped, sampling_rate=sr, return_tensors="pt"))
+
+    def embed_audio(self, waves: Sequence[np.ndarray], sample_rates: Sequence[int]) -> np.ndarray:
+        """L2-normalised CLAP audio embeddings, float64 (len(waves), D); each wave at its own rate."""
+        import torch
+
+        model, fe, _ = self._components()
+        sr = int(fe.sampling_rate)
+        ready = [_clip_audio(w, int(r), sr, f"clap audio {i}") for i, (w, r) in enumerate(zip(waves, sample_rates))]
+        out = []
+        dt = hf.parse_dtype(self.dtype)
+        for i in range(0, len(ready), self.batch_size):
+            feats = self._features(ready[i : i + self.batch_size])
+            kw: dict[str, Any] = {"input_features": feats["input_features"].to(self.device, dt)}
+            if "is_longer" in feats:
+                kw["is_longer"] = feats["is_longer"].to(self.device)
+            with torch.inference_mode():
+                f = hf.features_of(model.get_audio_features(**kw))
+            out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+    # -- scores --------------------------------------------------------------------------------
+    def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
+        texts = [hf.prompt_text(p, self.text_field) for p in prompts]
+        uniq = sorted(set(texts))
+        t = self.embed_text(uniq)
+        row = {s: i for i, s in enumerate(uniq)}
+        a = self.embed_audio([c.audio for c in clips], [c.sample_rate for c in clips])
+        return [float(np.dot(t[row[s]], a[i])) for i, s in enumerate(texts)]
+
+    def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
+        return self.score_clips([clip], [prompt])[0]

@@ -1,0 +1,157 @@
+"""CLIP text-video score: mean over uniformly sampled frames of cos(CLIP text, CLIP frame).
+
+What it computes, per (clip, prompt)
+    (1/F) * sum_f cos(E_text(text), E_image(frame_f)) in [-1, 1], higher is better, over
+    F = min(num_frames, T) frames sampled uniformly from the clip's T frames (segment centres:
+    frame floor((i + 0.5) * T / F) for i = 0..F-1; with T <= num_frames every frame is used once).
+    E_* are the projected embeddings of a transformers ``CLIPModel``, L2-normalised.
+
+Conventions (documented in docs/metrics.md)
+    We report the raw cosine. "CLIPScore" (Hessel et al.) is 2.5 * max(cos, 0) for images, and many
+    video papers and JavisBench-style evaluators report 100 * cos (some clamp at 0); multiply by
+    100 to compare with those, and note that a clamp hides negative similarities.
+
+Input handling (decisions)
+    - ``text`` is ``prompt.text`` or ``prompt.meta[text_field]`` (e.g. JavisBench's ``video_text``),
+      truncated to the text tower's 77 positions (CLIP cannot read longer text).
+    - Frames go through ``CLIPImageProcessorPil`` (Pillow; resize the short side, centre crop,
+      normalise with the folder's preprocessor_config.json), since transformers 5's
+      ``CLIPImageProcessor`` needs torchvision, which this project does not use.
+    - Frames are embedded ``batch_size * num_frames`` at a time; prompts shared by several clips
+      (Best-of-N) are embedded once.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from avits_core.media import AVClip
+from avits_core.prompts import Prompt
+from avits_core.verifiers import hf
+from avits_core.verifiers.base import Verifier
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+
+
+def uniform_frame_indices(num_total: int, num_frames: int) -> np.ndarray:
+    """Indices of ``min(num_frames, num_total)`` frames spread uniformly over ``num_total`` frames
+    (the centre of each of ``num_frames`` equal segments); all frames when there are fewer."""
+    if num_total < 1:
+        raise ValueError(f"the clip has no frames (num_total={num_total})")
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if num_total <= num_frames:
+        return np.arange(num_total)
+    return np.floor((np.arange(num_frames) + 0.5) * num_total / num_frames).astype(np.int64)
+
+
+class ClipScore(Verifier):
+    """Mean CLIP text-frame cosine over uniformly sampled frames, in [-1, 1] (higher is better)."""
+
+    name = "clip"
+    version = "1"
+    higher_is_better = True
+    value_range = (-1.0, 1.0)
+    needs_weights = True
+
+    def __init__(
+        self,
+        model_path: str = DEFAULT_CLIP,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        num_frames: int = 8,
+        text_field: str = "text",
+        cache_dir: str | None = None,
+    ) -> None:
+        self.model_path = str(model_path)
+        self.device = hf.parse_device(device)
+        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
+        self.batch_size = hf.check_batch_size(batch_size)
+        self.num_frames = hf.check_batch_size(num_frames, "num_frames")
+        self.text_field = str(text_field)
+        self.cache_dir = cache_dir
+
+    def resolve(self) -> Path:
+        return hf.resolve_model_dir(
+            self.model_path, what="CLIP (clip verifier)", default_repo=DEFAULT_CLIP, cache_dir=self.cache_dir
+        )
+
+    def check_ready(self) -> None:
+        """Raise MissingWeightsError if the model folder (or cached hub snapshot) is missing."""
+        self.resolve()
+
+    def _components(self) -> tuple[Any, Any, Any]:
+        path = self.resolve()
+
+        def load() -> tuple[Any, Any, Any]:
+            from transformers import AutoTokenizer, CLIPModel
+            from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+            model = CLIPModel.from_pretrained(str(path), local_files_only=True)
+            model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
+            proc = CLIPImageProcessorPil.from_pretrained(str(path), local_files_only=True)
+            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+            return model, proc, tok
+
+        return hf.cached("CLIPModel", path.resolve(), self.device, self.dtype, load)
+
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised CLIP text embeddings, float64 (len(texts), D)."""
+        import torch
+
+        model, _, tok = self._components()
+        max_len = min(int(tok.model_max_length), int(model.config.text_config.max_position_embeddings))
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = tok(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
+                      max_length=max_len, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            with torch.inference_mode():
+                f = hf.features_of(model.get_text_features(**enc))
+            out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+    def embed_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
+        """L2-normalised CLIP image embeddings of uint8 RGB frames (H, W, 3), float64 (N, D)."""
+        import torch
+        from PIL import Image
+
+        model, proc, _ = self._components()
+        dt = hf.parse_dtype(self.dtype)
+        step = self.batch_size * self.num_frames
+        out = []
+        for i in range(0, len(frames), step):
+            imgs = [Image.fromarray(np.ascontiguousarray(f)) for f in frames[i : i + step]]
+            px = proc(imgs, return_tensors="pt")["pixel_values"].to(self.device, dt)
+            with torch.inference_mode():
+                f = hf.features_of(model.get_image_features(pixel_values=px))
+            out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+    def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
+        texts = [hf.prompt_text(p, self.text_field) for p in prompts]
+        uniq = sorted(set(texts))
+        t = self.embed_text(uniq)
+        row = {s: i for i, s in enumerate(uniq)}
+        frames: list[np.ndarray] = []
+        owner: list[int] = []
+        for ci, clip in enumerate(clips):
+            for fi in uniform_frame_indices(clip.num_frames, self.num_frames):
+                frames.append(clip.video[fi])
+                owner.append(ci)
+        e = self.embed_frames(frames)
+        own = np.asarray(owner)
+        scores = []
+        for ci, s in enumerate(texts):
+            scores.append(float(np.mean(e[own == ci] @ t[row[s]])))
+        return scores
+
+    def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
+        return self.score_clips([clip], [prompt])[0]
