@@ -25,7 +25,7 @@ def run_compute(run_path: str | Path) -> dict[str, float]:
     con = connect(run_path)
     r = con.execute(
         "SELECT count(*) AS n, count(DISTINCT prompt_id) AS p, sum(nfe) AS nfe FROM candidates"
-    ).fetch_arrow_table().to_pylist()[0]
+    ).to_arrow_table().to_pylist()[0]
     con.close()
     info = json.loads((run_path / "run.json").read_text())
     p = max(int(r["p"] or 0), 1)

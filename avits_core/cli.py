@@ -114,7 +114,7 @@ def sql(
     def execute(q: str) -> None:
         q = CANNED.get(q.strip().rstrip(";"), q)
         try:
-            t = con.execute(q).fetch_arrow_table()
+            t = con.execute(q).to_arrow_table()
         except Exception as exc:  # duckdb errors are user errors here
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             if command is not None:

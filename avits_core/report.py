@@ -57,14 +57,14 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
-    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status='ok'").fetch_arrow_table().to_pylist()
+    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status='ok'").to_arrow_table().to_pylist()
     trace = con.execute(
         "SELECT event_seq, verifier, sigma FROM arw_trace WHERE selection_id = ? ORDER BY event_seq", [selection_id]
-    ).fetch_arrow_table().to_pylist()
+    ).to_arrow_table().to_pylist()
     picked = {
         r["candidate_id"]
         for r in con.execute("SELECT candidate_id FROM selections WHERE selection_id = ?", [selection_id])
-        .fetch_arrow_table()
+        .to_arrow_table()
         .to_pylist()
     }
     con.close()
@@ -134,7 +134,7 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
         WHERE s.selection_id = ? ORDER BY c.prompt_index LIMIT ?
         """,
         [selection_id, n_prompts],
-    ).fetch_arrow_table().to_pylist()
+    ).to_arrow_table().to_pylist()
     con.close()
     table_rows = []
     for line in results_md.splitlines()[2:]:

@@ -191,10 +191,13 @@ def open_run(run_path: str | Path) -> RunContext:
 
 
 def record_timing(ctx: RunContext, stage: str, seconds: float) -> None:
-    info = ctx.store.read_run_json()
-    timings = dict(info.get("timings") or {})
-    timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 4)
-    ctx.store.update_run_json(timings=timings)
+    """Add ``seconds`` to run.json's timings[stage] (read-modify-write under the store's lock)."""
+    with ctx.store._lock():
+        info = ctx.store.read_run_json()
+        timings = dict(info.get("timings") or {})
+        timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 4)
+        info["timings"] = timings
+        ctx.store.write_run_json(info)
 
 
 # --------------------------------------------------------------------------- generation
@@ -235,6 +238,7 @@ def generate_shard(ctx: RunContext, prompts: Sequence[Prompt]) -> int:
         for i, (clip, seed) in enumerate(zip(clips, seeds)):
             cid = make_candidate_id(p.prompt_id, 0, i)
             rel = Path("media") / p.prompt_id / f"{cid}.mp4"
+            (ctx.store.path / rel).parent.mkdir(parents=True, exist_ok=True)
             write_mp4(clip, ctx.store.path / rel)
             truth = clip.meta.get("truth")
             rows.append(
@@ -351,7 +355,7 @@ def ok_rewards(ctx: RunContext, verifiers: Sequence[str]) -> list[dict[str, Any]
     t = con.execute(
         f"SELECT candidate_id, verifier, value, event_seq FROM rewards "
         f"WHERE status = 'ok' AND verifier IN ({names})"
-    ).fetch_arrow_table()
+    ).to_arrow_table()
     con.close()
     return t.to_pylist()
 
@@ -390,7 +394,7 @@ def _metric_rows(
 
     cands = {c["candidate_id"]: c for c in ctx.store.read("candidates").select(["candidate_id", "truth"]).to_pylist()}
     con = connect(ctx.store.path)
-    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status = 'ok'").fetch_arrow_table().to_pylist()
+    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status = 'ok'").to_arrow_table().to_pylist()
     con.close()
     by_cand: dict[str, dict[str, float]] = {}
     for r in rew:
@@ -450,7 +454,7 @@ def results_table(ctx: RunContext, selection_id: str) -> list[dict[str, Any]]:
         GROUP BY metric ORDER BY metric
         """,
         [selection_id, selection_id],
-    ).fetch_arrow_table().to_pylist()
+    ).to_arrow_table().to_pylist()
     con.close()
     hib = _metric_directions()
     for r in rows:
