@@ -1,0 +1,667 @@
+"""EvoSearch: evolutionary search over initial noises and intermediate latents.
+
+Generations (the interpretation this module implements)
+    ``population_size_schedule = [P0, P1, ..., P_{G-1}]`` and ``evolution_schedule = [k1, ..., k_{G-1}]``
+    (so ``len(population_size_schedule) == len(evolution_schedule) + 1`` and ``n_generations = G``).
+
+    * Generation 0: ``P0`` fresh noises, seed ``i`` = ``derive_seed(run_seed, prompt_id, i)`` (the very
+      seeds of Best-of-N, so generation 0 *is* a Best-of-P0 run), denoised from step 0 to S, decoded,
+      scored. This is one scoring event.
+    * Generation g >= 1 evolves at step ``k = evolution_schedule[g-1]``. The *pool* is the population
+      of generation g-1 (the elites carried into g-1 plus the children made in g-1; for g-1 = 0 the
+      P0 fresh candidates). Every candidate of the prompt seen so far is ranked with the aggregator's
+      current state (for ARW: the sigma fitted after the newest event); then
+        - the ``elite_size`` best of the pool are carried into generation g unchanged. They are not
+          regenerated, re-stored or re-scored: they stay candidates of the generation that made them;
+        - ``P_g - elite_size`` children are made: each child's parent is the winner of one tournament
+          over the pool (``tournament_size`` distinct members drawn uniformly; the best aggregate
+          wins, exact ties to the lowest candidate id); the parent's latent at step k is mutated with
+          noise from ``derive_seed(run_seed, prompt_id, child_index, salt=f"mut-g{g}")`` and the
+          child is denoised k -> S, decoded and scored (one scoring event per generation).
+    * The answer is the best candidate over *all* generations under the final aggregate (the same
+      rule the replay selection applies), not the best of the last population.
+
+Mutation (``beta = mutation_rate``)
+    * Step 0 (initial noise): ``z' = sqrt(1 - beta^2) z + beta eps`` (variance preserving: a standard
+      normal z stays standard normal; beta = 0 is the identity, beta = 1 a fresh noise).
+    * Intermediate step k > 0, ``latent_mutation = "vp"`` (default): rectified flow writes
+      ``x_k = (1 - s) x0 + s n`` with ``s = timesteps[k]``. ``predict_x0`` (spends the generator's NFE
+      for one evaluation; counted in the child's nfe) gives ``x0_hat``; the implied noise is
+      ``n_hat = (x_k - (1 - s) x0_hat) / s``; it is mutated as above and mixed again:
+      ``x_k' = (1 - s) x0_hat + s (sqrt(1 - beta^2) n_hat + beta eps)``. The child stays on the
+      marginal of step k (beta = 0 gives x_k back up to rounding).
+    * ``latent_mutation = "additive"`` (the reference rule): ``x_k' = x_k + (t/T) eps`` with
+      ``t/T = timesteps[k]`` (the noise level in [0, 1]). As in the reference, beta does not enter;
+      no NFE is spent; the noise variance of x_k grows (from s^2 to 2 s^2), which is why it is not
+      the default.
+    * ``modality = "joint"`` (default) mutates video and audio latents together (one draw of eps for
+      both); ``"video"`` / ``"audio"`` mutate that modality only and copy the other from the parent.
+    * eps is ``generator.init_noise([mutation_seed])``: a standard normal of the generator's own
+      latent shapes, dtype and device, deterministic per seed.
+
+Compute accounting (decision): a child's ``nfe`` is its parent's nfe when the parent's latent was at
+step k (inherited: what it costs to make this one sample alone) plus the NFE the child spent itself
+(predict_x0 for the VP rule, then k -> S); ``nfe_own`` is the part it spent itself. Summing
+``nfe_own`` over a prompt's candidates gives the compute the search actually spent on the prompt.
+
+Edge cases (decisions, all raise :class:`~avits_core.errors.ConfigError` naming the field):
+    * a population not larger than ``elite_size`` in a generation g >= 1 (it would have no child);
+      ``population_size_schedule[0] < elite_size`` (the elites could not be filled);
+    * ``evolution_schedule`` decreasing (a candidate branched at step k has no latent before k, so
+      later generations cannot evolve at an earlier step); equal steps are allowed;
+    * a schedule step >= the generator's ``num_steps`` (at step S the latent is clean: there is no
+      noise left to mutate) - checked by :meth:`EvoSearchConfig.check_steps` before anything is
+      generated;
+    * an empty ``evolution_schedule`` is allowed: one generation, i.e. Best-of-P0 (documented
+      behaviour); a one-entry schedule gives two generations; with a one-step generator (S = 1) only
+      step 0 can be evolved.
+    * At run time, when fewer pool members are eligible than ``elite_size`` (their scoring failed),
+      all eligible ones are elites and the generation is filled up with children; an empty eligible
+      pool raises :class:`EvoSearchError`.
+
+Randomness: the tournaments of (prompt, generation g) draw from ``numpy.random.default_rng(
+derive_seed(run_seed, prompt_id, g, salt="tournament"))``; together with the seeded noises the whole
+search is a deterministic function of (config, run seed, prompts, rewards).
+
+Tournament size (decision): ``min(pool, max(2, floor(tournament_ratio * pool)))`` - never fewer than
+2 draws, or the whole pool when it is smaller than 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+from avits_core.aggregate.base import Aggregator
+from avits_core.errors import AvitsError, ConfigError
+from avits_core.generators.base import JointGenerator, Latents
+from avits_core.media import AVClip
+from avits_core.prompts import Prompt
+from avits_core.search.base import candidate_id as make_candidate_id
+from avits_core.seeding import candidate_seeds, derive_seed
+from avits_core.verifiers.base import Verifier
+
+log = logging.getLogger(__name__)
+
+MODALITIES: tuple[str, ...] = ("joint", "video", "audio")
+LATENT_MUTATIONS: tuple[str, ...] = ("vp", "additive")
+
+#: Named parameter sets. ``paper``: the EvoSearch paper's setting for a 30-step sampler (5 + 3 + 3
+#: new clips per prompt; NFE 150 + 90 + 3 * (1 + 20) = 303, about a Best-of-10). ``demo``: a cheap
+#: setting for SynthAV's 20-step demo: 4 + 3 + 3 new clips per prompt, NFE 80 + 60 + 3 * (1 + 14) =
+#: 185, about a Best-of-9 (mutation rate 0.3 chosen on SynthAV: children keep their parent's scene
+#: mode about 80 % of the time at step 0, against about 60 % at 0.5).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": dict(
+        evolution_schedule=[0, 10],
+        population_size_schedule=[5, 5, 5],
+        elite_size=2,
+        tournament_ratio=0.5,
+        mutation_rate=0.2,
+    ),
+    "demo": dict(
+        evolution_schedule=[0, 6],
+        population_size_schedule=[4, 4, 4],
+        elite_size=1,
+        tournament_ratio=0.5,
+        mutation_rate=0.3,
+    ),
+}
+
+
+class EvoSearchError(AvitsError, RuntimeError):
+    """EvoSearch cannot go on (e.g. no candidate of the pool has a complete set of rewards)."""
+
+
+def _field(name: str) -> str:
+    return f"search.params.{name}"
+
+
+def _as_int(name: str, v: Any, minimum: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer, float)) or (isinstance(v, float) and not v.is_integer()):
+        raise ConfigError(f"{name}: must be an integer, got {v!r}")
+    v = int(v)
+    if v < minimum:
+        raise ConfigError(f"{name}: must be >= {minimum}, got {v}")
+    return v
+
+
+def _as_float(name: str, v: Any, lo: float, hi: float, lo_open: bool) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise ConfigError(f"{name}: must be a number, got {v!r}")
+    v = float(v)
+    ok = math.isfinite(v) and (v > lo if lo_open else v >= lo) and v <= hi
+    if not ok:
+        raise ConfigError(f"{name}: must be in {'(' if lo_open else '['}{lo}, {hi}], got {v!r}")
+    return v
+
+
+def _as_int_list(name: str, v: Any, minimum: int) -> tuple[int, ...]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, (list, tuple)):
+        raise ConfigError(f"{name}: must be a list of integers, got {v!r}")
+    return tuple(_as_int(f"{name}[{i}]", x, minimum) for i, x in enumerate(v))
+
+
+@dataclass(frozen=True)
+class EvoSearchConfig:
+    """Validated EvoSearch parameters (see the module docstring for their meaning).
+
+    Build it with :meth:`from_params` from the config's ``search.params`` (a ``preset`` plus
+    overrides); the defaults are the ``paper`` preset.
+    """
+
+    evolution_schedule: tuple[int, ...] = (0, 10)
+    population_size_schedule: tuple[int, ...] = (5, 5, 5)
+    elite_size: int = 2
+    tournament_ratio: float = 0.5
+    mutation_rate: float = 0.2
+    latent_mutation: str = "vp"
+    modality: str = "joint"
+    preset: str | None = None
+
+    def __post_init__(self) -> None:
+        sched = _as_int_list(_field("evolution_schedule"), self.evolution_schedule, 0)
+        pops = _as_int_list(_field("population_size_schedule"), self.population_size_schedule, 1)
+        object.__setattr__(self, "evolution_schedule", sched)
+        object.__setattr__(self, "population_size_schedule", pops)
+        elite = _as_int(_field("elite_size"), self.elite_size, 0)
+        object.__setattr__(self, "elite_size", elite)
+        object.__setattr__(self, "tournament_ratio",
+                           _as_float(_field("tournament_ratio"), self.tournament_ratio, 0.0, 1.0, lo_open=True))
+        object.__setattr__(self, "mutation_rate",
+                           _as_float(_field("mutation_rate"), self.mutation_rate, 0.0, 1.0, lo_open=False))
+        if self.latent_mutation not in LATENT_MUTATIONS:
+            raise ConfigError(f"{_field('latent_mutation')}: must be one of {list(LATENT_MUTATIONS)}, "
+                              f"got {self.latent_mutation!r}")
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"{_field('modality')}: must be one of {list(MODALITIES)}, got {self.modality!r}")
+        if not pops:
+            raise ConfigError(f"{_field('population_size_schedule')}: needs at least one population size")
+        if len(pops) != len(sched) + 1:
+            raise ConfigError(
+                f"{_field('population_size_schedule')}: has {len(pops)} entries but evolution_schedule has "
+                f"{len(sched)}; one population per generation: generation 0 plus one per evolution step "
+                f"(expected {len(sched) + 1})"
+            )
+        for i in range(1, len(sched)):
+            if sched[i] < sched[i - 1]:
+                raise ConfigError(
+                    f"{_field('evolution_schedule')}[{i}]: step {sched[i]} comes before step {sched[i - 1]}; "
+                    "the schedule must be non-decreasing (a candidate has no latent before its branch step)"
+                )
+        if len(pops) > 1:
+            if pops[0] < elite:
+                raise ConfigError(f"{_field('population_size_schedule')}[0]: {pops[0]} candidates cannot fill "
+                                  f"elite_size={elite}")
+            for g in range(1, len(pops)):
+                if pops[g] <= elite:
+                    raise ConfigError(
+                        f"{_field('population_size_schedule')}[{g}]: population {pops[g]} is not larger than "
+                        f"elite_size={elite}, so generation {g} would have no child"
+                    )
+
+    # -- construction ----------------------------------------------------------------------------
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any] | None) -> "EvoSearchConfig":
+        """From ``search.params``: optional ``preset`` ("paper" or "demo") overridden by explicit keys.
+
+        Unknown keys and bad values raise ConfigError naming ``search.params.<field>``.
+        """
+        if params is not None and not isinstance(params, Mapping):
+            raise ConfigError(f"search.params: must be a mapping, got {type(params).__name__}")
+        params = dict(params or {})
+        preset = params.pop("preset", None)
+        base: dict[str, Any] = {}
+        if preset is not None:
+            if preset not in PRESETS:
+                raise ConfigError(f"{_field('preset')}: unknown preset {preset!r}; known presets: {sorted(PRESETS)}")
+            base = dict(PRESETS[preset])
+        names = [f for f in cls.__dataclass_fields__ if f != "preset"]
+        unknown = sorted(set(params) - set(names))
+        if unknown:
+            raise ConfigError(f"{_field(unknown[0])}: unknown EvoSearch parameter; accepted: {['preset', *names]}")
+        base.update(params)
+        return cls(**base, preset=preset)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["evolution_schedule"] = list(self.evolution_schedule)
+        d["population_size_schedule"] = list(self.population_size_schedule)
+        return d
+
+    # -- derived ---------------------------------------------------------------------------------
+    @property
+    def n_generations(self) -> int:
+        return len(self.population_size_schedule)
+
+    def branch_step(self, generation: int) -> int:
+        """The step at which candidates of ``generation`` start (0 for generation 0)."""
+        self._check_generation(generation)
+        return 0 if generation == 0 else self.evolution_schedule[generation - 1]
+
+    def capture_steps(self, generation: int) -> list[int]:
+        """Steps at which a candidate of ``generation`` must keep its latent: the branch steps of
+        every later generation (they may pick it, or its carried copy, as a parent)."""
+        self._check_generation(generation)
+        return sorted(set(self.evolution_schedule[generation:]))
+
+    def check_steps(self, num_steps: int) -> None:
+        """Raise ConfigError when a schedule step is not in [0, num_steps - 1] for this generator."""
+        for i, k in enumerate(self.evolution_schedule):
+            if k >= num_steps:
+                raise ConfigError(
+                    f"{_field('evolution_schedule')}[{i}]: step {k} is beyond the generator's schedule; with "
+                    f"num_steps={num_steps} an evolution step must be in [0, {num_steps - 1}] (at step "
+                    f"{num_steps} the latent is clean and there is no noise left to mutate)"
+                )
+
+    def _check_generation(self, g: int) -> None:
+        if not 0 <= g < self.n_generations:
+            raise ValueError(f"generation {g} out of range [0, {self.n_generations - 1}]")
+
+
+# ------------------------------------------------------------------------------------------------
+# operators
+
+
+def _mix(a: torch.Tensor, b: torch.Tensor, beta: float) -> torch.Tensor:
+    return math.sqrt(max(0.0, 1.0 - beta * beta)) * a + beta * b.to(a.dtype)
+
+
+def _check_pair(lat: Latents, eps: Latents) -> None:
+    if lat.video.shape != eps.video.shape or lat.audio.shape != eps.audio.shape:
+        raise ValueError(
+            f"mutation noise shapes {tuple(eps.video.shape)}/{tuple(eps.audio.shape)} differ from the latents' "
+            f"{tuple(lat.video.shape)}/{tuple(lat.audio.shape)}"
+        )
+
+
+def _check_beta(beta: float) -> None:
+    if not 0.0 <= beta <= 1.0:
+        raise ValueError(f"mutation rate beta must be in [0, 1], got {beta}")
+
+
+def _check_modality(modality: str) -> None:
+    if modality not in MODALITIES:
+        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
+
+
+def mutate_noise(z: Latents, eps: Latents, beta: float, modality: str = "joint") -> Latents:
+    """Variance-preserving mutation ``sqrt(1 - beta^2) z + beta eps`` of the selected modality(ies).
+
+    ``z`` and ``eps`` have equal shapes; the result keeps ``z``'s step, seeds and nfe (no NFE spent).
+    """
+    _check_pair(z, eps)
+    _check_beta(beta)
+    _check_modality(modality)
+    video = _mix(z.video, eps.video, beta) if modality in ("joint", "video") else z.video.clone()
+    audio = _mix(z.audio, eps.audio, beta) if modality in ("joint", "audio") else z.audio.clone()
+    return Latents(video=video, audio=audio, step=z.step, seeds=list(z.seeds), nfe=z.nfe.copy())
+
+
+def split_latent(generator: JointGenerator, lat: Latents, prompt: Prompt) -> tuple[Latents, Latents]:
+    """(x0_hat, implied noise) of latents at step k > 0: ``x_k = (1 - s) x0_hat + s n_hat``.
+
+    x0_hat comes from ``generator.predict_x0`` (its NFE is added to the returned x0_hat's nfe).
+    Both results are reported at ``lat.step``.
+    """
+    k = lat.step
+    s = float(generator.timesteps[k])
+    if not s > 0.0:
+        raise ValueError(f"cannot split a clean latent (step {k}, noise level {s})")
+    x0 = generator.predict_x0(lat, prompt, k)
+    v0 = x0.video.to(lat.video.dtype)
+    a0 = x0.audio.to(lat.audio.dtype)
+    nv = (lat.video - (1.0 - s) * v0) / s
+    na = (lat.audio - (1.0 - s) * a0) / s
+    x0_lat = Latents(video=v0, audio=a0, step=k, seeds=list(lat.seeds), nfe=np.asarray(x0.nfe).copy())
+    n_lat = Latents(video=nv, audio=na, step=k, seeds=list(lat.seeds), nfe=lat.nfe.copy())
+    return x0_lat, n_lat
+
+
+def mutate_latent_vp(
+    generator: JointGenerator, lat: Latents, prompt: Prompt, eps: Latents, beta: float, modality: str = "joint"
+) -> Latents:
+    """Variance-preserving re-noising of intermediate latents (see the module docstring).
+
+    Split ``lat`` (at step k > 0) into x0_hat and its implied noise, mutate the noise part with
+    :func:`mutate_noise`, mix again at the step's noise level. A modality that is not mutated is
+    copied from ``lat`` unchanged. The result's nfe includes the predict_x0 call.
+    """
+    _check_pair(lat, eps)
+    _check_beta(beta)
+    _check_modality(modality)
+    s = float(generator.timesteps[lat.step])
+    x0, noise = split_latent(generator, lat, prompt)
+    mutated = mutate_noise(noise, eps, beta, modality)
+    video = (1.0 - s) * x0.video + s * mutated.video if modality in ("joint", "video") else lat.video.clone()
+    audio = (1.0 - s) * x0.audio + s * mutated.audio if modality in ("joint", "audio") else lat.audio.clone()
+    return Latents(video=video, audio=audio, step=lat.step, seeds=list(lat.seeds), nfe=x0.nfe.copy())
+
+
+def mutate_latent_additive(
+    generator: JointGenerator, lat: Latents, eps: Latents, modality: str = "joint"
+) -> Latents:
+    """The reference rule: ``x_k + (t/T) eps`` with ``t/T = timesteps[k]``; no NFE; beta not used."""
+    _check_pair(lat, eps)
+    _check_modality(modality)
+    s = float(generator.timesteps[lat.step])
+    video = lat.video + s * eps.video.to(lat.video.dtype) if modality in ("joint", "video") else lat.video.clone()
+    audio = lat.audio + s * eps.audio.to(lat.audio.dtype) if modality in ("joint", "audio") else lat.audio.clone()
+    return Latents(video=video, audio=audio, step=lat.step, seeds=list(lat.seeds), nfe=lat.nfe.copy())
+
+
+def mutate(generator: JointGenerator, lat: Latents, prompt: Prompt, eps: Latents, cfg: EvoSearchConfig) -> Latents:
+    """Mutate parents' latents with ``cfg``'s rule: initial noise at step 0, else VP or additive."""
+    if lat.step == 0:
+        return mutate_noise(lat, eps, cfg.mutation_rate, cfg.modality)
+    if cfg.latent_mutation == "vp":
+        return mutate_latent_vp(generator, lat, prompt, eps, cfg.mutation_rate, cfg.modality)
+    return mutate_latent_additive(generator, lat, eps, cfg.modality)
+
+
+def mutation_seeds(run_seed: int, prompt_id: str, generation: int, n: int) -> list[int]:
+    """Seeds of the mutation noise of the ``n`` children of ``generation`` (>= 1)."""
+    return [derive_seed(run_seed, prompt_id, i, salt=f"mut-g{generation}") for i in range(n)]
+
+
+def _best_first(scores: np.ndarray) -> np.ndarray:
+    """Indices sorted by descending score; exact ties keep the lower index first."""
+    return np.lexsort((np.arange(len(scores)), -np.asarray(scores, dtype=np.float64)))
+
+
+def select_elites(scores: np.ndarray, elite_size: int) -> list[int]:
+    """Indices of the ``elite_size`` best scores (best first; ties to the lower index)."""
+    if elite_size < 0:
+        raise ValueError(f"elite_size must be >= 0, got {elite_size}")
+    return [int(i) for i in _best_first(scores)[:elite_size]]
+
+
+def tournament_size(pool_size: int, ratio: float) -> int:
+    """``min(pool, max(2, floor(ratio * pool)))``: never fewer than 2 draws, or the whole pool."""
+    if pool_size < 1:
+        raise ValueError("a tournament needs a non-empty pool")
+    return min(pool_size, max(2, int(math.floor(ratio * pool_size + 1e-9))))
+
+
+def tournament_select(scores: np.ndarray, n_parents: int, ratio: float, rng: np.random.Generator) -> list[int]:
+    """``n_parents`` independent tournaments over the pool ``scores``; returns the winners' indices.
+
+    Each tournament draws :func:`tournament_size` distinct members uniformly; the highest score wins,
+    exact ties to the lower index.
+    """
+    scores = np.asarray(scores, dtype=np.float64)
+    n = len(scores)
+    size = tournament_size(n, ratio)
+    out = []
+    for _ in range(n_parents):
+        draw = np.sort(rng.choice(n, size=size, replace=False))
+        out.append(int(draw[_best_first(scores[draw])[0]]))
+    return out
+
+
+@dataclass
+class GenerationPlan:
+    """What generation ``generation`` (>= 1) of a prompt does: which pool members are carried as
+    elites, which parent each child has, the branch step and the mutation seeds."""
+
+    prompt_id: str
+    generation: int
+    step: int
+    pool: list[str]
+    pool_scores: list[float]
+    elites: list[str]
+    parents: list[str]
+    mutation_seeds: list[int]
+    tournament_size: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "GenerationPlan":
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+
+
+def plan_generation(
+    cfg: EvoSearchConfig, prompt_id: str, generation: int, pool: Sequence[str], pool_scores: Sequence[float],
+    run_seed: int,
+) -> GenerationPlan:
+    """Elites and tournament parents of ``generation`` >= 1 from the pool's current aggregates.
+
+    ``pool``: the eligible members of the previous population (candidate ids), ``pool_scores`` their
+    aggregates. When fewer than ``elite_size`` are eligible, all of them are elites and the rest of
+    the population is made of children.
+    """
+    if generation < 1:
+        raise ValueError("generation 0 has no parents")
+    if len(pool) != len(pool_scores):
+        raise ValueError(f"{len(pool)} pool members but {len(pool_scores)} scores")
+    if not pool:
+        raise EvoSearchError(
+            f"{prompt_id}: no candidate of generation {generation - 1}'s population has all its rewards; "
+            f"cannot choose parents for generation {generation}"
+        )
+    order = sorted(range(len(pool)), key=lambda i: pool[i])  # candidate-id order, as the replay ranks
+    ids = [pool[i] for i in order]
+    scores = np.asarray([pool_scores[i] for i in order], dtype=np.float64)
+    if not np.all(np.isfinite(scores)):
+        raise EvoSearchError(f"{prompt_id}: non-finite aggregate in the pool of generation {generation}")
+    n_elite = min(cfg.elite_size, len(ids))
+    elites = [ids[i] for i in select_elites(scores, n_elite)]
+    n_children = cfg.population_size_schedule[generation] - n_elite
+    rng = np.random.default_rng(derive_seed(run_seed, prompt_id, generation, salt="tournament"))
+    parents = [ids[i] for i in tournament_select(scores, n_children, cfg.tournament_ratio, rng)]
+    return GenerationPlan(
+        prompt_id=prompt_id,
+        generation=generation,
+        step=cfg.branch_step(generation),
+        pool=ids,
+        pool_scores=[float(x) for x in scores],
+        elites=elites,
+        parents=parents,
+        mutation_seeds=mutation_seeds(run_seed, prompt_id, generation, n_children),
+        tournament_size=tournament_size(len(ids), cfg.tournament_ratio),
+    )
+
+
+def make_children(
+    generator: JointGenerator, prompt: Prompt, parent_latents: Latents, plan: GenerationPlan, cfg: EvoSearchConfig
+) -> Latents:
+    """Mutated copies of ``parent_latents`` (one row per child, at ``plan.step``); seeds = mutation seeds."""
+    if parent_latents.step != plan.step:
+        raise ValueError(f"parents' latents are at step {parent_latents.step}, the plan evolves at {plan.step}")
+    if len(parent_latents) != len(plan.parents):
+        raise ValueError(f"{len(parent_latents)} parent latents for {len(plan.parents)} children")
+    eps = generator.init_noise(plan.mutation_seeds)
+    kids = mutate(generator, parent_latents, prompt, eps, cfg)
+    return kids.with_(seeds=list(plan.mutation_seeds))
+
+
+def denoise_capture(
+    generator: JointGenerator, lat: Latents, prompt: Prompt, capture: Sequence[int]
+) -> tuple[Latents, dict[int, Latents]]:
+    """Denoise ``lat`` to the last step, keeping a copy of the batch at every step of ``capture``
+    that lies in [lat.step, num_steps). Returns (clean latents, {step: latents})."""
+    S = generator.num_steps
+    snaps: dict[int, Latents] = {}
+    cur = lat
+    for k in sorted({int(k) for k in capture if lat.step <= k < S}):
+        if k > cur.step:
+            cur = generator.denoise(cur, prompt, cur.step, k)
+        snaps[k] = cur.select(range(len(cur)))
+    if cur.step < S:
+        cur = generator.denoise(cur, prompt, cur.step, S)
+    return cur, snaps
+
+
+# ------------------------------------------------------------------------------------------------
+# the in-memory loop
+
+
+@dataclass
+class EvoCandidate:
+    """One candidate of the in-memory loop (scores are oriented: higher is better)."""
+
+    candidate_id: str
+    prompt_id: str
+    generation: int
+    step: int
+    parent_ids: list[str]
+    seed: int
+    nfe: int
+    nfe_own: int
+    batch_index: int
+    scores: dict[str, float]
+    clip: AVClip = field(repr=False)
+    latents: dict[int, Latents] = field(default_factory=dict, repr=False)
+
+
+@dataclass
+class EvoSearchResult:
+    prompt_id: str
+    candidates: list[EvoCandidate]  # candidate-id order
+    aggregate: np.ndarray  # final aggregate per candidate, same order
+    selected: str
+    nfe_spent: int
+    plans: list[GenerationPlan]
+    populations: list[list[str]]  # population of each generation (elites carried + new candidates)
+    best_per_generation: list[float]  # best aggregate among candidates up to each generation, at that time
+
+    @property
+    def by_id(self) -> dict[str, EvoCandidate]:
+        return {c.candidate_id: c for c in self.candidates}
+
+
+def _score_batch(verifiers: Sequence[Verifier], clips: list[AVClip], prompt: Prompt) -> list[dict[str, float]]:
+    """Oriented scores per clip; a verifier that fails on a clip leaves NaN there (logged)."""
+    out: list[dict[str, float]] = [{} for _ in clips]
+    for v in verifiers:
+        res = v.score(clips, [prompt] * len(clips))
+        vals = res.values if v.higher_is_better else -res.values
+        for i, (x, err) in enumerate(zip(vals, res.errors)):
+            out[i][v.name] = float("nan") if err else float(x)
+            if err:
+                log.warning("%s failed on candidate %d of %s: %s", v.name, i, prompt.prompt_id, err)
+    return out
+
+
+def _eligible(c: "EvoCandidate", names: Sequence[str]) -> bool:
+    return all(math.isfinite(c.scores[n]) for n in names)
+
+
+def _combine(aggregator: Aggregator, cands: Sequence["EvoCandidate"], names: Sequence[str]) -> np.ndarray:
+    """Aggregate of every candidate (candidate order); -inf for candidates lacking a reward."""
+    out = np.full(len(cands), -np.inf)
+    idx = [i for i, c in enumerate(cands) if _eligible(c, names)]
+    if idx:
+        a = aggregator.combine({n: np.array([cands[i].scores[n] for i in idx]) for n in names})
+        out[idx] = a
+    return out
+
+
+def evosearch(
+    generator: JointGenerator,
+    verifiers: Sequence[Verifier],
+    aggregator: Aggregator,
+    prompts: Sequence[Prompt],
+    cfg: EvoSearchConfig,
+    run_seed: int = 0,
+) -> list[EvoSearchResult]:
+    """The whole EvoSearch loop in memory (no store, no Prefect), mirroring :func:`best_of_n`.
+
+    Prompts in order; per prompt, generations in order; each generation is one scoring event
+    (``event_seq = prompt_index * n_generations + generation``) that the aggregator observes before
+    the next parents are chosen. A candidate on which a verifier fails is handled as the selection
+    layer does: it is left out of the event, of the pools and of the selection (aggregate -inf).
+    """
+    cfg.check_steps(generator.num_steps)
+    G = cfg.n_generations
+    S = generator.num_steps
+    names = [v.name for v in verifiers]
+    out: list[EvoSearchResult] = []
+    for pi, p in enumerate(prompts):
+        cands: list[EvoCandidate] = []
+        by_id: dict[str, EvoCandidate] = {}
+        population: list[str] = []
+        plans: list[GenerationPlan] = []
+        populations: list[list[str]] = []
+        best_so_far: list[float] = []
+        for g in range(G):
+            if g == 0:
+                seeds = candidate_seeds(run_seed, p.prompt_id, cfg.population_size_schedule[0])
+                start = generator.init_noise(seeds)
+                parents: list[str] = []
+                inherited = np.zeros(len(seeds), dtype=np.int64)
+                elites: list[str] = []
+            else:
+                agg = _combine(aggregator, cands, names)
+                agg_of = {c.candidate_id: float(a) for c, a in zip(cands, agg)}
+                pool = [c for c in population if math.isfinite(agg_of[c])]
+                plan = plan_generation(cfg, p.prompt_id, g, pool, [agg_of[c] for c in pool], run_seed)
+                plans.append(plan)
+                k = plan.step
+                parent_lat = Latents.cat([by_id[pid].latents[k] for pid in plan.parents])
+                inherited = parent_lat.nfe.copy()
+                start = make_children(generator, p, parent_lat, plan, cfg)
+                seeds = list(plan.mutation_seeds)
+                parents = list(plan.parents)
+                elites = list(plan.elites)
+            final, snaps = denoise_capture(generator, start, p, cfg.capture_steps(g))
+            clips = generator.decode(final, p)
+            scores = _score_batch(verifiers, clips, p)
+            new_ids = []
+            for i, clip in enumerate(clips):
+                cid = make_candidate_id(p.prompt_id, g, i)
+                c = EvoCandidate(
+                    candidate_id=cid,
+                    prompt_id=p.prompt_id,
+                    generation=g,
+                    step=cfg.branch_step(g),
+                    parent_ids=[parents[i]] if parents else [],
+                    seed=int(seeds[i]),
+                    nfe=int(final.nfe[i]),
+                    nfe_own=int(final.nfe[i] - inherited[i]),
+                    batch_index=i,
+                    scores=scores[i],
+                    clip=clip,
+                    latents={k: lat.select([i]) for k, lat in snaps.items()},
+                )
+                cands.append(c)
+                by_id[cid] = c
+                new_ids.append(cid)
+            ok = [s for s in scores if all(math.isfinite(s[n]) for n in names)]
+            if ok:
+                batch = {n: np.array([s[n] for s in ok]) for n in names}
+                aggregator.observe(batch, event_seq=pi * G + g, prompt_id=p.prompt_id, generation=g)
+            population = elites + new_ids
+            populations.append(list(population))
+            now = _combine(aggregator, cands, names)
+            best_so_far.append(float(now.max()))
+            log.debug("%s g%d: %d new candidates from step %d", p.prompt_id, g, len(new_ids), cfg.branch_step(g))
+        final_agg = _combine(aggregator, cands, names)
+        if not np.isfinite(final_agg).any():
+            raise EvoSearchError(f"{p.prompt_id}: no candidate has a complete set of rewards")
+        sel = int(_best_first(final_agg)[0])
+        for c in cands:  # drop kept latents: the result is for inspection, not resumption
+            c.latents = {}
+        out.append(
+            EvoSearchResult(
+                prompt_id=p.prompt_id,
+                candidates=cands,
+                aggregate=final_agg,
+                selected=cands[sel].candidate_id,
+                nfe_spent=int(sum(c.nfe_own for c in cands)),
+                plans=plans,
+                populations=populations,
+                best_per_generation=best_so_far,
+            )
+        )
+        log.info("%s: selected %s of %d candidates (NFE %d, S=%d)", p.prompt_id, cands[sel].candidate_id,
+                 len(cands), out[-1].nfe_spent, S)
+    return out
