@@ -23,7 +23,7 @@ def run_compute(run_path: str | Path) -> dict[str, float]:
 
     run_path = Path(run_path)
     con = connect(run_path)
-    r = con.execute(
+    r = con.sql(
         "SELECT count(*) AS n, count(DISTINCT prompt_id) AS p, sum(nfe) AS nfe FROM candidates"
     ).to_arrow_table().to_pylist()[0]
     con.close()

@@ -114,7 +114,7 @@ def sql(
     def execute(q: str) -> None:
         q = CANNED.get(q.strip().rstrip(";"), q)
         try:
-            t = con.execute(q).to_arrow_table()
+            t = con.sql(q).to_arrow_table()
         except Exception as exc:  # duckdb errors are user errors here
             typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
             if command is not None:
@@ -199,6 +199,175 @@ def generators() -> None:
         except Exception as exc:
             rows.append({"name": n, "class": "?", "what": f"unavailable: {exc}"})
     _print_table(rows)
+
+
+@app.command()
+def rerank(
+    run_path: Path = typer.Argument(..., help="a finished run folder"),
+    verifiers: Optional[str] = typer.Option(None, "--verifiers", help="comma list, each name[:weight], e.g. av_sync,synth_text:2"),
+    aggregator: Optional[str] = typer.Option(None, "--aggregator", help="weighted | rank | minmax | zscore | zscore_candidate | zscore_history | arw"),
+    param: list[str] = typer.Option([], "--param", help="aggregator parameter KEY=VALUE (YAML value), repeatable"),
+    budget: Optional[int] = typer.Option(None, "--budget", help="use only the first K candidates of each prompt"),
+) -> None:
+    """Re-rank a finished run: no generator; scores only missing (candidate, verifier) pairs."""
+    _setup_logging(False)
+    from avits_core import runner
+    from avits_core.config import parse_override
+    from flows.rerank import rerank as rerank_flow, rerank_spec
+
+    try:
+        params = None
+        if param:
+            params = {}
+            for item in param:
+                keys, value = parse_override(item)
+                params[".".join(keys)] = value
+        ctx = runner.open_run(run_path)
+        rerank_spec(ctx, verifiers, aggregator, params, budget)  # validate before Prefect starts
+        out = rerank_flow(str(run_path), verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
+    except AvitsError as exc:
+        _fail(str(exc))
+    _print_table(_results_rows(out["results"]), title=f"selection {out['selection_id']}")
+    typer.echo(f"report: {out['report']}")
+
+
+def _analysis_ctx(run_path: Path):
+    from avits_core import runner
+    from avits_core.analysis import load_run_data
+
+    ctx = runner.open_run(run_path)
+    return ctx, load_run_data(ctx)
+
+
+@app.command()
+def budget(
+    run_path: Path = typer.Argument(..., help="a finished run folder"),
+    verifiers: Optional[str] = typer.Option(None, "--verifiers"),
+    aggregator: Optional[str] = typer.Option(None, "--aggregator"),
+) -> None:
+    """BoN@k for k = 1..N from the stored candidates: held-out metrics against k and NFE (table + plot)."""
+    _setup_logging(False)
+    from avits_core.analysis import bon_at_k, markdown_table, write_table
+    from avits_core.report import plot_budget
+    from flows.rerank import rerank_spec
+
+    try:
+        ctx, data = _analysis_ctx(run_path)
+        spec = rerank_spec(ctx, verifiers, aggregator, None, None)
+        rows = bon_at_k(data, spec)
+    except AvitsError as exc:
+        _fail(str(exc))
+    out = ctx.store.path / "analysis"
+    write_table([dict(selection_id=spec.selection_id, **r) for r in rows], out / f"budget-{spec.selection_id}.parquet")
+    png = plot_budget(rows, out / f"budget-{spec.selection_id}.png")
+    metrics = sorted({r["metric"] for r in rows})
+    wide = []
+    for k in sorted({r["k"] for r in rows}):
+        row = {"k": k, "NFE/prompt": next(r["nfe_per_prompt"] for r in rows if r["k"] == k)}
+        row.update({m: next((r["value"] for r in rows if r["k"] == k and r["metric"] == m), None) for m in metrics})
+        wide.append(row)
+    md = markdown_table(wide, list(wide[0].keys()))
+    (out / f"budget-{spec.selection_id}.md").write_text(md + "\n")
+    _print_table(wide, title=f"BoN@k, selection spec {spec.selection_id}")
+    typer.echo(f"written: {out / f'budget-{spec.selection_id}.parquet'}, {png}")
+
+
+@app.command()
+def ablate(
+    run_path: Path = typer.Argument(..., help="a finished run folder"),
+    aggregators: Optional[str] = typer.Option(None, "--aggregators", help="comma list (default: all that need no prior stats)"),
+) -> None:
+    """Every non-empty subset of the run's verifiers x every aggregator -> held-out metrics and gains."""
+    _setup_logging(False)
+    from avits_core.analysis import DEFAULT_AGGREGATORS, ablate as run_ablate, markdown_table, write_table
+
+    try:
+        ctx, data = _analysis_ctx(run_path)
+        aggs = [a.strip() for a in aggregators.split(",")] if aggregators else list(DEFAULT_AGGREGATORS)
+        verif = [v.name for v in ctx.cfg.verifiers]
+        rows = run_ablate(data, verif, aggs)
+    except AvitsError as exc:
+        _fail(str(exc))
+    out = ctx.store.path / "analysis"
+    write_table(rows, out / "ablation.parquet")
+    wide = _ablation_wide(rows, data)
+    md = markdown_table(wide, list(wide[0].keys()))
+    (out / "ablation.md").write_text(md + "\n")
+    _print_table(wide, title="ablation: mean over prompts of the selected candidates")
+    typer.echo(f"written: {out / 'ablation.parquet'}, {out / 'ablation.md'}")
+
+
+def _ablation_wide(rows, data) -> list[dict[str, Any]]:
+    keys = list(dict.fromkeys((r["verifiers"], r["aggregator"]) for r in rows))
+    shown = list(data.oracle_metrics)
+    out = []
+    for v, a in keys:
+        rs = [r for r in rows if r["verifiers"] == v and r["aggregator"] == a]
+        row: dict[str, Any] = {"verifiers": v, "aggregator": a}
+        for m in shown:
+            row[m] = next((r["selected"] for r in rs if r["metric"] == m), None)
+        g = [r["norm_gain"] for r in rs if r["guided"] and r["norm_gain"] is not None]
+        row["guided gain (sd)"] = float(sum(g) / len(g)) if g else None
+        h = [r["norm_gain"] for r in rs if r["oracle"] and r["norm_gain"] is not None]
+        row["held-out gain (sd)"] = float(sum(h) / len(h)) if h else None
+        out.append(row)
+    return out
+
+
+@app.command()
+def diagnose(
+    run_path: Path = typer.Argument(..., help="a finished run folder"),
+    verifiers: Optional[str] = typer.Option(None, "--verifiers"),
+    aggregator: Optional[str] = typer.Option(None, "--aggregator"),
+) -> None:
+    """Hacking indicator (guided vs held-out gain), Spearman correlations, Pareto-front membership."""
+    _setup_logging(False)
+    from avits_core.analysis import diagnostics
+    from flows.rerank import rerank_spec
+
+    try:
+        ctx, data = _analysis_ctx(run_path)
+        spec = rerank_spec(ctx, verifiers, aggregator, None, None)
+        d = diagnostics(data, spec)
+    except AvitsError as exc:
+        _fail(str(exc))
+    _print_table([{k: g[k] for k in ("metric", "guided", "oracle", "baseline", "selected", "change", "norm_gain")} for g in d["gains"]],
+                 title=f"gains of selection {d['selection_id']}")
+    typer.echo(f"mean normalised gain: guided {d['guided_norm_gain']}, held-out {d['held_out_norm_gain']}, "
+               f"hacking gap {d['hacking_gap']}")
+    typer.echo(f"selected candidates on the Pareto front of the guided verifiers: {d['selected_on_pareto_front']}")
+    _print_table(d["correlations"], title="Spearman correlations")
+    out = ctx.store.path / "analysis" / f"diagnostics-{d['selection_id']}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(d, indent=1, default=str))
+    typer.echo(f"written: {out}")
+
+
+@app.command()
+def lineage(run_path: Path = typer.Argument(..., help="a run folder"), prompt_id: str = typer.Argument(...)) -> None:
+    """Print a prompt's family tree (EvoSearch: generations, parents, steps, NFE, aggregates)."""
+    from avits_core import runner
+    from avits_core.evo_runner import lineage_tree
+
+    try:
+        ctx = runner.open_run(run_path)
+        if prompt_id not in ctx.prompt_by_id:
+            raise AvitsError(f"no prompt {prompt_id!r} in run {ctx.run_id}; prompts: {', '.join(list(ctx.prompt_by_id)[:10])}...")
+        typer.echo(lineage_tree(ctx, prompt_id))
+    except AvitsError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def doctor(config: Optional[Path] = typer.Argument(None, help="a run config to check (optional)")) -> None:
+    """Check model paths, weight files, device and memory; say what is missing and how to get it."""
+    from avits_core.doctor import run_doctor
+
+    lines, ok = run_doctor(config)
+    for line in lines:
+        typer.echo(line)
+    if not ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

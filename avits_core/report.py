@@ -57,13 +57,13 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
-    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status='ok'").to_arrow_table().to_pylist()
-    trace = con.execute(
-        "SELECT event_seq, verifier, sigma FROM arw_trace WHERE selection_id = ? ORDER BY event_seq", [selection_id]
+    rew = con.sql("SELECT candidate_id, verifier, value FROM rewards WHERE status='ok'").to_arrow_table().to_pylist()
+    trace = con.sql(
+        "SELECT event_seq, verifier, sigma FROM arw_trace WHERE selection_id = ? ORDER BY event_seq", params=[selection_id]
     ).to_arrow_table().to_pylist()
     picked = {
         r["candidate_id"]
-        for r in con.execute("SELECT candidate_id FROM selections WHERE selection_id = ?", [selection_id])
+        for r in con.sql("SELECT candidate_id FROM selections WHERE selection_id = ?", params=[selection_id])
         .to_arrow_table()
         .to_pylist()
     }
@@ -122,7 +122,7 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
-    rows = con.execute(
+    rows = con.sql(
         """
         WITH base AS (SELECT prompt_id, min(candidate_id) AS baseline FROM candidates GROUP BY prompt_id)
         SELECT s.prompt_id, c.prompt_text, b.baseline, s.candidate_id AS selected,
@@ -133,7 +133,7 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
         JOIN (SELECT DISTINCT prompt_id, prompt_text, prompt_index FROM candidates) c USING (prompt_id)
         WHERE s.selection_id = ? ORDER BY c.prompt_index LIMIT ?
         """,
-        [selection_id, n_prompts],
+        params=[selection_id, n_prompts],
     ).to_arrow_table().to_pylist()
     con.close()
     table_rows = []
@@ -204,3 +204,27 @@ def write_report(ctx, selection_id: str) -> Report:
     hpath = _html(ctx, selection_id, outdir, res_md)
     log.info("report written to %s", mpath)
     return Report(results=results, markdown=markdown, markdown_path=mpath, html_path=hpath, plots=plots)
+
+
+def plot_budget(rows: list[dict[str, Any]], path: Path) -> Path:
+    """BoN@k curves: one panel per metric, value against k (bottom axis) with NFE per prompt on top."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in dict.fromkeys(r["metric"] for r in rows) if any(r["oracle"] or r["guided"] for r in rows if r["metric"] == m)]
+    if not metrics:
+        metrics = list(dict.fromkeys(r["metric"] for r in rows))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.8 * len(metrics), 2.8), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        rs = sorted((r for r in rows if r["metric"] == m), key=lambda r: r["k"])
+        ax.plot([r["k"] for r in rs], [r["value"] for r in rs], marker="o", color="#c53")
+        ax.set_title(m + ("" if rs[0]["higher_is_better"] else " (↓)"), fontsize=8)
+        ax.set_xlabel("k (NFE/prompt = k × %.0f)" % (rs[0]["nfe_per_prompt"] / max(rs[0]["k"], 1)), fontsize=7)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -352,7 +352,7 @@ def ok_rewards(ctx: RunContext, verifiers: Sequence[str]) -> list[dict[str, Any]
 
     con = connect(ctx.store.path)
     names = ", ".join("'" + v.replace("'", "''") + "'" for v in verifiers)
-    t = con.execute(
+    t = con.sql(
         f"SELECT candidate_id, verifier, value, event_seq FROM rewards "
         f"WHERE status = 'ok' AND verifier IN ({names})"
     ).to_arrow_table()
@@ -394,7 +394,7 @@ def _metric_rows(
 
     cands = {c["candidate_id"]: c for c in ctx.store.read("candidates").select(["candidate_id", "truth"]).to_pylist()}
     con = connect(ctx.store.path)
-    rew = con.execute("SELECT candidate_id, verifier, value FROM rewards WHERE status = 'ok'").to_arrow_table().to_pylist()
+    rew = con.sql("SELECT candidate_id, verifier, value FROM rewards WHERE status = 'ok'").to_arrow_table().to_pylist()
     con.close()
     by_cand: dict[str, dict[str, float]] = {}
     for r in rew:
@@ -430,7 +430,7 @@ def evaluate(ctx: RunContext, selection_id: str) -> int:
         first: dict[str, str] = {}
         for c in sorted(cands, key=lambda c: c["candidate_id"]):
             first.setdefault(c["prompt_id"], c["candidate_id"])
-        rows = _metric_rows(ctx, None, first, guided=set())
+        rows = _metric_rows(ctx, None, first, guided={v.name for v in ctx.cfg.verifiers})
         ctx.store.append("metrics", rows)
         n += len(rows)
     if selection_id not in have:
@@ -445,15 +445,15 @@ def results_table(ctx: RunContext, selection_id: str) -> list[dict[str, Any]]:
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
-    rows = con.execute(
+    rows = con.sql(
         """
-        SELECT metric, any_value(held_out) AS held_out,
+        SELECT metric, bool_or(held_out) FILTER (WHERE selection_id = ?) AS held_out,
                avg(value) FILTER (WHERE selection_id IS NULL) AS baseline,
                avg(value) FILTER (WHERE selection_id = ?) AS selected
         FROM metrics WHERE selection_id IS NULL OR selection_id = ?
         GROUP BY metric ORDER BY metric
         """,
-        [selection_id, selection_id],
+        params=[selection_id, selection_id, selection_id],
     ).to_arrow_table().to_pylist()
     con.close()
     hib = _metric_directions()
@@ -463,8 +463,6 @@ def results_table(ctx: RunContext, selection_id: str) -> list[dict[str, Any]]:
         else:
             r["change"] = None
         r["higher_is_better"] = hib.get(r["metric"], True)
-        if r["metric"] in VERIFIERS.names():
-            r["held_out"] = r["held_out"]
     return rows
 
 
