@@ -33,6 +33,19 @@ def run_compute(run_path: str | Path) -> dict[str, float]:
     return {"nfe_per_prompt": float(nfe_total) / p, "candidates_per_prompt": float(r["n"] or 0) / p}
 
 
+def matched_n(run_path: str | Path) -> int:
+    """Best-of-N size with the same NFE per prompt as the run at ``run_path`` (see flows/benchmark.py)."""
+    from avits_core.store.duck import connect
+
+    con = connect(Path(run_path))
+    full = con.sql("SELECT avg(nfe) AS f FROM candidates WHERE generation = 0 AND step = 0").to_arrow_table().to_pylist()[0]["f"]
+    con.close()
+    if not full:
+        raise ValueError(f"{run_path}: no generation-0 candidates to measure the NFE of one candidate")
+    per_prompt = run_compute(run_path)["nfe_per_prompt"]
+    return max(1, int(round(per_prompt / float(full))))
+
+
 def comparison_rows(outs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for o in outs:
@@ -87,5 +100,33 @@ def write_comparison(rows: Sequence[dict[str, Any]], outdir: str | Path) -> dict
     tmp.replace(pq_path)
     md_path = outdir / "comparison.md"
     md_path.write_text(comparison_markdown(rows) + "\n", encoding="utf-8")
+    png = plot_comparison(rows, outdir / "comparison.png")
     log.info("comparison written to %s", outdir)
-    return {"parquet": pq_path, "markdown": md_path}
+    return {"parquet": pq_path, "markdown": md_path, "plot": png}
+
+
+def plot_comparison(rows: Sequence[dict[str, Any]], path: Path) -> Path:
+    """One panel per held-out metric: baseline and each config's selected mean, NFE/prompt in the labels."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(dict.fromkeys(r["label"] for r in rows))
+    metrics = [m for m in dict.fromkeys(r["metric"] for r in rows) if any(r["held_out"] for r in rows if r["metric"] == m)]
+    metrics = metrics or list(dict.fromkeys(r["metric"] for r in rows))
+    by = {(r["label"], r["metric"]): r for r in rows}
+    nfe = {r["label"]: r["nfe_per_prompt"] for r in rows}
+    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False)
+    for ax, m in zip(axes[0], metrics):
+        first = next(by[(l, m)] for l in labels if (l, m) in by)
+        names = ["first"] + [f"{l}\n{nfe[l]:.0f} NFE" for l in labels]
+        vals = [first["baseline"] or 0.0] + [(by[(l, m)]["selected"] or 0.0) if (l, m) in by else 0.0 for l in labels]
+        ax.bar(range(len(vals)), vals, color=["#999"] + ["#c53", "#36a", "#5a5", "#a5a", "#aa5"][: len(labels)])
+        ax.set_xticks(range(len(vals)), names, fontsize=6)
+        ax.set_title(m + ("" if first["higher_is_better"] else " (↓)"), fontsize=8)
+        ax.tick_params(labelsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

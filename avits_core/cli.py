@@ -30,8 +30,10 @@ def _setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
         force=True,
     )
-    logging.getLogger("avits_core").setLevel(logging.INFO)
+    logging.getLogger("avits_core").setLevel(logging.INFO if verbose else logging.WARNING)
     logging.getLogger("avits").setLevel(logging.INFO)
+    for noisy in ("httpx", "httpcore", "uvicorn", "uvicorn.access", "alembic", "docket"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 def _fail(msg: str, code: int = 2) -> None:

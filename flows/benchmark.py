@@ -8,7 +8,12 @@ A benchmark file (YAML) lists configs, each a path (relative to the benchmark fi
     configs:
       - path: demo.yaml
       - {path: evosearch-demo.yaml, label: evo}
-      - {path: demo.yaml, label: bon-equal-nfe, set: [search.n=13]}
+      - {path: demo.yaml, label: bon-equal-nfe, match_nfe: evo}
+
+``match_nfe: LABEL`` runs that (Best-of-N) config with N chosen so that its NFE per prompt equals
+the NFE per prompt actually spent by the run LABEL (which must come earlier in the list):
+N = round(NFE per prompt of LABEL / NFE of one full-schedule candidate), where the latter is read
+from LABEL's generation-0 candidates (they are denoised from noise over the whole schedule).
 
 Each config runs as an ``its`` subflow (resuming if its run exists). The comparison table (one row
 per config x metric: baseline, selected, change, total NFE) is written as Parquet and Markdown
@@ -43,17 +48,22 @@ def load_benchmark(path: str | Path) -> dict[str, Any]:
             c = {"path": c}
         if not isinstance(c, dict) or "path" not in c:
             raise ConfigError(f"{path}: configs.{i} needs a 'path'")
-        bad = set(c) - {"path", "label", "set"}
+        bad = set(c) - {"path", "label", "set", "match_nfe"}
         if bad:
             raise ConfigError(f"{path}: configs.{i}: unknown key(s) {sorted(bad)}")
         cpath = (path.parent / c["path"]).resolve()
         if not cpath.exists():
             raise ConfigError(f"{path}: configs.{i}.path: file not found: {cpath}")
         items.append({"path": str(cpath), "label": c.get("label") or Path(c["path"]).stem,
-                      "set": list(data.get("set") or []) + list(c.get("set") or [])})
+                      "set": list(data.get("set") or []) + list(c.get("set") or []),
+                      "match_nfe": c.get("match_nfe")})
     labels = [it["label"] for it in items]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{path}: labels must be unique, got {labels}")
+    for i, it in enumerate(items):
+        m = it["match_nfe"]
+        if m is not None and m not in labels[:i]:
+            raise ConfigError(f"{path}: configs.{i}.match_nfe: {m!r} must name an earlier config's label")
     return {"name": data.get("name") or path.stem, "configs": items}
 
 
@@ -67,9 +77,21 @@ def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: li
     logger = get_run_logger()
     bench = load_benchmark(benchmark_path)
     cfgs = [load_config(it["path"], it["set"] + list(overrides or [])) for it in bench["configs"]]  # validate all first
+    for it, cfg in zip(bench["configs"], cfgs):
+        if it["match_nfe"] and cfg.search.method != "best_of_n":
+            raise ConfigError(f"{it['label']}: match_nfe needs a best_of_n config, got {cfg.search.method}")
     outs = []
+    by_label: dict[str, dict[str, Any]] = {}
     for it in bench["configs"]:
-        out = its(config_path=it["path"], overrides=it["set"] + list(overrides or []))
+        extra = []
+        if it["match_nfe"]:
+            from avits_core.benchmark import matched_n
+
+            n = matched_n(by_label[it["match_nfe"]]["run_path"])
+            logger.info("%s: Best-of-%d matches the NFE of %s", it["label"], n, it["match_nfe"])
+            extra = [f"search.n={n}"]
+        out = its(config_path=it["path"], overrides=it["set"] + list(overrides or []) + extra)
+        by_label[it["label"]] = out
         outs.append({"label": it["label"], **out})
         logger.info("%s -> %s", it["label"], out["run_path"])
     rows = comparison_rows(outs)
