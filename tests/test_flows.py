@@ -1,0 +1,105 @@
+"""The real Prefect flows (its, benchmark) against one temporary Prefect server per session."""
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from avits_core.store import RunStore
+from avits_core.store.duck import query
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def _tiny(tmp_path: Path, **over) -> dict:
+    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
+    cfg["output_root"] = str(tmp_path / "runs")
+    cfg.update(over)
+    return cfg
+
+
+def _parts(run: Path) -> dict[str, list[str]]:
+    return {t: sorted(p.name for p in (run / t).glob("part-*.parquet")) for t in ("candidates", "rewards", "selections", "metrics", "arw_trace")}
+
+
+def test_its_flow_end_to_end_and_rerun_is_a_no_op(tmp_path, prefect_harness):
+    from flows.its import its
+
+    out = its(config=_tiny(tmp_path))
+    run = Path(out["run_path"])
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["selection_id"] == out["selection_id"]
+    assert set(info["timings"]) >= {"generate", "score:av_sync", "score:synth_text", "select"}
+    c = query(run, "SELECT count(*) n, count(DISTINCT candidate_id) u, count(DISTINCT prompt_id) p FROM candidates").to_pylist()[0]
+    assert c == {"n": 4, "u": 4, "p": 2}
+    mp4s = list((run / "media").rglob("*.mp4"))
+    assert len(mp4s) == 4
+    r = query(run, "SELECT verifier, count(*) n FROM rewards_all GROUP BY verifier ORDER BY verifier").to_pylist()
+    assert r == [{"verifier": "av_sync", "n": 4}, {"verifier": "synth_text", "n": 4}]
+    s = query(run, "SELECT prompt_id, candidate_id FROM selections").to_pylist()
+    assert len(s) == 2 and all(x["candidate_id"] for x in s)
+    tr = query(run, "SELECT count(*) n FROM arw_trace").to_pylist()[0]["n"]
+    assert tr == 2 * 2  # one row per verifier per scoring event
+    metrics = {m["metric"] for m in query(run, "SELECT DISTINCT metric FROM metrics").to_pylist()}
+    assert {"sync_error_ms", "attribute_accuracy", "faithful", "av_sync", "synth_text"} <= metrics
+    assert (run / "report" / "report.md").exists() and (run / "report" / "index.html").exists()
+    assert (run / "report" / "rewards.png").exists() and (run / "report" / "arw_sigma.png").exists()
+    names = {row["metric"] for row in out["results"]}
+    assert "sync_error_ms" in names
+
+    before = _parts(run)
+    mtimes = {p: p.stat().st_mtime_ns for p in mp4s}
+    out2 = its(config=_tiny(tmp_path))
+    assert out2["run_path"] == out["run_path"] and out2["selection_id"] == out["selection_id"]
+    assert _parts(run) == before  # nothing generated, scored, selected or evaluated twice
+    assert {p: p.stat().st_mtime_ns for p in mp4s} == mtimes
+    assert json.loads((run / "run.json").read_text())["resumes"] == 1
+
+
+def test_its_flow_fills_in_a_new_evaluation_verifier_on_rerun(tmp_path, prefect_harness):
+    from flows.its import its
+
+    out = its(config=_tiny(tmp_path, run_id="fill"))
+    run = Path(out["run_path"])
+    cfg = _tiny(tmp_path, run_id="fill")
+    cfg["evaluation"]["verifiers"] = ["quality"]
+    # a changed config cannot silently reuse the folder...
+    from avits_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="different config"):
+        its(config=cfg)
+    # ...but the rerank path adds the verifier to the same candidates without regenerating
+    from flows.rerank import rerank
+
+    cand_parts = _parts(run)["candidates"]
+    res = rerank(str(run), verifiers="av_sync,synth_text,quality")
+    assert _parts(run)["candidates"] == cand_parts
+    n = query(run, "SELECT count(*) n FROM rewards_all WHERE verifier='quality'").to_pylist()[0]["n"]
+    assert n == 4
+    assert res["selection_id"] != out["selection_id"]
+
+
+def test_benchmark_flow_with_equal_nfe_best_of_n(tmp_path, prefect_harness):
+    from flows.benchmark import benchmark
+
+    tiny = tmp_path / "tiny.yaml"
+    tiny.write_text(yaml.safe_dump(_tiny(tmp_path)))
+    evo = _tiny(tmp_path, name="tinyevo")
+    evo["search"] = {"method": "evosearch", "params": {"evolution_schedule": [0, 3], "population_size_schedule": [2, 2, 2],
+                                                      "elite_size": 1, "tournament_ratio": 0.5, "mutation_rate": 0.3}}
+    (tmp_path / "evo.yaml").write_text(yaml.safe_dump(evo))
+    (tmp_path / "bench.yaml").write_text(yaml.safe_dump({
+        "name": "tinybench",
+        "configs": [{"path": "evo.yaml", "label": "evo"}, {"path": "tiny.yaml", "label": "bon", "match_nfe": "evo"}],
+    }))
+    out = benchmark(str(tmp_path / "bench.yaml"))
+    labels = {r["label"] for r in out["rows"]}
+    assert labels == {"evo", "bon"}
+    nfe = {r["label"]: r["nfe_per_prompt"] for r in out["rows"]}
+    # evo: 2x6 + 1 child x 6 (k=0) + 1 child x 3 (k=3) = 21 -> Best-of-round(21/6)=Best-of-4 -> 24 NFE/prompt
+    assert nfe["bon"] == pytest.approx(6 * round(nfe["evo"] / 6))
+    for k in ("parquet", "markdown", "plot"):
+        assert Path(out["paths"][k]).exists()
+    assert "NFE / prompt" in Path(out["paths"]["markdown"]).read_text()
