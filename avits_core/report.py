@@ -144,7 +144,7 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
         "<!doctype html><html><head><meta charset='utf-8'>",
         f"<title>avits run {html.escape(ctx.run_id)}</title>",
         "<style>body{font-family:sans-serif;margin:2em}td,th{padding:2px 8px;border-bottom:1px solid #ddd}"
-        "video{width:192px;height:192px;image-rendering:pixelated;background:#000}.pair{display:inline-block;margin:0 1em 1em 0}</style>",
+        "img{max-width:100%}video{width:192px;height:192px;image-rendering:pixelated;background:#000}.pair{display:inline-block;margin:0 1em 1em 0}</style>",
         "</head><body>",
         f"<h1>avits run <code>{html.escape(ctx.run_id)}</code></h1>",
         f"<p>selection <code>{html.escape(selection_id)}</code></p>",
@@ -156,18 +156,40 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
         if (outdir / png).exists():
             parts.append(f"<p><img src='{png}' alt='{png}'></p>")
     parts.append("<h2>Baseline vs selected</h2>")
+    posters = outdir / "posters"
     for r in rows:
         parts.append(f"<h3>{html.escape(r['prompt_id'])}: {html.escape(r['prompt_text'])}</h3>")
         for label, media, cid in (("baseline", r["baseline_media"], r["baseline"]), ("selected", r["selected_media"], r["selected"])):
             if media:
+                poster = _poster(ctx.store.path / media, posters / f"{cid}.png")
+                pattr = f" poster='posters/{html.escape(poster.name)}'" if poster else ""
                 parts.append(
                     f"<div class='pair'><div>{label}: <code>{html.escape(cid)}</code></div>"
-                    f"<video controls loop muted preload='metadata' src='../{html.escape(media)}'></video></div>"
+                    f"<video controls loop muted preload='metadata'{pattr} src='../{html.escape(media)}'></video></div>"
                 )
     parts.append("</body></html>")
     p = outdir / "index.html"
     p.write_text("\n".join(parts), encoding="utf-8")
     return p
+
+
+def _poster(mp4: Path, out: Path) -> Path | None:
+    """The clip's middle frame as a PNG (shown before playback, and where H.264 cannot play)."""
+    if out.exists():
+        return out
+    try:
+        from PIL import Image
+
+        from avits_core.media import read_mp4
+
+        clip = read_mp4(mp4)
+        frame = clip.video[clip.num_frames // 2]
+        out.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(frame).resize((frame.shape[1] * 3, frame.shape[0] * 3), Image.NEAREST).save(out)
+        return out
+    except Exception as exc:  # a poster is a nicety; the report must not fail for it
+        log.warning("no poster for %s: %s", mp4, exc)
+        return None
 
 
 def write_report(ctx, selection_id: str) -> Report:
