@@ -66,6 +66,43 @@ def _results_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return out
 
 
+class _progress_bars:
+    """Rich progress bars fed by avits_core.progress events (generation, one bar per verifier)."""
+
+    def __init__(self, enabled: bool = True):
+        import threading
+
+        self.enabled = enabled and sys.stderr.isatty()
+        self.tasks: dict[str, Any] = {}
+        self.lock = threading.Lock()
+
+    def __enter__(self):
+        if not self.enabled:
+            return self
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        from avits_core import progress
+
+        self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                             transient=False)
+        self.bars.start()
+        progress.add_listener(self._on)
+        return self
+
+    def _on(self, stage: str, advance: int, total: int) -> None:
+        with self.lock:  # scoring and generation tasks report from several threads
+            if stage not in self.tasks:
+                self.tasks[stage] = self.bars.add_task(stage, total=total)
+            self.bars.update(self.tasks[stage], advance=advance, total=total)
+
+    def __exit__(self, *exc) -> None:
+        if self.enabled:
+            from avits_core import progress
+
+            progress.remove_listener(self._on)
+            self.bars.stop()
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="YAML run config"),
@@ -91,7 +128,8 @@ def run(
     from flows.its import its
 
     try:
-        out = its(config_path=str(config), overrides=overrides)
+        with _progress_bars(enabled=not quiet):
+            out = its(config_path=str(config), overrides=overrides)
     except AvitsError as exc:
         _fail(str(exc))
     _print_table(_results_rows(out["results"]), title=f"run {out['run_id']} (baseline = first candidate per prompt)")

@@ -35,7 +35,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from avits_core import __version__
+from avits_core import __version__, progress
 from avits_core.aggregate import get_aggregator
 from avits_core.config import RunConfig, VerifierSpec
 from avits_core.errors import ConfigError
@@ -223,6 +223,8 @@ def generate_shard(ctx: RunContext, prompts: Sequence[Prompt]) -> int:
     cfg = ctx.cfg
     done = stored_prompt_ids(ctx)
     todo = [p for p in prompts if p.prompt_id not in done]
+    total = len(ctx.prompts) * cfg.search.n
+    progress.report("generate", (len(prompts) - len(todo)) * cfg.search.n, total)
     if not todo:
         return 0
     gen = get_generator(cfg.generator.name, cfg.generator.params)
@@ -262,6 +264,7 @@ def generate_shard(ctx: RunContext, prompts: Sequence[Prompt]) -> int:
             )
         ctx.store.append("candidates", rows)
         made += len(rows)
+        progress.report("generate", len(rows), total)
         log.info("%s: %d candidates in %.2fs", p.prompt_id, len(rows), time.perf_counter() - t0)
     return made
 
@@ -285,6 +288,8 @@ def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = 
     done = ctx.store.scored_pairs(v.name, v.version, include_errors=not retry_errors)
     todo = [c for c in cands if c["candidate_id"] not in done]
     counts = {"scored": 0, "errors": 0, "cached": len(cands) - len(todo)}
+    stage = f"score {v.name}"
+    progress.report(stage, counts["cached"], len(cands))
     if not todo:
         return counts
     G = ctx.n_generations
@@ -323,6 +328,7 @@ def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = 
         ctx.store.append("rewards", rows)
         counts["scored"] += sum(r["status"] == "ok" for r in rows)
         counts["errors"] += sum(r["status"] == "error" for r in rows)
+        progress.report(stage, len(rows), len(cands))
     return counts
 
 
