@@ -108,10 +108,14 @@ def run(
     config: Path = typer.Argument(..., help="YAML run config"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set search.n=4"),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="name of the run folder (default: from the config hash)"),
-    quiet: bool = typer.Option(False, "--quiet", "-q"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="only warnings and the results"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also Prefect's task-level logs"),
 ) -> None:
     """Run one ITS config through the Prefect ``its`` flow (resumes the run if it exists)."""
     _setup_logging(not quiet)
+    # Prefect reads its logging level when first imported (below): keep its per-task lines out of
+    # the way of the progress bars unless asked for.
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     from avits_core import runner
     from avits_core.config import load_config
 
