@@ -43,6 +43,7 @@ def its(config_path: str | None = None, overrides: list[str] | None = None, conf
             scores = [t.score.submit(run_path, spec.model_dump(), wait_for=gens) for spec in ctx.all_verifier_specs()]
             for f in scores:
                 logger.info("scored %s", f.result())
+            runner.record_compute(ctx)
         spec = runner.default_spec(cfg)
         sel_id = t.select(run_path, spec.to_dict())
         results = t.evaluate(run_path, sel_id)

@@ -32,6 +32,9 @@ def test_its_flow_end_to_end_and_rerun_is_a_no_op(tmp_path, prefect_harness):
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["selection_id"] == out["selection_id"]
     assert set(info["timings"]) >= {"generate", "score:av_sync", "score:synth_text", "select"}
+    comp = info["compute"]
+    assert comp["nfe_total"] == 4 * 6 and comp["decodes"] == 4  # 6 Euler steps, 1 NFE each (guidance 1)
+    assert comp["verifier_calls"] == {"av_sync": 4, "synth_text": 4}
     c = query(run, "SELECT count(*) n, count(DISTINCT candidate_id) u, count(DISTINCT prompt_id) p FROM candidates").to_pylist()[0]
     assert c == {"n": 4, "u": 4, "p": 2}
     mp4s = list((run / "media").rglob("*.mp4"))
