@@ -125,6 +125,8 @@ def run(
         runner.validate_config(cfg)  # fail fast, before Prefect starts
         for spec in cfg.verifiers:
             runner.get_verifier(spec.name, spec.params).check_ready()
+        for name, params in cfg.evaluation.specs():
+            runner.get_verifier(name, params).check_ready()
         runner._check_writable(Path(cfg.output_root).expanduser())
     except AvitsError as exc:
         _fail(str(exc))
@@ -248,143 +250,175 @@ def generators() -> None:
 @app.command()
 def rerank(
     run_path: Path = typer.Argument(..., help="a finished run folder"),
-    verifiers: Optional[str] = typer.Option(None, "--verifiers", help="comma list, each name[:weight], e.g. av_sync,synth_text:2"),
-    aggregator: Optional[str] = typer.Option(None, "--aggregator", help="weighted | rank | minmax | zscore | zscore_candidate | zscore_history | arw"),
+    verifiers: Optional[str] = typer.Option(None, "--verifiers", help="comma list, each name[:weight], e.g. av_sync,synth_text:2 (default: the run's)"),
+    aggregator: Optional[str] = typer.Option(None, "--aggregator", help="weighted | rank | minmax | zscore | zscore_candidate | zscore_history | arw (default: the run's)"),
     param: list[str] = typer.Option([], "--param", help="aggregator parameter KEY=VALUE (YAML value), repeatable"),
     budget: Optional[int] = typer.Option(None, "--budget", help="use only the first K candidates of each prompt"),
 ) -> None:
     """Re-rank a finished run: no generator; scores only missing (candidate, verifier) pairs."""
     _setup_logging(False)
-    from avits_core import runner
-    from avits_core.config import parse_override
-    from flows.rerank import rerank as rerank_flow, rerank_spec
+    from flows.rerank import prepare_rerank
 
     try:
-        params = None
-        if param:
-            params = {}
-            for item in param:
-                keys, value = parse_override(item)
-                params[".".join(keys)] = value
-        ctx = runner.open_run(run_path)
-        rerank_spec(ctx, verifiers, aggregator, params, budget)  # validate before Prefect starts
+        params = _aggregator_params(param)
+        prepare_rerank(str(run_path), verifiers, aggregator, params, budget)  # validate before Prefect starts
+    except AvitsError as exc:
+        _fail(str(exc))
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.rerank import rerank as rerank_flow
+
+    try:
         out = rerank_flow(str(run_path), verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
     except AvitsError as exc:
         _fail(str(exc))
+    for name, counts in out["scored"].items():
+        typer.echo(f"{name}: scored {counts['scored']}, errors {counts['errors']}, already stored {counts['cached']}")
     _print_table(_results_rows(out["results"]), title=f"selection {out['selection_id']}")
     typer.echo(f"report: {out['report']}")
 
 
-def _analysis_ctx(run_path: Path):
+def _aggregator_params(param: list[str]) -> dict[str, Any] | None:
+    """``--param KEY=VALUE`` items -> a params dict (None when none are given)."""
+    from avits_core.config import parse_override
+
+    if not param:
+        return None
+    params: dict[str, Any] = {}
+    for item in param:
+        keys, value = parse_override(item)
+        params[".".join(keys)] = value
+    return params
+
+
+def _analysis_spec(run_path: Path, verifiers: Optional[str], aggregator: Optional[str], param: list[str],
+                   selection: Optional[str]):
+    """(ctx, run data, spec): a stored selection's spec, or the run's spec with the given overrides."""
     from avits_core import runner
-    from avits_core.analysis import load_run_data
+    from avits_core.analysis import load_run_data, spec_of_selection
+    from flows.rerank import rerank_spec
 
     ctx = runner.open_run(run_path)
-    return ctx, load_run_data(ctx)
+    if selection and (verifiers or aggregator or param):
+        raise AvitsError("--selection takes the whole spec of a stored selection; do not combine it with "
+                         "--verifiers/--aggregator/--param")
+    spec = spec_of_selection(ctx, selection) if selection else rerank_spec(ctx, verifiers, aggregator, _aggregator_params(param), None)
+    data = load_run_data(ctx)
+    data.check_spec(spec)
+    return ctx, data, spec
 
 
 @app.command()
 def budget(
     run_path: Path = typer.Argument(..., help="a finished run folder"),
-    verifiers: Optional[str] = typer.Option(None, "--verifiers"),
-    aggregator: Optional[str] = typer.Option(None, "--aggregator"),
+    verifiers: Optional[str] = typer.Option(None, "--verifiers", help="comma list name[:weight] (default: the run's)"),
+    aggregator: Optional[str] = typer.Option(None, "--aggregator", help="default: the run's"),
+    param: list[str] = typer.Option([], "--param", help="aggregator parameter KEY=VALUE, repeatable"),
+    selection: Optional[str] = typer.Option(None, "--selection", help="use the spec of this stored selection_id"),
+    record: bool = typer.Option(True, "--record/--no-record",
+                                help="also store each budget's selection + metrics in the run (for `avits sql RUN -c bon_at_k`)"),
 ) -> None:
     """BoN@k for k = 1..N from the stored candidates: held-out metrics against k and NFE (table + plot)."""
     _setup_logging(False)
-    from avits_core.analysis import bon_at_k, markdown_table, write_table
-    from avits_core.report import plot_budget
-    from flows.rerank import rerank_spec
+    from avits_core.analysis import bon_at_k, budget_wide, markdown_table, plot_bon_at_k, record_budget_selections, write_table
 
     try:
-        ctx, data = _analysis_ctx(run_path)
-        spec = rerank_spec(ctx, verifiers, aggregator, None, None)
+        ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
         rows = bon_at_k(data, spec)
+        if record:
+            record_budget_selections(ctx, spec, sorted({r["k"] for r in rows}))
     except AvitsError as exc:
         _fail(str(exc))
     out = ctx.store.path / "analysis"
-    write_table([dict(selection_id=spec.selection_id, **r) for r in rows], out / f"budget-{spec.selection_id}.parquet")
-    png = plot_budget(rows, out / f"budget-{spec.selection_id}.png")
-    metrics = sorted({r["metric"] for r in rows})
-    wide = []
-    for k in sorted({r["k"] for r in rows}):
-        row = {"k": k, "NFE/prompt": next(r["nfe_per_prompt"] for r in rows if r["k"] == k)}
-        row.update({m: next((r["value"] for r in rows if r["k"] == k and r["metric"] == m), None) for m in metrics})
-        wide.append(row)
-    md = markdown_table(wide, list(wide[0].keys()))
-    (out / f"budget-{spec.selection_id}.md").write_text(md + "\n")
-    _print_table(wide, title=f"BoN@k, selection spec {spec.selection_id}")
-    typer.echo(f"written: {out / f'budget-{spec.selection_id}.parquet'}, {png}")
+    stem = f"budget-{spec.selection_id}"
+    write_table([dict(spec_id=spec.selection_id, **r) for r in rows], out / f"{stem}.parquet")
+    wide = budget_wide(rows)
+    title = f"BoN@k: {spec.aggregator} over {'+'.join(spec.verifiers)} (spec {spec.selection_id})"
+    png = plot_bon_at_k(rows, out / f"{stem}.png", title=title)
+    (out / f"{stem}.md").write_text(f"# {title}\n\nMean over prompts of the selected candidate; k = candidates per "
+                                    f"prompt (the first k).\n\n{markdown_table(wide)}\n")
+    _print_table(wide, title=title)
+    typer.echo(f"written: {out / f'{stem}.parquet'}, {out / f'{stem}.md'}, {png}")
 
 
 @app.command()
 def ablate(
     run_path: Path = typer.Argument(..., help="a finished run folder"),
-    aggregators: Optional[str] = typer.Option(None, "--aggregators", help="comma list (default: all that need no prior stats)"),
+    aggregators: Optional[str] = typer.Option(None, "--aggregators", help="comma list (default: every aggregator that needs no prior stats)"),
+    verifiers: Optional[str] = typer.Option(None, "--verifiers", help="comma list of verifiers to take subsets of (default: the run's guided verifiers)"),
 ) -> None:
     """Every non-empty subset of the run's verifiers x every aggregator -> held-out metrics and gains."""
     _setup_logging(False)
-    from avits_core.analysis import DEFAULT_AGGREGATORS, ablate as run_ablate, markdown_table, write_table
+    from avits_core import runner
+    from avits_core.analysis import DEFAULT_AGGREGATORS, ablate as run_ablate, ablation_summary, load_run_data, markdown_table, write_table
+    from avits_core.registry import VERIFIERS
 
     try:
-        ctx, data = _analysis_ctx(run_path)
-        aggs = [a.strip() for a in aggregators.split(",")] if aggregators else list(DEFAULT_AGGREGATORS)
-        verif = [v.name for v in ctx.cfg.verifiers]
+        ctx = runner.open_run(run_path)
+        aggs = [a.strip() for a in aggregators.split(",") if a.strip()] if aggregators else list(DEFAULT_AGGREGATORS)
+        verif = [v.strip() for v in verifiers.split(",") if v.strip()] if verifiers else [v.name for v in ctx.cfg.verifiers]
+        for v in verif:
+            VERIFIERS.get_class(v)
+        data = load_run_data(ctx)
         rows = run_ablate(data, verif, aggs)
     except AvitsError as exc:
         _fail(str(exc))
     out = ctx.store.path / "analysis"
     write_table(rows, out / "ablation.parquet")
-    wide = _ablation_wide(rows, data)
-    md = markdown_table(wide, list(wide[0].keys()))
-    (out / "ablation.md").write_text(md + "\n")
+    wide = ablation_summary(data, rows)
+    held = "oracle metrics" if data.oracle_metrics else "held-out verifiers"
+    (out / "ablation.md").write_text(
+        f"# Ablation of run `{ctx.run_id}`\n\nEvery non-empty subset of {', '.join(verif)} x every aggregator. Metric columns: "
+        f"mean over prompts of the selected candidate. Gains are normalised (metric sd over all candidates; positive = "
+        f"better): guided_gain over the subset's verifiers, held_out_gain over the {held}, hacking_gap = their "
+        f"difference.\n\n{markdown_table(wide)}\n")
     _print_table(wide, title="ablation: mean over prompts of the selected candidates")
-    typer.echo(f"written: {out / 'ablation.parquet'}, {out / 'ablation.md'}")
-
-
-def _ablation_wide(rows, data) -> list[dict[str, Any]]:
-    keys = list(dict.fromkeys((r["verifiers"], r["aggregator"]) for r in rows))
-    shown = list(data.oracle_metrics)
-    out = []
-    for v, a in keys:
-        rs = [r for r in rows if r["verifiers"] == v and r["aggregator"] == a]
-        row: dict[str, Any] = {"verifiers": v, "aggregator": a}
-        for m in shown:
-            row[m] = next((r["selected"] for r in rs if r["metric"] == m), None)
-        g = [r["norm_gain"] for r in rs if r["guided"] and r["norm_gain"] is not None]
-        row["guided gain (sd)"] = float(sum(g) / len(g)) if g else None
-        h = [r["norm_gain"] for r in rs if r["oracle"] and r["norm_gain"] is not None]
-        row["held-out gain (sd)"] = float(sum(h) / len(h)) if h else None
-        out.append(row)
-    return out
+    typer.echo(f"written: {out / 'ablation.parquet'} ({len(rows)} rows), {out / 'ablation.md'}")
 
 
 @app.command()
 def diagnose(
     run_path: Path = typer.Argument(..., help="a finished run folder"),
-    verifiers: Optional[str] = typer.Option(None, "--verifiers"),
-    aggregator: Optional[str] = typer.Option(None, "--aggregator"),
+    verifiers: Optional[str] = typer.Option(None, "--verifiers", help="comma list name[:weight] (default: the run's)"),
+    aggregator: Optional[str] = typer.Option(None, "--aggregator", help="default: the run's"),
+    param: list[str] = typer.Option([], "--param", help="aggregator parameter KEY=VALUE, repeatable"),
+    selection: Optional[str] = typer.Option(None, "--selection", help="diagnose this stored selection_id"),
+    all_: bool = typer.Option(False, "--all", help="one summary row per stored selection"),
 ) -> None:
     """Hacking indicator (guided vs held-out gain), Spearman correlations, Pareto-front membership."""
     _setup_logging(False)
-    from avits_core.analysis import diagnostics
-    from flows.rerank import rerank_spec
+    from avits_core.analysis import diagnostics, diagnostics_table, markdown_table, stored_specs, write_table
 
     try:
-        ctx, data = _analysis_ctx(run_path)
-        spec = rerank_spec(ctx, verifiers, aggregator, None, None)
-        d = diagnostics(data, spec)
+        ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
+        if all_:
+            specs = stored_specs(ctx)
+            if not specs:
+                raise AvitsError(f"run {ctx.run_id} has no stored selections")
+            table = diagnostics_table(data, specs)
+        else:
+            d = diagnostics(data, spec)
     except AvitsError as exc:
         _fail(str(exc))
+    out = ctx.store.path / "analysis"
+    if all_:
+        write_table(table, out / "diagnostics.parquet")
+        (out / "diagnostics.md").write_text(markdown_table(table) + "\n")
+        _print_table(table, title="every stored selection (normalised gains; positive = better)")
+        typer.echo(f"written: {out / 'diagnostics.parquet'}, {out / 'diagnostics.md'}")
+        return
     _print_table([{k: g[k] for k in ("metric", "guided", "oracle", "baseline", "selected", "change", "norm_gain")} for g in d["gains"]],
                  title=f"gains of selection {d['selection_id']}")
-    typer.echo(f"mean normalised gain: guided {d['guided_norm_gain']}, held-out {d['held_out_norm_gain']}, "
-               f"hacking gap {d['hacking_gap']}")
-    typer.echo(f"selected candidates on the Pareto front of the guided verifiers: {d['selected_on_pareto_front']}")
+    fmt = lambda x: "–" if x is None else f"{x:+.3f}"  # noqa: E731
+    typer.echo(f"normalised gain: guided {fmt(d['guided_gain'])}, held-out {fmt(d['held_out_gain'])}, "
+               f"hacking gap {fmt(d['hacking_gap'])}")
+    on = d["selected_on_pareto_front"]
+    typer.echo(f"selected candidates on the Pareto front of the guided verifiers: "
+               f"{'–' if on is None else f'{on:.0%}'} (mean front size {d['mean_front_size']})")
     _print_table(d["correlations"], title="Spearman correlations")
-    out = ctx.store.path / "analysis" / f"diagnostics-{d['selection_id']}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(d, indent=1, default=str))
-    typer.echo(f"written: {out}")
+    path = out / f"diagnostics-{d['selection_id']}.json"
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(d, indent=1, default=str))
+    typer.echo(f"written: {path}")
 
 
 @app.command()

@@ -77,9 +77,31 @@ class AggregatorConfig(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class EvalVerifierSpec(_Strict):
+    """A held-out evaluation verifier with constructor params (e.g. ``model_path``, ``device``)."""
+
+    name: str
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
 class EvaluationConfig(_Strict):
     oracle: bool = Field(default=True, description="held-out SynthAV oracle metrics (synth generator only)")
-    verifiers: list[str] = Field(default_factory=list, description="extra verifiers scored as held-out metrics")
+    verifiers: list[str | EvalVerifierSpec] = Field(
+        default_factory=list,
+        description="extra verifiers scored as held-out metrics: a name, or {name, params}",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "EvaluationConfig":
+        names = [n for n, _ in self.specs()]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"evaluation verifiers listed twice: {dup}")
+        return self
+
+    def specs(self) -> list[tuple[str, dict[str, Any]]]:
+        """(name, constructor params) of each evaluation verifier; a bare name means default params."""
+        return [(v, {}) if isinstance(v, str) else (v.name, dict(v.params)) for v in self.verifiers]
 
 
 class RunConfig(_Strict):
@@ -102,6 +124,13 @@ class RunConfig(_Strict):
             raise ValueError(f"verifiers listed twice: {dup}")
         if sum(v.weight for v in self.verifiers) <= 0:
             raise ValueError("verifier weights sum to 0: at least one weight must be > 0")
+        guided = {v.name: v.params for v in self.verifiers}
+        for name, params in self.evaluation.specs():
+            if name in guided and params and params != guided[name]:
+                raise ValueError(
+                    f"evaluation verifier {name!r} is also a guided verifier with other params; "
+                    f"a run scores each verifier once (its guided params)"
+                )
         return self
 
     def config_hash(self) -> str:

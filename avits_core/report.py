@@ -220,6 +220,10 @@ def write_report(ctx, selection_id: str) -> Report:
         md += [f"| {k} | {v:.2f} |" for k, v in sorted(timings.items())]
         md.append("")
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + ["", "Clips: [index.html](index.html)", ""]
+    from avits_core.metrics.categories import write_category_report
+
+    if write_category_report(ctx, selection_id) is not None:
+        md += ["Per-category results (JavisBench `cat*_ind` columns): [categories.md](categories.md)", ""]
     markdown = "\n".join(md)
     mpath = outdir / "report.md"
     mpath.write_text(markdown, encoding="utf-8")

@@ -103,10 +103,10 @@ class RunContext:
         return 1
 
     def all_verifier_specs(self) -> list[VerifierSpec]:
-        """Guided verifiers, then held-out evaluation verifiers (default params)."""
+        """Guided verifiers, then held-out evaluation verifiers (weight 0, their own params)."""
         specs = list(self.cfg.verifiers)
         guided = {v.name for v in specs}
-        specs += [VerifierSpec(name=n, weight=0.0) for n in self.cfg.evaluation.verifiers if n not in guided]
+        specs += [VerifierSpec(name=n, weight=0.0, params=p) for n, p in self.cfg.evaluation.specs() if n not in guided]
         return specs
 
 
@@ -126,7 +126,7 @@ def validate_config(cfg: RunConfig) -> list[Prompt]:
     GENERATORS.get_class(cfg.generator.name)
     for spec in cfg.verifiers:
         VERIFIERS.get_class(spec.name)
-    for name in cfg.evaluation.verifiers:
+    for name, _ in cfg.evaluation.specs():
         VERIFIERS.get_class(name)
     get_aggregator(cfg.aggregator.name, [v.name for v in cfg.verifiers], cfg.weights, **cfg.aggregator.params)
     if cfg.search.method == "evosearch":
@@ -144,8 +144,8 @@ def prepare_run(cfg: RunConfig, *, check_models: bool = True) -> RunContext:
     if check_models:
         for spec in cfg.verifiers:
             get_verifier(spec.name, spec.params).check_ready()
-        for name in cfg.evaluation.verifiers:
-            get_verifier(name, {}).check_ready()
+        for name, params in cfg.evaluation.specs():
+            get_verifier(name, params).check_ready()
     root = Path(cfg.output_root).expanduser()
     _check_writable(root)
     run_id = cfg.resolved_run_id()
