@@ -13,7 +13,7 @@ import logging
 from importlib.metadata import entry_points
 from typing import Any
 
-from avits_core.errors import UnknownNameError
+from avits_core.errors import ConfigError, UnknownNameError
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +46,26 @@ class Registry:
             return self._classes[name]
         if name in self._paths:
             mod, _, attr = self._paths[name].partition(":")
-            cls = getattr(importlib.import_module(mod), attr)
+            try:
+                cls = getattr(importlib.import_module(mod), attr)
+            except ImportError as exc:
+                raise ConfigError(
+                    f"{self.kind} {name!r} cannot be imported ({exc}); is its optional dependency installed? "
+                    f"(pip install -e '.[models]' for learned verifiers, '.[ltx2]' for LTX-2)"
+                ) from exc
         else:
             eps = self._entry_points()
             if name not in eps:
                 raise UnknownNameError(
                     f"unknown {self.kind} {name!r}; known {self.kind}s: {', '.join(self.names())}"
                 )
-            cls = eps[name].load()
+            try:
+                cls = eps[name].load()
+            except Exception as exc:  # a broken plugin must not crash the CLI with a traceback
+                raise ConfigError(
+                    f"plugin {self.kind} {name!r} ({eps[name].value}, group {self.group}) failed to load: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
         self._classes[name] = cls
         return cls
 
