@@ -411,9 +411,9 @@ def diagnose(
     fmt = lambda x: "–" if x is None else f"{x:+.3f}"  # noqa: E731
     typer.echo(f"normalised gain: guided {fmt(d['guided_gain'])}, held-out {fmt(d['held_out_gain'])}, "
                f"hacking gap {fmt(d['hacking_gap'])}")
-    on = d["selected_on_pareto_front"]
+    on, size = d["selected_on_pareto_front"], d["mean_front_size"]
     typer.echo(f"selected candidates on the Pareto front of the guided verifiers: "
-               f"{'–' if on is None else f'{on:.0%}'} (mean front size {d['mean_front_size']})")
+               f"{'–' if on is None else f'{on:.0%}'} (mean front size {'–' if size is None else f'{size:.2f}'})")
     _print_table(d["correlations"], title="Spearman correlations")
     path = out / f"diagnostics-{d['selection_id']}.json"
     out.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,26 @@ optional filter, returning a ``pyarrow.Table``. All queries read the deduplicate
 - ``candidates_per_prompt``: per (run, prompt): candidate and generation counts, NFE, and how many
   reward rows are ok / error.
 - ``rewards_summary``: per (run, verifier, version): ok/error counts and the value distribution.
+- ``bon_at_k``: Best-of-k curves from the stored, evaluated selections: per (run, aggregator,
+  verifiers, weights, aggregator params) x k x metric, the mean metric over the prompts' selected
+  candidates (from ``metrics``; a selection that was never evaluated has no rows), ``held_out``, the
+  number of prompts with a value, and ``nfe_per_prompt``: the mean over prompts of the NFE of their
+  first k candidates in candidate_id order (``nfe_own`` where recorded, else ``nfe``), the
+  candidates a budget-k selection may choose from. ``k`` is the selection's ``budget`` (written by
+  ``avits rerank --budget K`` and ``avits budget``), capped at N, the most candidates any prompt of
+  the run has; a selection without a budget is the point k = N (``budget`` null), so the online
+  run's own selection always gives the end of the curve.
+- ``ablation``: the ablation table(s) that ``avits ablate`` wrote to ``<run>/analysis/ablation.parquet``
+  (of this run, or of every run under a runs root that has one), one row per (run, verifier subset,
+  aggregator): n_prompts and the mean normalised gains (see :mod:`avits_core.analysis`):
+  ``guided_gain`` over the subset's verifiers, ``held_out_gain`` over the oracle metrics when the
+  table has them (else over the held-out verifiers), ``hacking_gap`` = their difference, and
+  ``oracle_gain`` / ``held_out_verifier_gain`` separately. The run folders are found from the paths
+  of the rewards part files (the ``_rewards_raw`` view of :mod:`avits_core.store.duck`); the query
+  is a short script that first sets three DuckDB variables (``avits_ablation_*``), so it runs as is
+  through ``con.sql`` and ``avits sql RUN -c ablation``. With no ablation file it returns no rows
+  (with the same columns), like every canned query on a run that lacks the data; ``avits ablate RUN``
+  writes the file.
 """
 
 from __future__ import annotations
@@ -111,6 +131,69 @@ REWARDS_SUMMARY_SQL = """SELECT run_id, verifier, verifier_version,
 FROM rewards GROUP BY run_id, verifier, verifier_version
 ORDER BY run_id, verifier, verifier_version"""
 
+BON_AT_K_SQL = """WITH ranked AS (
+    SELECT run_id, prompt_id, coalesce(nfe_own, nfe) AS nfe_c,
+           row_number() OVER (PARTITION BY run_id, prompt_id ORDER BY candidate_id) AS pos
+    FROM candidates
+), nmax AS (
+    SELECT run_id, max(pos) AS n_max FROM ranked GROUP BY run_id
+), sel AS (
+    SELECT DISTINCT s.run_id, s.selection_id, s.aggregator, array_to_string(s.verifiers, '+') AS verifiers,
+           s.weights, CAST(json_extract(s.spec, '$.params') AS VARCHAR) AS params, s.budget,
+           least(coalesce(s.budget, x.n_max), x.n_max) AS k
+    FROM selections s JOIN nmax x ON x.run_id = s.run_id
+), nfe AS (
+    SELECT s.run_id, s.selection_id, sum(r.nfe_c) / count(DISTINCT r.prompt_id) AS nfe_per_prompt
+    FROM sel s JOIN ranked r ON r.run_id = s.run_id AND r.pos <= s.k
+    GROUP BY s.run_id, s.selection_id
+), m AS (
+    SELECT run_id, selection_id, metric, bool_or(held_out) AS held_out, count(value) AS n_prompts, avg(value) AS value
+    FROM metrics WHERE selection_id IS NOT NULL GROUP BY run_id, selection_id, metric
+)
+SELECT s.run_id, s.aggregator, s.verifiers, s.weights, s.params, s.k, s.budget, n.nfe_per_prompt,
+       m.metric, m.held_out, m.n_prompts, m.value, s.selection_id
+FROM sel s JOIN m ON m.run_id = s.run_id AND m.selection_id = s.selection_id
+JOIN nfe n ON n.run_id = s.run_id AND n.selection_id = s.selection_id
+ORDER BY s.run_id, s.aggregator, s.verifiers, s.params, m.held_out DESC, m.metric, s.k, s.budget NULLS LAST"""
+
+_ABLATION_SUMMARY = """SELECT regexp_extract(filename, '([^/]+)/analysis/ablation[.]parquet$', 1) AS run_id,
+       verifiers, any_value(n_verifiers) AS n_verifiers, aggregator, any_value(selection_id) AS selection_id,
+       max(n_prompts) AS n_prompts,
+       avg(norm_gain) FILTER (WHERE guided) AS guided_gain,
+       CASE WHEN bool_or(oracle) THEN avg(norm_gain) FILTER (WHERE oracle)
+            ELSE avg(norm_gain) FILTER (WHERE held_out) END AS held_out_gain,
+       avg(norm_gain) FILTER (WHERE guided)
+         - CASE WHEN bool_or(oracle) THEN avg(norm_gain) FILTER (WHERE oracle)
+                ELSE avg(norm_gain) FILTER (WHERE held_out) END AS hacking_gap,
+       avg(norm_gain) FILTER (WHERE oracle) AS oracle_gain,
+       avg(norm_gain) FILTER (WHERE held_out AND NOT oracle) AS held_out_verifier_gain
+FROM read_parquet(getvariable('avits_ablation_files'), union_by_name=true, filename=true)
+GROUP BY ALL
+ORDER BY run_id, n_verifiers, verifiers, aggregator"""
+
+_ABLATION_EMPTY = """SELECT NULL::VARCHAR AS run_id, NULL::VARCHAR AS verifiers, NULL::BIGINT AS n_verifiers,
+       NULL::VARCHAR AS aggregator, NULL::VARCHAR AS selection_id, NULL::BIGINT AS n_prompts,
+       NULL::DOUBLE AS guided_gain, NULL::DOUBLE AS held_out_gain, NULL::DOUBLE AS hacking_gap,
+       NULL::DOUBLE AS oracle_gain, NULL::DOUBLE AS held_out_verifier_gain
+WHERE false"""
+
+
+def _sql_string(sql: str) -> str:
+    return "'" + sql.replace("'", "''") + "'"
+
+
+ABLATION_SQL = f"""SET VARIABLE avits_ablation_dirs = (
+    SELECT list(DISTINCT regexp_replace(_part, '/rewards/[^/]*$', '')) FROM _rewards_raw);
+SET VARIABLE avits_ablation_glob = (
+    SELECT CASE WHEN d IS NULL OR len(d) = 0 THEN NULL
+                WHEN len(d) = 1 THEN d[1] ELSE regexp_replace(d[1], '/[^/]*$', '') || '/*' END
+           || '/analysis/ablation.parquet'
+    FROM (SELECT getvariable('avits_ablation_dirs') AS d));
+SET VARIABLE avits_ablation_files = (
+    SELECT list(file ORDER BY file) FROM glob(coalesce(getvariable('avits_ablation_glob'), '')));
+SELECT * FROM query(CASE WHEN getvariable('avits_ablation_files') IS NULL THEN {_sql_string(_ABLATION_EMPTY)}
+                         ELSE {_sql_string(_ABLATION_SUMMARY)} END)"""
+
 #: name -> parameterless SQL over the views (for ``avits sql RUN -c NAME``).
 CANNED: dict[str, str] = {
     "winners": WINNERS_SQL,
@@ -118,6 +201,8 @@ CANNED: dict[str, str] = {
     "reward_wide": REWARD_WIDE_SQL,
     "candidates_per_prompt": CANDIDATES_PER_PROMPT_SQL,
     "rewards_summary": REWARDS_SUMMARY_SQL,
+    "bon_at_k": BON_AT_K_SQL,
+    "ablation": ABLATION_SQL,
 }
 
 
@@ -159,3 +244,13 @@ def candidates_per_prompt(con: duckdb.DuckDBPyConnection) -> pa.Table:
 def rewards_summary(con: duckdb.DuckDBPyConnection) -> pa.Table:
     """Per (run, verifier, version): n_ok, n_error, mean/std/min/max of value, total scoring wall_s."""
     return con.sql(REWARDS_SUMMARY_SQL).to_arrow_table()
+
+
+def bon_at_k(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Per (run, spec without budget, k, metric): mean metric of the stored budget-k selections and NFE per prompt."""
+    return con.sql(BON_AT_K_SQL).to_arrow_table()
+
+
+def ablation(con: duckdb.DuckDBPyConnection) -> pa.Table:
+    """Per (run, verifier subset, aggregator) of the stored ablation table(s): guided / held-out gains, hacking gap."""
+    return con.sql(ABLATION_SQL).to_arrow_table()
