@@ -165,12 +165,18 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
                 pattr = f" poster='posters/{html.escape(poster.name)}'" if poster else ""
                 parts.append(
                     f"<div class='pair'><div>{label}: <code>{html.escape(cid)}</code></div>"
-                    f"<video controls loop muted preload='metadata'{pattr} src='../{html.escape(media)}'></video></div>"
+                    f"<video controls loop muted preload='metadata'{pattr} src='{html.escape(_rel(ctx.store.path / media, outdir))}'></video></div>"
                 )
     parts.append("</body></html>")
     p = outdir / "index.html"
     p.write_text("\n".join(parts), encoding="utf-8")
     return p
+
+
+def _rel(target: Path, start: Path) -> str:
+    import os
+
+    return os.path.relpath(target, start).replace(os.sep, "/")
 
 
 def _poster(mp4: Path, out: Path) -> Path | None:
@@ -192,10 +198,20 @@ def _poster(mp4: Path, out: Path) -> Path | None:
         return None
 
 
+def report_dir(ctx, selection_id: str) -> Path:
+    """``<run>/report/`` for the run's own selection; ``<run>/report/selections/<id>/`` for a re-ranking,
+    so a rerank never overwrites the run's report."""
+    from avits_core import runner
+
+    own = ctx.store.read_run_json().get("selection_id") or runner.default_spec(ctx.cfg).selection_id
+    base = ctx.store.path / "report"
+    return base if selection_id == own else base / "selections" / selection_id
+
+
 def write_report(ctx, selection_id: str) -> Report:
     from avits_core import runner
 
-    outdir = ctx.store.path / "report"
+    outdir = report_dir(ctx, selection_id)
     outdir.mkdir(parents=True, exist_ok=True)
     results = runner.results_table(ctx, selection_id)
     res_md = results_markdown(results)
@@ -231,26 +247,3 @@ def write_report(ctx, selection_id: str) -> Report:
     log.info("report written to %s", mpath)
     return Report(results=results, markdown=markdown, markdown_path=mpath, html_path=hpath, plots=plots)
 
-
-def plot_budget(rows: list[dict[str, Any]], path: Path) -> Path:
-    """BoN@k curves: one panel per metric, value against k (bottom axis) with NFE per prompt on top."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = [m for m in dict.fromkeys(r["metric"] for r in rows) if any(r["oracle"] or r["guided"] for r in rows if r["metric"] == m)]
-    if not metrics:
-        metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.8 * len(metrics), 2.8), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        rs = sorted((r for r in rows if r["metric"] == m), key=lambda r: r["k"])
-        ax.plot([r["k"] for r in rs], [r["value"] for r in rs], marker="o", color="#c53")
-        ax.set_title(m + ("" if rs[0]["higher_is_better"] else " (↓)"), fontsize=8)
-        ax.set_xlabel("k (NFE/prompt = k × %.0f)" % (rs[0]["nfe_per_prompt"] / max(rs[0]["k"], 1)), fontsize=7)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

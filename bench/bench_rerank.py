@@ -4,9 +4,9 @@ Plain script; prints its figures. Run: ``.venv/bin/python bench/bench_rerank.py 
 
 1. Builds a synthetic run folder in a temp dir (not timed): run.json, a prompt file, 64,000
    candidates rows (no media) and 384,000 ok rewards rows written with ``RunStore.append``.
-   ``--layout events`` (default) writes one rewards part per (scoring event, verifier), exactly as
-   ``runner.score_verifier`` does (6,000 part files); ``--layout verifier`` one part per verifier
-   (a compacted run).
+   ``--layout events`` writes rewards parts as ``runner.score_verifier`` does (one part per
+   ``SCORE_FLUSH_ROWS`` rows of a verifier: 16 per verifier here); ``--layout verifier`` one part
+   per verifier (a compacted run); ``both`` (default) times the two.
 2. Times one re-rank with ARW = everything after scoring, as the ``rerank`` flow runs it:
    ``flows.rerank.rerank_spec`` (spec + validation) and ``runner.select`` (read the candidates and
    the deduplicated ok rewards from the store, replay ARW event by event, write selections and
@@ -94,9 +94,11 @@ def build(root: Path, n_prompts: int, n_cand: int, layout: str, seed: int = 0) -
         ))
         if layout == "verifier":
             store.append("rewards", tbl)
-        else:
-            for i in range(n_prompts):
-                store.append("rewards", tbl.slice(i * n_cand, n_cand))
+        else:  # as runner.score_verifier writes them: one part per SCORE_FLUSH_ROWS rows
+            from avits_core.runner import SCORE_FLUSH_ROWS
+
+            for i in range(0, n, SCORE_FLUSH_ROWS):
+                store.append("rewards", tbl.slice(i, SCORE_FLUSH_ROWS))
     return store.path
 
 
@@ -154,7 +156,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="100 prompts instead of 1,000 (smoke run)")
     ap.add_argument("--layout", choices=["events", "verifier", "both"], default="both",
-                    help="rewards parts: one per (event, verifier) as scoring writes them, one per verifier, or both")
+                    help="rewards parts: as scoring writes them, one per verifier, or both")
     ap.add_argument("--keep", action="store_true", help="keep the temp run folders and print their paths")
     args = ap.parse_args()
     n_prompts, n_cand = (100, 64) if args.quick else (1000, 64)

@@ -82,6 +82,13 @@ def test_its_flow_fills_in_a_new_evaluation_verifier_on_rerun(tmp_path, prefect_
     n = query(run, "SELECT count(*) n FROM rewards_all WHERE verifier='quality'").to_pylist()[0]["n"]
     assert n == 4
     assert res["selection_id"] != out["selection_id"]
+    # the rerank's report goes to its own folder; the run's report stays
+    assert f"report/selections/{res['selection_id']}" in res["report"] and (run / "report" / "report.md").exists()
+    # the new verifier gets baseline rows too, so its change is defined
+    b = query(run, "SELECT count(*) n FROM metrics WHERE selection_id IS NULL AND metric = 'quality'").to_pylist()[0]
+    assert b["n"] == 2
+    q = [r for r in res["results"] if r["metric"] == "quality"][0]
+    assert q["change"] is not None
 
 
 def test_benchmark_flow_with_equal_nfe_best_of_n(tmp_path, prefect_harness):
