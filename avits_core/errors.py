@@ -26,3 +26,35 @@ class ScoreError(AvitsError, ValueError):
 
 class MissingWeightsError(AvitsError, FileNotFoundError):
     """A model's weights are not on disk; the message says which file and how to get it."""
+
+
+class MediaError(AvitsError):
+    """A media file could not be read or written; the message names the file."""
+
+
+class MediaFileNotFoundError(MediaError, FileNotFoundError):
+    """A media file does not exist."""
+
+
+class MediaFormatError(MediaError, ValueError):
+    """A media file is unreadable, lacks a required stream, or a clip cannot be encoded."""
+
+
+class StoreError(AvitsError, ValueError):
+    """A run folder, table name, part file or run.json is missing or invalid."""
+
+
+class SchemaError(StoreError):
+    """Rows handed to RunStore.append do not fit the table's schema; the message names table, column, row, value."""
+
+
+class MeasurementError(AvitsError, ValueError):
+    """The media cannot be measured (empty, too small, non-finite, silent); the message says why."""
+
+
+class FlatSignalError(AvitsError, ValueError):
+    """The audio is silent, the video static, or no event was found: nothing to measure."""
+
+
+class EvoSearchError(AvitsError, RuntimeError):
+    """EvoSearch cannot go on (e.g. no candidate of the pool has a complete set of rewards)."""

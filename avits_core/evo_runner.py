@@ -353,8 +353,9 @@ def lineage_tree(ctx: RunContext, prompt_id: str) -> str:
     if not rows:
         return f"{prompt_id}: no candidates stored yet"
     spec = runner.default_spec(ctx.cfg)
+    ids = {r["candidate_id"] for r in rows}
     rewards = ok_rewards(ctx, spec.verifiers)
-    res = replay(spec, rows, [r for r in rewards if r["candidate_id"] in {c["candidate_id"] for c in rows}],
+    res = replay(spec, rows, [r for r in rewards if r["candidate_id"] in ids],
                  runner.higher_is_better(spec.verifiers), [prompt_id])
     agg = res.aggregates
     selected = res.selections[0]["candidate_id"] if res.selections else None
@@ -368,7 +369,6 @@ def lineage_tree(ctx: RunContext, prompt_id: str) -> str:
             plan = read_plan(ctx, prompt_id, g)
             for e in plan.elites if plan else []:
                 carried.setdefault(e, []).append(g)
-    ids = {r["candidate_id"] for r in rows}
     children: dict[str | None, list[dict[str, Any]]] = {}
     for r in rows:
         par = [p for p in (r["parent_ids"] or []) if p in ids]

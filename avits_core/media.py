@@ -87,7 +87,8 @@ from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
 from typing import Iterator  # noqa: E402
 
-from avits_core.errors import AvitsError  # noqa: E402
+# The error classes live in avits_core.errors; imported here so `from avits_core.media import MediaError` works.
+from avits_core.errors import MediaError, MediaFileNotFoundError, MediaFormatError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -98,16 +99,6 @@ AAC_SAMPLE_RATES: tuple[int, ...] = (
 _AAC_FRAME = 1024  # samples per AAC frame
 
 
-class MediaError(AvitsError):
-    """A media file could not be read or written; the message names the file."""
-
-
-class MediaFileNotFoundError(MediaError, FileNotFoundError):
-    """A media file does not exist."""
-
-
-class MediaFormatError(MediaError, ValueError):
-    """A media file is unreadable, lacks a required stream, or a clip cannot be encoded."""
 
 
 @contextmanager

@@ -15,11 +15,34 @@ state. Stateless aggregators ignore ``observe``.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Iterable, Mapping, Sequence
 
 import numpy as np
 
 from avits_core.errors import ScoreError
+
+
+def score_columns(who: str, columns: Iterable[tuple[str, Any]]) -> tuple[dict[str, np.ndarray], int]:
+    """Validate (verifier, scores) pairs: each a 1-D float64 array, all of one length, all finite.
+
+    Returns the arrays by verifier and their common length (0 when there are no columns). Raises
+    ScoreError prefixed with ``who``, naming the verifier (and candidate index of a non-finite value).
+    """
+    out: dict[str, np.ndarray] = {}
+    n = None
+    for v, x in columns:
+        a = np.asarray(x, dtype=np.float64)
+        if a.ndim != 1:
+            raise ScoreError(f"{who}: scores of {v!r} must be 1-D, got shape {a.shape}")
+        if n is None:
+            n = a.shape[0]
+        elif a.shape[0] != n:
+            raise ScoreError(f"{who}: {v!r} has {a.shape[0]} scores, expected {n}")
+        bad = np.flatnonzero(~np.isfinite(a))
+        if bad.size:
+            raise ScoreError(f"{who}: verifier {v!r} has non-finite score {a[bad[0]]!r} at candidate index {int(bad[0])}")
+        out[v] = a
+    return out, n or 0
 
 
 class Aggregator(ABC):
@@ -47,22 +70,7 @@ class Aggregator(ABC):
         missing = [v for v in self.verifiers if v not in scores]
         if missing:
             raise ScoreError(f"{self.name}: scores lack verifier(s) {missing}; got {sorted(scores)}")
-        out: dict[str, np.ndarray] = {}
-        n = None
-        for v in self.verifiers:
-            a = np.asarray(scores[v], dtype=np.float64)
-            if a.ndim != 1:
-                raise ScoreError(f"{self.name}: scores of {v!r} must be 1-D, got shape {a.shape}")
-            if n is None:
-                n = a.shape[0]
-            elif a.shape[0] != n:
-                raise ScoreError(f"{self.name}: {v!r} has {a.shape[0]} scores, expected {n}")
-            bad = np.flatnonzero(~np.isfinite(a))
-            if bad.size:
-                raise ScoreError(
-                    f"{self.name}: verifier {v!r} has non-finite score {a[bad[0]]!r} at candidate index {int(bad[0])}"
-                )
-            out[v] = a
+        out, n = score_columns(self.name, ((v, scores[v]) for v in self.verifiers))
         if not n:
             raise ScoreError(f"{self.name}: no candidates to aggregate")
         return out

@@ -11,6 +11,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from avits_core.aggregate.base import score_columns
 from avits_core.errors import ScoreError
 
 
@@ -22,25 +23,12 @@ def pareto_front(scores: Mapping[str, Any]) -> np.ndarray:
     """
     if not scores:
         raise ScoreError("pareto_front: no verifiers given")
-    cols = []
-    n = None
-    for v, x in scores.items():
-        a = np.asarray(x, dtype=np.float64)
-        if a.ndim != 1:
-            raise ScoreError(f"pareto_front: scores of {v!r} must be 1-D, got shape {a.shape}")
-        if n is None:
-            n = a.shape[0]
-        elif a.shape[0] != n:
-            raise ScoreError(f"pareto_front: {v!r} has {a.shape[0]} scores, expected {n}")
-        bad = np.flatnonzero(~np.isfinite(a))
-        if bad.size:
-            raise ScoreError(f"pareto_front: verifier {v!r} has non-finite score {a[bad[0]]!r} at candidate index {int(bad[0])}")
-        cols.append(a)
+    cols, n = score_columns("pareto_front", scores.items())
     if not n:
         raise ScoreError("pareto_front: no candidates")
     ge_all = np.ones((n, n), dtype=bool)  # ge_all[j, i]: j >= i on every verifier
     gt_any = np.zeros((n, n), dtype=bool)  # gt_any[j, i]: j > i on some verifier
-    for a in cols:
+    for a in cols.values():
         ge_all &= a[:, None] >= a[None, :]
         gt_any |= a[:, None] > a[None, :]
     dominated = (ge_all & gt_any).any(axis=0)

@@ -37,18 +37,16 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from avits_core.metrics.embedding import _labels, parse_category_indices
+from avits_core.metrics.embedding import _CAT, category_tags
 from avits_core.prompts import Prompt
 
 log = logging.getLogger(__name__)
 
-_CAT_IND = re.compile(r"^cat(\d+)_ind$")
 
 CATEGORY_COLUMNS = (
     "selection_id", "aspect", "category", "title", "metric", "n_prompts", "n_baseline", "n_selected",
@@ -78,20 +76,14 @@ def prompt_categories(prompts: Sequence[Prompt]) -> dict[str, list[Category]]:
     raw: dict[str, list[tuple[int, int, str | None]]] = {}
     for p in prompts:
         mine: list[tuple[int, int, str | None]] = []
-        for col, cell in p.meta.items():
-            m = _CAT_IND.match(col)
-            if not m:
+        for k, i, title in category_tags(p):
+            mine.append((k, i, title))
+            if title is None:
                 continue
-            k = int(m.group(1))
-            idx = parse_category_indices(cell, prompt_id=p.prompt_id, column=col)
-            for i, title in zip(idx, _labels(p.meta.get(f"cat{k}_title"), len(idx))):
-                mine.append((k, i, title))
-                if title is None:
-                    continue
-                seen = titles.setdefault((k, i), title)
-                if seen != title:
-                    log.warning("cat%d category %d is titled %r and %r (prompt %s); keeping %r",
-                                k, i, seen, title, p.prompt_id, seen)
+            seen = titles.setdefault((k, i), title)
+            if seen != title:
+                log.warning("cat%d category %d is titled %r and %r (prompt %s); keeping %r",
+                            k, i, seen, title, p.prompt_id, seen)
         raw[p.prompt_id] = mine
     return {pid: sorted({Category(k, i, titles.get((k, i))) for k, i, _ in cats}, key=lambda c: (c.k, c.index))
             for pid, cats in raw.items()}
@@ -99,7 +91,7 @@ def prompt_categories(prompts: Sequence[Prompt]) -> dict[str, list[Category]]:
 
 def has_categories(prompts: Sequence[Prompt]) -> bool:
     """True when any prompt has a ``cat<k>_ind`` column."""
-    return any(_CAT_IND.match(col) for p in prompts for col in p.meta)
+    return any(_CAT.match(col) for p in prompts for col in p.meta)
 
 
 def _finite(x: Any) -> bool:

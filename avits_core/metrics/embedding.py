@@ -26,7 +26,7 @@ import logging
 import math
 import re
 from collections import defaultdict
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -145,6 +145,21 @@ def _labels(title: Any, n: int) -> list[str | None]:
     return parts if parts is not None and len(parts) == n else [None] * n
 
 
+def category_tags(p: Prompt) -> Iterator[tuple[int, int, str | None]]:
+    """(k, category index, title or None) for every index in the prompt's ``cat<k>_ind`` columns,
+    titled from its ``cat<k>_title`` column when that holds one title per index.
+
+    Raises ValueError naming the prompt and column for a non-integer index."""
+    for col, cell in p.meta.items():
+        m = _CAT.match(col)
+        if not m:
+            continue
+        k = int(m.group(1))
+        idx = parse_category_indices(cell, prompt_id=p.prompt_id, column=col)
+        for i, title in zip(idx, _labels(p.meta.get(f"cat{k}_title"), len(idx))):
+            yield k, i, title
+
+
 def per_category(rows: Sequence[Mapping[str, Any]], prompts: Sequence[Prompt], *, metric_key: str = "metric",
                  value_key: str = "value") -> list[dict[str, Any]]:
     """Mean of each metric per JavisBench category (see the module docstring)."""
@@ -156,16 +171,10 @@ def per_category(rows: Sequence[Mapping[str, Any]], prompts: Sequence[Prompt], *
         if pid not in by_id:
             raise ValueError(f"per_category: row for prompt_id {pid!r} has no matching prompt")
         p = by_id[pid]
-        for col, cell in p.meta.items():
-            m = _CAT.match(col)
-            if not m:
-                continue
-            k = int(m.group(1))
-            idx = parse_category_indices(cell, prompt_id=p.prompt_id, column=col)
-            for i, lab in zip(idx, _labels(p.meta.get(f"cat{k}_title"), len(idx))):
-                groups[(str(r[metric_key]), k, i)].append(float(r[value_key]))
-                if lab is not None:
-                    labels.setdefault((k, i), lab)
+        for k, i, lab in category_tags(p):
+            groups[(str(r[metric_key]), k, i)].append(float(r[value_key]))
+            if lab is not None:
+                labels.setdefault((k, i), lab)
     out = []
     for (metric, k, i), vals in sorted(groups.items()):
         v = np.asarray(vals, dtype=np.float64)

@@ -78,7 +78,7 @@ import numpy as np
 import torch
 
 from avits_core.aggregate.base import Aggregator
-from avits_core.errors import AvitsError, ConfigError
+from avits_core.errors import ConfigError, EvoSearchError  # EvoSearchError: defined there, re-exported here
 from avits_core.generators.base import JointGenerator, Latents
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
@@ -112,10 +112,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         mutation_rate=0.3,
     ),
 }
-
-
-class EvoSearchError(AvitsError, RuntimeError):
-    """EvoSearch cannot go on (e.g. no candidate of the pool has a complete set of rewards)."""
 
 
 def _field(name: str) -> str:

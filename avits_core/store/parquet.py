@@ -455,11 +455,6 @@ class RunStore:
     # -- folders -------------------------------------------------------------------------------
 
     @property
-    def media_dir(self) -> Path:
-        """``<run>/media``: where clips go (store ``media_path`` relative to :attr:`path`)."""
-        return self.path / MEDIA_DIR
-
-    @property
     def run_json_path(self) -> Path:
         return self.path / RUN_JSON
 

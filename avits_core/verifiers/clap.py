@@ -35,7 +35,6 @@ import numpy as np
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
-from avits_core.verifiers.base import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +53,14 @@ def _clip_audio(audio: np.ndarray, sr_in: int, sr_out: int, what: str) -> np.nda
     return np.clip(a, -1.0, 1.0).astype(np.float32)
 
 
-class ClapScore(Verifier):
+class ClapScore(hf.HFModelVerifier):
     """CLAP text-audio cosine in [-1, 1] (higher = the audio matches the text better)."""
 
     name = "clap"
     version = "1"
-    higher_is_better = True
-    value_range = (-1.0, 1.0)
-    needs_weights = True
+    default_repo = DEFAULT_CLAP
+    model_label = "CLAP (clap verifier)"
+    cache_kind = "ClapModel"
 
     def __init__(
         self,
@@ -72,59 +71,27 @@ class ClapScore(Verifier):
         text_field: str = "text",
         cache_dir: str | None = None,
     ) -> None:
-        self.model_path = str(model_path)
-        self.device = hf.parse_device(device)
-        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
-        self.batch_size = hf.check_batch_size(batch_size)
-        self.text_field = str(text_field)
-        self.cache_dir = cache_dir
+        super().__init__(model_path, device, dtype, batch_size, text_field, cache_dir)
 
     # -- weights -------------------------------------------------------------------------------
-    def resolve(self) -> Path:
-        return hf.resolve_model_dir(
-            self.model_path, what="CLAP (clap verifier)", default_repo=DEFAULT_CLAP, cache_dir=self.cache_dir
-        )
+    def _load(self, path: Path) -> tuple[Any, Any, Any]:
+        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-    def check_ready(self) -> None:
-        """Raise MissingWeightsError if the model folder (or cached hub snapshot) is missing."""
-        self.resolve()
-
-    def _components(self) -> tuple[Any, Any, Any]:
-        path = self.resolve()
-
-        def load() -> tuple[Any, Any, Any]:
-            from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
-
-            model = ClapModel.from_pretrained(str(path), local_files_only=True)
-            model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
-            fe = ClapFeatureExtractor.from_pretrained(str(path), local_files_only=True)
-            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            return model, fe, tok
-
-        return hf.cached("ClapModel", path.resolve(), self.device, self.dtype, load)
+        model = ClapModel.from_pretrained(str(path), local_files_only=True)
+        model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
+        fe = ClapFeatureExtractor.from_pretrained(str(path), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return model, fe, tok
 
     @property
     def sampling_rate(self) -> int:
         return int(self._components()[1].sampling_rate)
 
     # -- embeddings ----------------------------------------------------------------------------
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised CLAP text embeddings, float64 (len(texts), D)."""
-        import torch
-
-        model, _, tok = self._components()
+    def _text_max_len(self, model: Any, tok: Any) -> int:
         cfg = model.config.text_config
         pad = int(getattr(cfg, "pad_token_id", 0) or 0)
-        max_len = min(int(tok.model_max_length), int(cfg.max_position_embeddings) - pad - 1)
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = tok(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
-                      max_length=max_len, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            with torch.inference_mode():
-                f = hf.features_of(model.get_text_features(**enc))
-            out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+        return min(int(tok.model_max_length), int(cfg.max_position_embeddings) - pad - 1)
 
     def _features(self, waves: Sequence[np.ndarray]) -> dict[str, Any]:
         """Feature-extractor output for waves already at the extractor's rate (deterministic)."""
@@ -173,12 +140,6 @@ class ClapScore(Verifier):
 
     # -- scores --------------------------------------------------------------------------------
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
-        texts = [hf.prompt_text(p, self.text_field) for p in prompts]
-        uniq = sorted(set(texts))
-        t = self.embed_text(uniq)
-        row = {s: i for i, s in enumerate(uniq)}
+        t = self.prompt_embeddings(prompts)
         a = self.embed_audio([c.audio for c in clips], [c.sample_rate for c in clips])
-        return [float(np.dot(t[row[s]], a[i])) for i, s in enumerate(texts)]
-
-    def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
-        return self.score_clips([clip], [prompt])[0]
+        return [float(np.dot(t[i], a[i])) for i in range(len(t))]

@@ -32,7 +32,6 @@ import numpy as np
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
-from avits_core.verifiers.base import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -51,14 +50,26 @@ def uniform_frame_indices(num_total: int, num_frames: int) -> np.ndarray:
     return np.floor((np.arange(num_frames) + 0.5) * num_total / num_frames).astype(np.int64)
 
 
-class ClipScore(Verifier):
+def sample_frames(clips: Sequence[AVClip], num_frames: int) -> tuple[list[np.ndarray], np.ndarray]:
+    """The frames :func:`uniform_frame_indices` picks from each clip, concatenated in clip order,
+    and the index of the clip each frame came from (int array of the same length)."""
+    frames: list[np.ndarray] = []
+    owner: list[int] = []
+    for ci, clip in enumerate(clips):
+        for fi in uniform_frame_indices(clip.num_frames, num_frames):
+            frames.append(clip.video[fi])
+            owner.append(ci)
+    return frames, np.asarray(owner)
+
+
+class ClipScore(hf.HFModelVerifier):
     """Mean CLIP text-frame cosine over uniformly sampled frames, in [-1, 1] (higher is better)."""
 
     name = "clip"
     version = "1"
-    higher_is_better = True
-    value_range = (-1.0, 1.0)
-    needs_weights = True
+    default_repo = DEFAULT_CLIP
+    model_label = "CLIP (clip verifier)"
+    cache_kind = "CLIPModel"
 
     def __init__(
         self,
@@ -70,53 +81,21 @@ class ClipScore(Verifier):
         text_field: str = "text",
         cache_dir: str | None = None,
     ) -> None:
-        self.model_path = str(model_path)
-        self.device = hf.parse_device(device)
-        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
-        self.batch_size = hf.check_batch_size(batch_size)
+        super().__init__(model_path, device, dtype, batch_size, text_field, cache_dir)
         self.num_frames = hf.check_batch_size(num_frames, "num_frames")
-        self.text_field = str(text_field)
-        self.cache_dir = cache_dir
 
-    def resolve(self) -> Path:
-        return hf.resolve_model_dir(
-            self.model_path, what="CLIP (clip verifier)", default_repo=DEFAULT_CLIP, cache_dir=self.cache_dir
-        )
+    def _load(self, path: Path) -> tuple[Any, Any, Any]:
+        from transformers import AutoTokenizer, CLIPModel
+        from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    def check_ready(self) -> None:
-        """Raise MissingWeightsError if the model folder (or cached hub snapshot) is missing."""
-        self.resolve()
+        model = CLIPModel.from_pretrained(str(path), local_files_only=True)
+        model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
+        proc = CLIPImageProcessorPil.from_pretrained(str(path), local_files_only=True)
+        tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+        return model, proc, tok
 
-    def _components(self) -> tuple[Any, Any, Any]:
-        path = self.resolve()
-
-        def load() -> tuple[Any, Any, Any]:
-            from transformers import AutoTokenizer, CLIPModel
-            from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-            model = CLIPModel.from_pretrained(str(path), local_files_only=True)
-            model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
-            proc = CLIPImageProcessorPil.from_pretrained(str(path), local_files_only=True)
-            tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-            return model, proc, tok
-
-        return hf.cached("CLIPModel", path.resolve(), self.device, self.dtype, load)
-
-    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
-        """L2-normalised CLIP text embeddings, float64 (len(texts), D)."""
-        import torch
-
-        model, _, tok = self._components()
-        max_len = min(int(tok.model_max_length), int(model.config.text_config.max_position_embeddings))
-        out = []
-        for i in range(0, len(texts), self.batch_size):
-            enc = tok(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
-                      max_length=max_len, return_tensors="pt")
-            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
-            with torch.inference_mode():
-                f = hf.features_of(model.get_text_features(**enc))
-            out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
-        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+    def _text_max_len(self, model: Any, tok: Any) -> int:
+        return min(int(tok.model_max_length), int(model.config.text_config.max_position_embeddings))
 
     def embed_frames(self, frames: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalised CLIP image embeddings of uint8 RGB frames (H, W, 3), float64 (N, D)."""
@@ -136,22 +115,7 @@ class ClipScore(Verifier):
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
-        texts = [hf.prompt_text(p, self.text_field) for p in prompts]
-        uniq = sorted(set(texts))
-        t = self.embed_text(uniq)
-        row = {s: i for i, s in enumerate(uniq)}
-        frames: list[np.ndarray] = []
-        owner: list[int] = []
-        for ci, clip in enumerate(clips):
-            for fi in uniform_frame_indices(clip.num_frames, self.num_frames):
-                frames.append(clip.video[fi])
-                owner.append(ci)
+        t = self.prompt_embeddings(prompts)
+        frames, own = sample_frames(clips, self.num_frames)
         e = self.embed_frames(frames)
-        own = np.asarray(owner)
-        scores = []
-        for ci, s in enumerate(texts):
-            scores.append(float(np.mean(e[own == ci] @ t[row[s]])))
-        return scores
-
-    def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
-        return self.score_clips([clip], [prompt])[0]
+        return [float(np.mean(e[own == ci] @ t[ci])) for ci in range(len(t))]

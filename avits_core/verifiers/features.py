@@ -66,7 +66,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from avits_core.errors import AvitsError
+from avits_core.errors import FlatSignalError  # defined there, re-exported here
 from avits_core.media import AVClip
 
 log = logging.getLogger(__name__)
@@ -80,10 +80,6 @@ MOTION_MAX_SIDE = 128
 _MAD_K = 3.0 * 1.4826
 
 _FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
-
-
-class FlatSignalError(AvitsError, ValueError):
-    """The audio is silent, the video static, or no event was found: nothing to measure."""
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,11 @@ Model cache (:func:`cached`)
     new verifier object for every scoring task, and the model must not be reloaded each time. The
     cache is guarded by a lock so that threaded task runners load a model once.
 
+Transformers verifiers (:class:`HFModelVerifier`)
+    The constructor fields, weights resolution, cached loading, batched text embedding and
+    prompt-text de-duplication shared by CLAP and CLIP; a subclass names its model and says how to
+    load it (``_load``) and how long its text may be (``_text_max_len``).
+
 Dtypes are given as strings (``"float32"``, ``"float16"``, ``"bfloat16"``) or torch dtypes.
 Nothing in this module imports transformers; torch is imported lazily.
 """
@@ -23,9 +28,15 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from abc import abstractmethod
+from typing import Any, Callable, ClassVar, Sequence, TypeVar
+
+import numpy as np
 
 from avits_core.errors import ConfigError, MissingWeightsError
+from avits_core.media import AVClip
+from avits_core.prompts import Prompt
+from avits_core.verifiers.base import Verifier
 
 log = logging.getLogger(__name__)
 
@@ -200,8 +211,6 @@ def resample_audio(audio: Any, sr_in: int, sr_out: int) -> Any:
     Uses ``avits_core.media.resample(audio, sr_in, sr_out)`` when the media module provides one,
     so that every component resamples the same way.
     """
-    import numpy as np
-
     a = np.asarray(audio, dtype=np.float32)
     if int(sr_in) == int(sr_out):
         return a
@@ -242,3 +251,94 @@ def check_batch_size(batch_size: Any, name: str = "batch_size") -> int:
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ConfigError(f"{name} must be a positive integer, got {batch_size!r}")
     return batch_size
+
+
+def embed_prompt_texts(
+    embed: Callable[[list[str]], np.ndarray], prompts: Sequence[Any], field: str
+) -> np.ndarray:
+    """One embedding row per prompt (the text :func:`prompt_text` picks), embedding each distinct
+    text once: prompts shared by several clips (Best-of-N) cost one forward pass."""
+    texts = [prompt_text(p, field) for p in prompts]
+    uniq = sorted(set(texts))
+    e = np.asarray(embed(uniq))
+    row = {s: i for i, s in enumerate(uniq)}
+    return e[[row[s] for s in texts]]
+
+
+class HFModelVerifier(Verifier):
+    """Base of the verifiers that run a transformers model given as a local folder or cached hub id.
+
+    A subclass sets ``default_repo`` (hub id), ``model_label`` (the model's name in messages) and
+    ``cache_kind`` (the model-cache key), and implements ``_load(path) -> (model, processor,
+    tokenizer)`` and ``_text_max_len(model, tokenizer)``. Texts are embedded with the model's
+    ``get_text_features``, L2-normalised, as float64.
+    """
+
+    default_repo: ClassVar[str] = ""
+    model_label: ClassVar[str] = ""
+    cache_kind: ClassVar[str] = ""
+    higher_is_better = True
+    value_range = (-1.0, 1.0)
+    needs_weights = True
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "cpu",
+        dtype: str = "float32",
+        batch_size: int = 8,
+        text_field: str = "text",
+        cache_dir: str | None = None,
+    ) -> None:
+        self.model_path = str(model_path)
+        self.device = parse_device(device)
+        self.dtype = str(parse_dtype(dtype)).removeprefix("torch.")
+        self.batch_size = check_batch_size(batch_size)
+        self.text_field = str(text_field)
+        self.cache_dir = cache_dir
+
+    # -- weights -------------------------------------------------------------------------------
+    def resolve(self) -> Path:
+        return resolve_model_dir(
+            self.model_path, what=self.model_label, default_repo=self.default_repo, cache_dir=self.cache_dir
+        )
+
+    def check_ready(self) -> None:
+        """Raise MissingWeightsError if the model folder (or cached hub snapshot) is missing."""
+        self.resolve()
+
+    @abstractmethod
+    def _load(self, path: Path) -> tuple[Any, Any, Any]:
+        """Load (model on self.device / self.dtype in eval mode, processor, tokenizer) from ``path``."""
+
+    @abstractmethod
+    def _text_max_len(self, model: Any, tok: Any) -> int:
+        """The longest token sequence the text tower reads (longer text is truncated)."""
+
+    def _components(self) -> tuple[Any, Any, Any]:
+        path = self.resolve()
+        return cached(self.cache_kind, path.resolve(), self.device, self.dtype, lambda: self._load(path))
+
+    # -- embeddings ----------------------------------------------------------------------------
+    def embed_text(self, texts: Sequence[str]) -> np.ndarray:
+        """L2-normalised text embeddings, float64 (len(texts), D)."""
+        import torch
+
+        model, _, tok = self._components()
+        max_len = self._text_max_len(model, tok)
+        out = []
+        for i in range(0, len(texts), self.batch_size):
+            enc = tok(list(texts[i : i + self.batch_size]), padding=True, truncation=True,
+                      max_length=max_len, return_tensors="pt")
+            enc = {k: v.to(self.device) for k, v in enc.items() if k in ("input_ids", "attention_mask")}
+            with torch.inference_mode():
+                f = features_of(model.get_text_features(**enc))
+            out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
+        return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
+
+    def prompt_embeddings(self, prompts: Sequence[Prompt]) -> np.ndarray:
+        """One L2-normalised text embedding row per prompt (each distinct text embedded once)."""
+        return embed_prompt_texts(self.embed_text, prompts, self.text_field)
+
+    def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
+        return self.score_clips([clip], [prompt])[0]

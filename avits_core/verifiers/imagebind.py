@@ -60,7 +60,7 @@ from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
 from avits_core.verifiers.base import Verifier
-from avits_core.verifiers.clip import uniform_frame_indices
+from avits_core.verifiers.clip import sample_frames, uniform_frame_indices
 
 log = logging.getLogger(__name__)
 
@@ -522,11 +522,7 @@ class _EmbeddingVerifier(Verifier):
         return out
 
     def _text(self, prompts: Sequence[Prompt]) -> np.ndarray:
-        texts = [hf.prompt_text(p, self.text_field) for p in prompts]
-        uniq = sorted(set(texts))
-        e = self._chunks(self.backbone.embed_text, uniq)
-        row = {s: i for i, s in enumerate(uniq)}
-        return e[[row[s] for s in texts]]
+        return hf.embed_prompt_texts(lambda u: self._chunks(self.backbone.embed_text, u), prompts, self.text_field)
 
     def _video(self, clips: Sequence[AVClip]) -> np.ndarray:
         return self._chunks(self.backbone.embed_video, [c.video for c in clips], [c.fps for c in clips])
@@ -591,13 +587,8 @@ class AVHScore(_EmbeddingVerifier):
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
         a = _unit(self._audio([c.audio for c in clips], [c.sample_rate for c in clips]))
-        frames, owner = [], []
-        for ci, c in enumerate(clips):
-            for fi in uniform_frame_indices(c.num_frames, self.num_frames):
-                frames.append(c.video[fi])
-                owner.append(ci)
+        frames, own = sample_frames(clips, self.num_frames)
         f = _unit(self._frames(frames))
-        own = np.asarray(owner)
         return [float(np.mean(f[own == ci] @ a[ci])) for ci in range(len(clips))]
 
 

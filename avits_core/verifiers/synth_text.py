@@ -67,7 +67,7 @@ import numpy as np
 from scipy.ndimage import uniform_filter
 from scipy.signal import find_peaks
 
-from avits_core.errors import AvitsError
+from avits_core.errors import MeasurementError  # defined there, re-exported here
 from avits_core.generators.synth_world import (
     PITCHES,
     SIZES,
@@ -87,10 +87,6 @@ EVENT_MIN_RATIO = 1.3  # an event's frame RMS must exceed 1.3 x the noise floor 
 CLICK_DECAY_S = 0.025  # decay time constant below which an event is a click
 CUBE_RATIO = 1.062  # diagonal/axis extent ratio of the superellipse with fill FILL_THRESHOLD (p = 2.85)
 BUZZ_ODD_RATIO = 0.04  # (E(3 f0) + E(5 f0)) / E(f0) above which a tonal event is a buzz
-
-
-class MeasurementError(AvitsError, ValueError):
-    """The media cannot be measured (empty, too small, non-finite, silent); the message says why."""
 
 
 # --------------------------------------------------------------------------------------------
