@@ -16,8 +16,11 @@ Example (data/configs/demo.yaml)::
     evaluation: {oracle: true, verifiers: [quality]}
 
 Path rules (decided here, documented in the README): ``prompts.source`` relative paths are resolved
-against the folder of the config file (so a config and its prompt set travel together);
+against the folder of the config file (so a config and its prompt set travel together), and so are
+``evaluation.distribution.reference`` and ``evaluation.distribution.video.path``;
 ``output_root`` relative paths against the current working directory (where runs usually live).
+Model paths inside verifier params (and ``evaluation.distribution.audio.model_path``, which may be a
+hub id) are used as given.
 
 Run ids: ``run_id`` defaults to ``<name>-<8 hex of the config hash>``. The same config therefore
 names the same run folder, and running it again *resumes* it (every table is a cache: nothing is
@@ -84,12 +87,112 @@ class EvalVerifierSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class DistributionVideoConfig(_Strict):
+    """FVD/KVD video features: an I3D TorchScript file (see avits_core.metrics.features.I3DVideoFeatures)."""
+
+    extractor: Literal["i3d"] = "i3d"
+    path: str = Field(description="local I3D TorchScript .pt file; relative paths against the config's folder")
+    num_frames: int = Field(default=16, ge=1)
+    sampling: Literal["uniform", "first"] = "uniform"
+    size: int = Field(default=224, ge=1)
+    device: str = "cpu"
+    batch_size: int = Field(default=8, ge=1)
+
+
+class DistributionAudioConfig(_Strict):
+    """FAD audio features: the CLAP audio tower (see avits_core.metrics.features.ClapAudioEmbedding)."""
+
+    extractor: Literal["clap"] = "clap"
+    model_path: str = Field(default="laion/clap-htsat-unfused",
+                            description="a save_pretrained folder or a hub id in the local HF cache (as the clap verifier)")
+    device: str = "cpu"
+    batch_size: int = Field(default=8, ge=1)
+
+
+REFERENCE_VIDEO_SUFFIXES = (".mp4",)
+
+
+class DistributionConfig(_Strict):
+    """Set-level distribution metrics (FVD, KVD, FAD) of the baseline and the selected clips against
+    a reference set of clips. ``reference`` is a folder (every ``*.mp4`` under it, recursively, in
+    sorted order) or a ``.txt`` (one path per line; blank lines and ``#`` comments skipped) / ``.csv``
+    (column ``path``) list of clip paths; paths inside a list are relative to the list's folder."""
+
+    reference: str = Field(description="folder of reference mp4 files, or a .csv/.txt list of their paths")
+    video: DistributionVideoConfig | None = None
+    audio: DistributionAudioConfig | None = None
+    metrics: list[Literal["fvd", "kvd", "fad"]] | None = Field(
+        default=None, description="default: fvd and kvd when video is set, fad when audio is set")
+
+    @model_validator(mode="after")
+    def _extractors(self) -> "DistributionConfig":
+        if self.video is None and self.audio is None:
+            raise ValueError("set video (for fvd, kvd) and/or audio (for fad)")
+        if self.metrics is not None:
+            if not self.metrics:
+                raise ValueError("metrics is empty; leave it out for every metric that has an extractor")
+            dup = sorted({m for m in self.metrics if self.metrics.count(m) > 1})
+            if dup:
+                raise ValueError(f"metrics listed twice: {dup}")
+            for m in self.metrics:
+                if m in ("fvd", "kvd") and self.video is None:
+                    raise ValueError(f"metric {m!r} needs video features: set video: {{extractor: i3d, path: ...}}")
+                if m == "fad" and self.audio is None:
+                    raise ValueError("metric 'fad' needs audio features: set audio: {extractor: clap, model_path: ...}")
+        return self
+
+    def metric_names(self) -> list[str]:
+        """The metrics to compute, in the order fvd, kvd, fad."""
+        if self.metrics is not None:
+            return [m for m in ("fvd", "kvd", "fad") if m in self.metrics]
+        return (["fvd", "kvd"] if self.video is not None else []) + (["fad"] if self.audio is not None else [])
+
+    def reference_files(self) -> list[Path]:
+        """The reference clip files (absolute), checked to exist. ConfigError names the missing path."""
+        field = "evaluation.distribution.reference"
+        ref = Path(self.reference).expanduser()
+        if not ref.exists():
+            raise ConfigError(f"{field}: {str(ref)!r} does not exist (a folder of mp4 files or a .csv/.txt list)")
+        if ref.is_dir():
+            files = sorted(p for p in ref.rglob("*") if p.suffix.lower() in REFERENCE_VIDEO_SUFFIXES and p.is_file())
+            if len(files) < 2:
+                raise ConfigError(f"{field}: folder {str(ref)!r} holds {len(files)} mp4 file(s); "
+                                  "a distribution distance needs at least 2 reference clips")
+            return [p.resolve() for p in files]
+        if ref.suffix == ".txt":
+            lines = ref.read_text(encoding="utf-8").splitlines()
+            items = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
+        elif ref.suffix == ".csv":
+            import csv
+
+            with ref.open(newline="", encoding="utf-8") as f:
+                reader = csv.DictReader(f)
+                if "path" not in (reader.fieldnames or []):
+                    raise ConfigError(f"{field}: {str(ref)!r} has no 'path' column (columns: {reader.fieldnames})")
+                items = [(row["path"] or "").strip() for row in reader]
+            if any(not x for x in items):
+                raise ConfigError(f"{field}: {str(ref)!r} has an empty 'path' cell")
+        else:
+            raise ConfigError(f"{field}: {str(ref)!r} is neither a folder nor a .csv/.txt list of clip paths")
+        files = [p if p.is_absolute() else (ref.parent / p) for p in (Path(x).expanduser() for x in items)]
+        missing = [str(p) for p in files if not p.is_file()]
+        if missing:
+            raise ConfigError(f"{field}: {len(missing)} clip(s) listed in {str(ref)!r} do not exist, "
+                              f"e.g. {missing[0]!r}")
+        if len(files) < 2:
+            raise ConfigError(f"{field}: {str(ref)!r} lists {len(files)} clip(s); "
+                              "a distribution distance needs at least 2 reference clips")
+        return [p.resolve() for p in files]
+
+
 class EvaluationConfig(_Strict):
     oracle: bool = Field(default=True, description="held-out SynthAV oracle metrics (synth generator only)")
     verifiers: list[str | EvalVerifierSpec] = Field(
         default_factory=list,
         description="extra verifiers scored as held-out metrics: a name, or {name, params}",
     )
+    distribution: DistributionConfig | None = Field(
+        default=None, description="set-level FVD/KVD/FAD of the baseline and selected clips against reference clips")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "EvaluationConfig":
@@ -135,6 +238,8 @@ class RunConfig(_Strict):
 
     def config_hash(self) -> str:
         d = self.model_dump(exclude={"run_id"})
+        if d["evaluation"].get("distribution") is None:  # added later: configs without it keep their hash
+            d["evaluation"].pop("distribution", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     def resolved_run_id(self) -> str:
@@ -213,6 +318,12 @@ def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None, sour
     src = cfg.prompts.source
     if isinstance(src, str) and base_dir is not None and not Path(src).is_absolute():
         cfg.prompts.source = str((base_dir / src).resolve())
+    dist = cfg.evaluation.distribution
+    if dist is not None and base_dir is not None:  # the same rule as prompts.source
+        if not Path(dist.reference).expanduser().is_absolute():
+            dist.reference = str((base_dir / dist.reference).resolve())
+        if dist.video is not None and not Path(dist.video.path).expanduser().is_absolute():
+            dist.video.path = str((base_dir / dist.video.path).resolve())
     return cfg
 
 

@@ -221,6 +221,11 @@ def _check_rows(feats: np.ndarray, n: int, name: str) -> np.ndarray:
     return f
 
 
+#: Direction of the set-level distribution metrics (metric name -> higher is better): all are
+#: distances to the reference set, so lower is better.
+DISTRIBUTION_HIGHER_IS_BETTER: dict[str, bool] = {"fvd": False, "kvd": False, "fad": False}
+
+
 @dataclass(frozen=True)
 class DistanceResult:
     """One distribution metric between two feature sets, with its provenance."""

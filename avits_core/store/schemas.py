@@ -22,6 +22,10 @@ Decisions where the brief was silent (documented here because this is the docume
 - Added columns: ``candidates.nfe_own``, ``candidates.batch_index``, ``candidates.wall_s``,
   ``rewards.higher_is_better``, ``arw_trace.run_id/weight/created_at``, ``selections.n_candidates``.
   All added columns are nullable except ``arw_trace.run_id`` (filled automatically by the store).
+- ``metrics.prompt_id``/``candidate_id`` became nullable (a relaxation, not a retype) for set-level
+  metrics, which describe a whole set of clips rather than one: null says "no single clip" in SQL
+  terms (``count(DISTINCT prompt_id)`` and joins on candidate_id ignore it), where a sentinel string
+  such as '*' would be counted and joined as if it were a prompt.
 - ``metrics.value`` is nullable (a metric that could not be computed for one clip is a null, which
   SQL averages skip) rather than a silent 0.
 - :func:`make_selection_id` sorts (verifier, weight) pairs by verifier name and writes every number
@@ -39,7 +43,7 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from avits_core.errors import AvitsError
+from avits_core.errors import SchemaError, StoreError  # defined there, re-exported here
 
 __all__ = [
     "StoreError",
@@ -60,14 +64,6 @@ __all__ = [
 
 #: Bumped when a column is added; written into each part file's metadata (``avits.schema_version``).
 SCHEMA_VERSION = "1"
-
-
-class StoreError(AvitsError, ValueError):
-    """A run folder, table name, part file or run.json is missing or invalid."""
-
-
-class SchemaError(StoreError):
-    """Rows handed to RunStore.append do not fit the table's schema; the message names table, column, row, value."""
 
 
 TIMESTAMP = pa.timestamp("us", tz="UTC")
@@ -202,9 +198,11 @@ TABLES: dict[str, tuple[Column, ...]] = {
         _RUN_ID,
         _c("selection_id", pa.string(), "Selection whose chosen clip was evaluated; null = the baseline (the "
            "first candidate of each prompt, i.e. no search).", null=True),
-        _c("prompt_id", pa.string(), "Prompt of the evaluated clip."),
-        _c("candidate_id", pa.string(), "The evaluated candidate."),
-        _c("metric", pa.string(), "Metric name (e.g. 'oracle_sync_error_ms', 'attr_accuracy')."),
+        _c("prompt_id", pa.string(), "Prompt of the evaluated clip; null for a set-level metric (FVD, KVD, FAD: "
+           "one row per (selection or baseline, metric) over all its clips).", null=True),
+        _c("candidate_id", pa.string(), "The evaluated candidate; null exactly for a set-level metric (see "
+           "prompt_id).", null=True),
+        _c("metric", pa.string(), "Metric name (e.g. 'oracle_sync_error_ms', 'attr_accuracy', 'fvd')."),
         _c("value", pa.float64(), "Metric value (the metric's own unit and direction, see its docstring); null "
            "when it could not be computed for this clip (SQL averages skip nulls).", null=True),
         _c("held_out", pa.bool_(), "True when this metric was NOT used (as a verifier) for selection, so it "
@@ -225,7 +223,9 @@ TABLE_DOCS: dict[str, str] = {
                "the view 'rewards_all' shows every row.",
     "arw_trace": "One row per (ARW fit event, verifier): the aggregator's state after each event, per selection.",
     "selections": "One row per (prompt, selection): the candidate a selection spec picked for that prompt.",
-    "metrics": "One row per (evaluated clip, metric), for the baseline (selection_id null) and each selection.",
+    "metrics": "One row per (evaluated clip, metric), for the baseline (selection_id null) and each selection; "
+               "set-level distribution metrics (fvd, kvd, fad) have one row per (baseline or selection, metric) "
+               "with prompt_id and candidate_id null.",
 }
 
 #: Columns holding JSON text (validated on append; dicts are serialised canonically).
