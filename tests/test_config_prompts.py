@@ -10,7 +10,7 @@ from avits_core.prompts import load_prompts
 from avits_core.seeding import candidate_seeds, derive_seed
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURE = REPO.parent / "shared" / "fixtures" / "javisbench-mini-head.csv"
+FIXTURE = REPO / "data" / "prompts" / "javisbench-mini-head.csv"  # a copy of ../shared/fixtures/
 
 
 def _minimal(**kw):

@@ -33,7 +33,9 @@ def test_sigkill_mid_run_then_resume(tmp_path):
     cfg["verifiers"] = [{"name": "av_sync"}, {"name": "synth_text"}, {"name": "av_align"}]
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "ph"), PREFECT_SERVER_ANALYTICS_ENABLED="false")
+    # flush every scoring event (4 candidates) so that the kill lands between reward parts
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "ph"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               AVITS_SCORE_FLUSH_ROWS="4")
     run = tmp_path / "runs" / "killme"
 
     proc = _avits(["run", str(path), "-q"], env)
