@@ -29,7 +29,8 @@ class Report:
     plots: list[Path]
 
 
-def _fmt(x: Any) -> str:
+def fmt_value(x: Any) -> str:
+    """How every table in reports shows a value: "–" for missing, 4 significant digits for floats."""
     if x is None:
         return "–"
     if isinstance(x, float):
@@ -42,8 +43,8 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
     for r in results:
         better = "higher" if r.get("higher_is_better", True) else "lower"
         lines.append(
-            f"| {r['metric']} | {'yes' if r.get('held_out') else 'no'} | {better} | {_fmt(r.get('baseline'))} | "
-            f"{_fmt(r.get('selected'))} | {_fmt(r.get('change'))} |"
+            f"| {r['metric']} | {'yes' if r.get('held_out') else 'no'} | {better} | {fmt_value(r.get('baseline'))} | "
+            f"{fmt_value(r.get('selected'))} | {fmt_value(r.get('change'))} |"
         )
     return "\n".join(lines)
 

@@ -44,6 +44,7 @@ from typing import Any, Mapping, Sequence
 
 from avits_core.metrics.embedding import _CAT, category_tags
 from avits_core.prompts import Prompt
+from avits_core.report import fmt_value
 
 log = logging.getLogger(__name__)
 
@@ -183,14 +184,6 @@ def category_table(ctx: Any, selection_id: str) -> list[dict[str, Any]]:
     return category_rows(rows, ctx.prompts, selection_id, directions=_metric_directions())
 
 
-def _fmt(x: Any) -> str:
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
-
-
 def categories_markdown(rows: Sequence[Mapping[str, Any]], selection_id: str) -> str:
     """One Markdown table per aspect: category, title, metric, prompts, baseline, selected, change."""
     lines = [
@@ -214,7 +207,7 @@ def categories_markdown(rows: Sequence[Mapping[str, Any]], selection_id: str) ->
             better = "higher" if r.get("higher_is_better", True) else "lower"
             metric = r["metric"] + (" (held out)" if r.get("held_out") else "")
             lines.append(f"| {r['category']} | {r['title'] or '–'} | {metric} | {better} | {n} | "
-                         f"{_fmt(r['baseline'])} | {_fmt(r['selected'])} | {_fmt(r['change'])} |")
+                         f"{fmt_value(r['baseline'])} | {fmt_value(r['selected'])} | {fmt_value(r['change'])} |")
         lines.append("")
     return "\n".join(lines)
 
