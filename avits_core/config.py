@@ -237,9 +237,15 @@ class RunConfig(_Strict):
         return self
 
     def config_hash(self) -> str:
+        """SHA-256 of the config (run_id excluded). A prompt *file* enters by its content, not its path:
+        the same prompts give the same run wherever the repository lives, and an edited prompt file
+        gives a new run instead of mixing stored candidates of the old texts into it."""
         d = self.model_dump(exclude={"run_id"})
         if d["evaluation"].get("distribution") is None:  # added later: configs without it keep their hash
             d["evaluation"].pop("distribution", None)
+        src = d["prompts"]["source"]
+        if isinstance(src, str) and Path(src).is_file():
+            d["prompts"]["source"] = "sha256:" + hashlib.sha256(Path(src).read_bytes()).hexdigest()
         return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
 
     def resolved_run_id(self) -> str:

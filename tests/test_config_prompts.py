@@ -133,3 +133,15 @@ def test_seeds_differ_per_prompt_and_prefix_stable():
     assert candidate_seeds(0, "s00", 4) == a[:4]
     assert derive_seed(1, "s00", 0) != a[0]
     assert all(0 <= s < 2**63 for s in a)
+
+
+def test_run_id_follows_prompt_file_content_not_its_path(tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    for d in (a, b):
+        (d / "p.txt").write_text("a red ball bounces twice\n")
+    ca = config_from_dict(_minimal(prompts={"source": "p.txt"}), base_dir=a)
+    cb = config_from_dict(_minimal(prompts={"source": "p.txt"}), base_dir=b)
+    assert ca.resolved_run_id() == cb.resolved_run_id()
+    (b / "p.txt").write_text("a blue cube bounces once\n")
+    assert ca.resolved_run_id() != cb.resolved_run_id()
