@@ -337,3 +337,51 @@ def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
         ratio = Fraction(sr_to / sr_from).limit_denominator(1000)
     out = resample_poly(a, ratio.numerator, ratio.denominator)
     return np.asarray(out, dtype=np.float32)
+
+
+def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[np.ndarray, float]:
+    """Only the video track of a file: ``(frames uint8 (T, H, W, 3) RGB, fps)``. No audio needed.
+
+    ``backend``: ``"decord"`` (batched decoding, fast on long real videos; the x86-64 wheels only),
+    ``"pyav"``, or ``"auto"`` (decord when importable, else PyAV). Used for reference videos (FVD),
+    which need not carry sound. Both backends decode with FFmpeg; their RGB conversions may differ
+    by a few levels per pixel (measured in tests/test_media.py).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise MediaFileNotFoundError(f"media file not found: {path}")
+    if backend not in ("auto", "decord", "pyav"):
+        raise ValueError(f"read_video backend must be auto, decord or pyav, got {backend!r}")
+    if backend in ("auto", "decord"):
+        try:
+            import decord
+        except ImportError:
+            if backend == "decord":
+                raise MediaFormatError("decord is not installed (it has x86-64 wheels only); use backend='pyav'") from None
+        else:
+            try:
+                vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
+                frames = vr.get_batch(list(range(len(vr)))).asnumpy()
+                return np.ascontiguousarray(frames, dtype=np.uint8), float(vr.get_avg_fps())
+            except decord.DECORDError as exc:
+                # decord 0.6 fails on some frame widths (it pads rows to an alignment); "auto" then
+                # falls back to PyAV, an explicit "decord" says so.
+                if backend == "decord":
+                    raise MediaFormatError(f"cannot decode {path} with decord: {exc}") from exc
+                log.debug("decord failed on %s (%s); reading it with PyAV", path, exc)
+    import av
+
+    try:
+        with av.open(str(path), mode="r") as container:
+            if not container.streams.video:
+                raise MediaFormatError(f"{path} has no video stream")
+            vs = container.streams.video[0]
+            frames = [f.to_ndarray(format="rgb24") for f in container.decode(vs)]
+            fps_q = vs.average_rate or vs.guessed_rate or vs.base_rate
+    except av.error.FFmpegError as exc:
+        raise MediaFormatError(f"cannot read {path} as a video file: {exc}") from exc
+    if not frames:
+        raise MediaFormatError(f"{path}: the video stream decoded to no frames")
+    if not fps_q:
+        raise MediaFormatError(f"{path}: the video stream has no frame rate")
+    return np.stack(frames).astype(np.uint8), float(fps_q)

@@ -489,13 +489,18 @@ def _distribution_extractors(dist: "DistributionConfig") -> dict[str, Any]:
 
 def _media_features(paths: Sequence[Path], extractors: dict[str, Any], chunk: int = 32) -> dict[str, "FeatureSet"]:
     """Features of the mp4 files, per kind; the files are read ``chunk`` at a time (bounded memory)."""
-    from avits_core.media import read_mp4
+    from avits_core.media import AVClip, read_mp4, read_video
     from avits_core.metrics.features import FeatureSet, audio_features, video_features
 
+    def video_only(p: Path) -> AVClip:  # no audio track needed (e.g. silent reference videos for FVD)
+        frames, fps = read_video(p)
+        return AVClip(video=frames, fps=fps, audio=np.zeros(0, np.float32), sample_rate=1, meta={"path": str(p)})
+
+    read = read_mp4 if "audio" in extractors else video_only
     parts: dict[str, list[np.ndarray]] = {k: [] for k in extractors}
     names: dict[str, str] = {}
     for i in range(0, len(paths), chunk):
-        clips = [read_mp4(p) for p in paths[i:i + chunk]]
+        clips = [read(p) for p in paths[i:i + chunk]]
         for kind, ext in extractors.items():
             fs = video_features(clips, ext) if kind == "video" else audio_features(clips, ext)
             parts[kind].append(fs.features)

@@ -197,3 +197,42 @@ def test_resample_keeps_frequency_and_length():
         resample(np.zeros((4, 2), np.float32), 16000, 8000)
     with pytest.raises(ValueError, match="> 0"):
         resample(tone, 0, 8000)
+
+
+def _silent_mp4(path, width, height=32, n=10, fps=8):
+    frames = (np.random.default_rng(0).integers(0, 255, (n, height, width, 3))).astype(np.uint8)
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.width, s.height, s.pix_fmt = width, height, "yuv420p"
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def test_read_video_backends_agree_and_need_no_audio(tmp_path):
+    """read_video: decord and PyAV give the same frames and fps; a file without sound is fine;
+    where decord cannot decode a geometry (width 48), auto falls back to PyAV and decord says so."""
+    from avits_core.media import MediaFileNotFoundError, MediaFormatError, read_video
+
+    path = _silent_mp4(tmp_path / "silent.mp4", width=64)
+    b, fb = read_video(path, backend="pyav")
+    assert b.shape == (10, 32, 64, 3) and b.dtype == np.uint8 and fb == 8.0
+    odd = _silent_mp4(tmp_path / "w48.mp4", width=48)
+    c, _ = read_video(odd, backend="auto")
+    assert c.shape == (10, 32, 48, 3)
+    with pytest.raises(MediaFileNotFoundError, match="nope.mp4"):
+        read_video(tmp_path / "nope.mp4")
+    with pytest.raises(ValueError, match="backend"):
+        read_video(path, backend="cv2")
+    try:
+        import decord  # noqa: F401
+    except ImportError:
+        pytest.skip("decord not installed on this platform")
+    a, fa = read_video(path, backend="decord")
+    assert a.shape == b.shape and fa == fb
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
+    with pytest.raises(MediaFormatError, match="decord"):
+        read_video(odd, backend="decord")
