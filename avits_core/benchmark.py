@@ -14,6 +14,9 @@ from typing import Any, Sequence
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import yaml
+
+from avits_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -130,3 +133,38 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def load_benchmark(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"benchmark file not found: {path}")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not isinstance(data.get("configs"), list) or not data["configs"]:
+        raise ConfigError(f"{path}: needs a non-empty 'configs' list")
+    unknown = set(data) - {"name", "set", "configs", "output_root"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown key(s) {sorted(unknown)}")
+    items = []
+    for i, c in enumerate(data["configs"]):
+        if isinstance(c, str):
+            c = {"path": c}
+        if not isinstance(c, dict) or "path" not in c:
+            raise ConfigError(f"{path}: configs.{i} needs a 'path'")
+        bad = set(c) - {"path", "label", "set", "match_nfe"}
+        if bad:
+            raise ConfigError(f"{path}: configs.{i}: unknown key(s) {sorted(bad)}")
+        cpath = (path.parent / c["path"]).resolve()
+        if not cpath.exists():
+            raise ConfigError(f"{path}: configs.{i}.path: file not found: {cpath}")
+        items.append({"path": str(cpath), "label": c.get("label") or Path(c["path"]).stem,
+                      "set": list(data.get("set") or []) + list(c.get("set") or []),
+                      "match_nfe": c.get("match_nfe")})
+    labels = [it["label"] for it in items]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{path}: labels must be unique, got {labels}")
+    for i, it in enumerate(items):
+        m = it["match_nfe"]
+        if m is not None and m not in labels[:i]:
+            raise ConfigError(f"{path}: configs.{i}.match_nfe: {m!r} must name an earlier config's label")
+    return {"name": data.get("name") or path.stem, "configs": items}

@@ -8,7 +8,7 @@ Plain script; prints its figures. Run: ``.venv/bin/python bench/bench_rerank.py 
    ``SCORE_FLUSH_ROWS`` rows of a verifier: 16 per verifier here); ``--layout verifier`` one part
    per verifier (a compacted run); ``both`` (default) times the two.
 2. Times one re-rank with ARW = everything after scoring, as the ``rerank`` flow runs it:
-   ``flows.rerank.rerank_spec`` (spec + validation) and ``runner.select`` (read the candidates and
+   ``avits_core.rerank.rerank_spec`` (spec + validation) and ``runner.select`` (read the candidates and
    the deduplicated ok rewards from the store, replay ARW event by event, write selections and
    arw_trace). Target: <= 5 s. Printed: the figure and its ratio to the target.
 3. Separately: the scoring-cache check (``runner.score_verifier`` for the 6 verifiers when every
@@ -103,7 +103,7 @@ def build(root: Path, n_prompts: int, n_cand: int, layout: str, seed: int = 0) -
 
 
 def bench(layout: str, n_prompts: int, n_cand: int, keep: bool) -> dict:
-    from flows.rerank import rerank_spec
+    from avits_core.rerank import rerank_spec
 
     tmp = Path(tempfile.mkdtemp(prefix="avits-bench-rerank-"))
     try:

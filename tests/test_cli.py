@@ -8,7 +8,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from avits_core.cli import app
+from avits.cli import app
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()

@@ -7,7 +7,7 @@ from pathlib import Path
 import yaml
 from typer.testing import CliRunner
 
-from avits_core.cli import app
+from avits.cli import app
 from avits_core.doctor import PREFIXES, run_doctor
 
 REPO = Path(__file__).resolve().parents[1]

@@ -17,12 +17,12 @@ from typer.testing import CliRunner
 
 from avits_core import analysis, runner
 from avits_core.aggregate import get_aggregator
-from avits_core.cli import app
+from avits.cli import app
 from avits_core.errors import ConfigError, UnknownNameError
 from avits_core.search.base import candidate_id
 from avits_core.selection import SelectionSpec, replay
 from avits_core.store.duck import query
-from flows.rerank import missing_pairs, parse_verifiers, prepare_rerank, rerank_spec
+from avits_core.rerank import missing_pairs, parse_verifiers, prepare_rerank, rerank_spec
 from test_analysis import SYNTH_PROMPTS, synth_run
 
 cli = CliRunner()

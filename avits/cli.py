@@ -257,7 +257,7 @@ def rerank(
 ) -> None:
     """Re-rank a finished run: no generator; scores only missing (candidate, verifier) pairs."""
     _setup_logging(False)
-    from flows.rerank import prepare_rerank
+    from avits_core.rerank import prepare_rerank
 
     try:
         params = _aggregator_params(param)
@@ -295,7 +295,7 @@ def _analysis_spec(run_path: Path, verifiers: Optional[str], aggregator: Optiona
     """(ctx, run data, spec): a stored selection's spec, or the run's spec with the given overrides."""
     from avits_core import runner
     from avits_core.analysis import load_run_data, spec_of_selection
-    from flows.rerank import rerank_spec
+    from avits_core.rerank import rerank_spec
 
     ctx = runner.open_run(run_path)
     if selection and (verifiers or aggregator or param):
