@@ -144,6 +144,33 @@ def run(
 
 
 @app.command()
+def benchmark(
+    benchmark_file: Path = typer.Argument(Path("data/configs/benchmark.yaml"), help="benchmark YAML (list of configs)"),
+    set_: list[str] = typer.Option([], "--set", help="override applied to every config"),
+) -> None:
+    """Run every config of a benchmark file (the its-benchmark flow) and print the comparison table."""
+    _setup_logging(False)
+    os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    from avits_core.benchmark import load_benchmark
+    from avits_core.config import load_config
+
+    try:
+        bench = load_benchmark(benchmark_file)
+        for it in bench["configs"]:
+            load_config(it["path"], it["set"] + list(set_))
+    except AvitsError as exc:
+        _fail(str(exc))
+    from flows.benchmark import benchmark as benchmark_flow
+
+    try:
+        out = benchmark_flow(str(benchmark_file), overrides=list(set_))
+    except AvitsError as exc:
+        _fail(str(exc))
+    typer.echo(Path(out["paths"]["markdown"]).read_text())
+    typer.echo(f"written: {out['paths']['parquet']}, {out['paths']['markdown']}, {out['paths']['plot']}")
+
+
+@app.command()
 def sql(
     path: Path = typer.Argument(..., help="a run folder or a runs root"),
     command: Optional[str] = typer.Option(None, "-c", help="SQL to run, or the name of a canned query"),

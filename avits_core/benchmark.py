@@ -1,8 +1,8 @@
 """Comparison tables across runs (the benchmark flow's output).
 
 One row per (config label, metric): baseline mean, selected mean, change, plus each run's compute:
-``nfe_per_prompt`` (denoiser forward passes actually spent per prompt: run.json's ``nfe_total``
-where the search records it, else the sum of the candidates' nfe) and ``candidates_per_prompt``.
+``nfe_per_prompt`` (denoiser forward passes actually spent per prompt: the sum of the candidates'
+own passes, ``nfe_own`` where the search records it, else ``nfe``) and ``candidates_per_prompt``.
 """
 
 from __future__ import annotations
@@ -26,14 +26,14 @@ def run_compute(run_path: str | Path) -> dict[str, float]:
 
     run_path = Path(run_path)
     con = connect(run_path)
+    # each candidate's *own* passes: an EvoSearch child's nfe includes its parent's prefix, which was
+    # spent once, by the parent
     r = con.sql(
-        "SELECT count(*) AS n, count(DISTINCT prompt_id) AS p, sum(nfe) AS nfe FROM candidates"
+        "SELECT count(*) AS n, count(DISTINCT prompt_id) AS p, sum(coalesce(nfe_own, nfe)) AS nfe FROM candidates"
     ).to_arrow_table().to_pylist()[0]
     con.close()
-    info = json.loads((run_path / "run.json").read_text())
     p = max(int(r["p"] or 0), 1)
-    nfe_total = info.get("nfe_total", r["nfe"] or 0)
-    return {"nfe_per_prompt": float(nfe_total) / p, "candidates_per_prompt": float(r["n"] or 0) / p}
+    return {"nfe_per_prompt": float(r["nfe"] or 0) / p, "candidates_per_prompt": float(r["n"] or 0) / p}
 
 
 def matched_n(run_path: str | Path) -> int:
@@ -126,7 +126,7 @@ def plot_comparison(rows: Sequence[dict[str, Any]], path: Path) -> Path:
         names = ["first"] + [f"{l}\n{nfe[l]:.0f} NFE" for l in labels]
         vals = [first["baseline"] or 0.0] + [(by[(l, m)]["selected"] or 0.0) if (l, m) in by else 0.0 for l in labels]
         ax.bar(range(len(vals)), vals, color=["#999"] + ["#c53", "#36a", "#5a5", "#a5a", "#aa5"][: len(labels)])
-        ax.set_xticks(range(len(vals)), names, fontsize=6)
+        ax.set_xticks(range(len(vals)), names, fontsize=6, rotation=30, ha="right")
         ax.set_title(m + ("" if first["higher_is_better"] else " (↓)"), fontsize=8)
         ax.tick_params(labelsize=7)
     fig.tight_layout()
