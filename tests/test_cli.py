@@ -82,3 +82,14 @@ def test_sql_on_missing_folder_and_bad_query(tmp_path):
     (tmp_path / "r").mkdir()
     res = runner.invoke(app, ["sql", str(tmp_path / "r"), "-c", "SELECT * FROM nonexistent_table"])
     assert res.exit_code == 2
+
+
+def test_benchmark_bad_files(tmp_path):
+    res = runner.invoke(app, ["benchmark", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2 and "benchmark file not found" in res.output
+    (tmp_path / "b.yaml").write_text("configs:\n  - {path: missing.yaml}\n")
+    res = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml")])
+    assert res.exit_code == 2 and "configs.0.path: file not found" in res.output
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"configs": [{"path": str(_cfg(tmp_path)), "match_nfe": "later"}]}))
+    res = runner.invoke(app, ["benchmark", str(tmp_path / "c.yaml")])
+    assert res.exit_code == 2 and "match_nfe" in res.output
