@@ -172,7 +172,13 @@ def write_mp4(clip: AVClip, path: str | os.PathLike[str], *, crf: int = 18,
                 vs = container.add_stream("libx264", rate=rate)
                 vs.width, vs.height = w, h
                 vs.pix_fmt = "yuv420p"
-                vs.options = {"crf": str(int(crf)), "preset": "medium"}
+                # Reproducible encoding: with its defaults x264 (through PyAV) gave a different
+                # bitstream for the same frames in ~1 of 3 encodes (pixels up to 28 levels apart),
+                # so rewards scored on the mp4 drifted between runs. One x264 thread, no rc lookahead
+                # and no mb-tree make it byte-identical, also with several encodes in threads
+                # (tests/test_media.py). A plain "threads" option was not enough.
+                vs.options = {"crf": str(int(crf)), "preset": "medium",
+                              "x264-params": "threads=1:rc-lookahead=0:mbtree=0"}
                 aus = container.add_stream("aac", rate=sr)
                 aus.layout = "mono"
                 aus.bit_rate = int(audio_bitrate)

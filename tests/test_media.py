@@ -236,3 +236,33 @@ def test_read_video_backends_agree_and_need_no_audio(tmp_path):
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 3
     with pytest.raises(MediaFormatError, match="decord"):
         read_video(odd, backend="decord")
+
+
+def test_mp4_encoding_is_byte_reproducible_also_in_threads(tmp_path):
+    """The same clip encodes to the same bytes every time, whatever thread encodes it (rewards are
+    scored on the stored mp4, so this is what makes two runs of a config agree)."""
+    import hashlib
+    import threading
+
+    from avits_core.generators.synth import SynthAVGenerator
+    from avits_core.prompts import Prompt
+    from avits_core.search.best_of_n import generate_candidates
+
+    gen = SynthAVGenerator(num_steps=8)
+    _, clips = generate_candidates(gen, Prompt("p", "a small red ball bounces twice with a high beep over rain"),
+                                   list(range(9)))
+    md5 = lambda p: hashlib.md5(p.read_bytes()).hexdigest()  # noqa: E731
+    first = [md5(write_mp4(c, tmp_path / f"a{i}.mp4")) for i, c in enumerate(clips)]
+    second = [md5(write_mp4(c, tmp_path / f"b{i}.mp4")) for i, c in enumerate(clips)]
+    threaded: list[str | None] = [None] * len(clips)
+
+    def work(k: int) -> None:
+        for i in range(k, len(clips), 3):
+            threaded[i] = md5(write_mp4(clips[i], tmp_path / f"t{i}.mp4"))
+
+    ts = [threading.Thread(target=work, args=(k,)) for k in range(3)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join()
+    assert first == second == threaded
