@@ -419,9 +419,8 @@ def select(ctx: RunContext, spec: "SelectionSpec | None" = None) -> str:
 # --------------------------------------------------------------------------- evaluation
 
 
-def _metric_rows(
-    ctx: RunContext, selection_id: str | None, picks: dict[str, str], guided: set[str]
-) -> list[dict[str, Any]]:
+def _evaluation_inputs(ctx: RunContext) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, float]]]:
+    """Candidates (id -> row with truth) and ok rewards (id -> verifier -> value), read once per evaluate."""
     from avits_core.store.duck import connect
 
     cands = {c["candidate_id"]: c for c in ctx.store.read("candidates").select(["candidate_id", "truth"]).to_pylist()}
@@ -431,6 +430,13 @@ def _metric_rows(
     by_cand: dict[str, dict[str, float]] = {}
     for r in rew:
         by_cand.setdefault(r["candidate_id"], {})[r["verifier"]] = r["value"]
+    return cands, by_cand
+
+
+def _metric_rows(
+    ctx: RunContext, selection_id: str | None, picks: dict[str, str], guided: set[str],
+    cands: dict[str, dict[str, Any]], by_cand: dict[str, dict[str, float]],
+) -> list[dict[str, Any]]:
     rows = []
     oracle = None
     if ctx.cfg.evaluation.oracle:
@@ -465,8 +471,9 @@ def evaluate(ctx: RunContext, selection_id: str) -> int:
     first: dict[str, str] = {}
     for c in sorted(cands, key=lambda c: c["candidate_id"]):
         first.setdefault(c["prompt_id"], c["candidate_id"])
-    rows = _metric_rows(ctx, None, first, guided={v.name for v in ctx.cfg.verifiers})
-    rows += _metric_rows(ctx, selection_id, {s["prompt_id"]: s["candidate_id"] for s in sels}, set(sels[0]["verifiers"]))
+    data = _evaluation_inputs(ctx)
+    rows = _metric_rows(ctx, None, first, {v.name for v in ctx.cfg.verifiers}, *data)
+    rows += _metric_rows(ctx, selection_id, {s["prompt_id"]: s["candidate_id"] for s in sels}, set(sels[0]["verifiers"]), *data)
     rows = [r for r in rows if (r["selection_id"], r["candidate_id"], r["metric"]) not in have]
     ctx.store.append("metrics", rows)
     return len(rows) + evaluate_distribution(ctx, selection_id)
