@@ -205,8 +205,9 @@ def aggregates_so_far(ctx: RunContext, prompt_id: str, generation: int) -> dict[
         and (index[c["prompt_id"]] < pi or (c["prompt_id"] == prompt_id and c["generation"] <= generation))
     ]
     ids = {c["candidate_id"] for c in cands}
+    vparams = {v.name: dict(v.params) for v in ctx.all_verifier_specs()}
     for name in spec.verifiers:
-        done = ctx.store.scored_pairs(name, str(VERIFIERS.get_class(name).version))
+        done = ctx.store.scored_pairs(name, runner.get_verifier(name, vparams.get(name, {})).cache_version)
         missing = sorted(ids - done)
         if missing:
             raise EvoSearchError(

@@ -89,7 +89,7 @@ def missing_pairs(ctx: runner.RunContext, specs: list[VerifierSpec]) -> dict[str
     out = {}
     for spec in specs:
         v = runner.get_verifier(spec.name, spec.params)
-        mask = pc.and_(pc.equal(t["verifier"], v.name), pc.equal(t["verifier_version"], str(v.version)))
+        mask = pc.and_(pc.equal(t["verifier"], v.name), pc.equal(t["verifier_version"], v.cache_version))
         out[spec.name] = len(cands - set(t.filter(mask)["candidate_id"].to_pylist()))
     return out
 

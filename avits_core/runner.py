@@ -285,6 +285,17 @@ SCORE_FLUSH_ROWS = int(os.environ.get("AVITS_SCORE_FLUSH_ROWS", "4096"))
 SCORE_FLUSH_SECONDS = float(os.environ.get("AVITS_SCORE_FLUSH_SECONDS", "10"))
 
 
+def _read_clip(path: Path) -> "AVClip | Exception":
+    """The stored clip, or the exception that reading it raised: a missing or unreadable mp4 becomes an
+    error row for that candidate only (Verifier.score records it), never an aborted scoring pass."""
+    from avits_core.media import read_mp4
+
+    try:
+        return read_mp4(path)
+    except Exception as exc:  # noqa: BLE001 - recorded as the candidate's error row
+        return exc
+
+
 def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = True) -> dict[str, int]:
     """Score every stored candidate that lacks a row for (verifier, version), event by event.
 
@@ -298,7 +309,7 @@ def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = 
     cands = ctx.store.read("candidates").to_pylist()
     # DESIGN §4: an ok row is the cache; error rows are retried on the next attempt (the rewards view
     # keeps the ok row over older error rows, so a retry never counts twice).
-    done = ctx.store.scored_pairs(v.name, v.version, include_errors=not retry_errors)
+    done = ctx.store.scored_pairs(v.name, v.cache_version, include_errors=not retry_errors)
     todo = [c for c in cands if c["candidate_id"] not in done]
     counts = {"scored": 0, "errors": 0, "cached": len(cands) - len(todo)}
     stage = f"score {v.name}"
@@ -324,23 +335,25 @@ def score_verifier(ctx: RunContext, spec: VerifierSpec, *, retry_errors: bool = 
 
     for (pi, g), group in sorted(groups.items()):
         group.sort(key=lambda c: c["candidate_id"])
-        clips = [read_mp4(ctx.store.path / c["media_path"]) for c in group]
+        clips = [_read_clip(ctx.store.path / c["media_path"]) for c in group]
         prompts = [prompt_by_id.get(c["prompt_id"]) or Prompt(c["prompt_id"], c["prompt_text"]) for c in group]
         t0 = time.perf_counter()
         res = v.score(clips, prompts)
         wall = (time.perf_counter() - t0) / len(group)
         rows = []
-        for c, value, err in zip(group, res.values, res.errors):
+        details = res.details or [None] * len(group)
+        for c, value, err, det in zip(group, res.values, res.errors, details):
             rows.append(
                 dict(
                     run_id=ctx.run_id,
                     prompt_id=c["prompt_id"],
                     candidate_id=c["candidate_id"],
                     verifier=v.name,
-                    verifier_version=str(v.version),
+                    verifier_version=v.cache_version,
                     value=None if err else float(value),
                     status="error" if err else "ok",
                     error=err,
+                    details=json.dumps(det, sort_keys=True) if det else None,
                     event_seq=pi * G + g,
                     generation=g,
                     wall_s=wall,

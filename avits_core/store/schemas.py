@@ -153,6 +153,8 @@ TABLES: dict[str, tuple[Column, ...]] = {
            "measurement)."),
         _c("higher_is_better", pa.bool_(), "Verifier.higher_is_better at scoring time (how to orient value); null "
            "when not recorded.", null=True),
+        _c("details", pa.string(), "JSON object of extra per-clip numbers the verifier reported beside value (e.g. "
+           "every head of a multi-head reward model, raw and normalised); null when it reports none.", null=True),
         _c("scored_at", TIMESTAMP, "When the score was computed (UTC); 'latest' in the rewards view's dedupe.",
            default="now"),
     ),
