@@ -25,12 +25,32 @@ Decisions:
   has any event ("no audio or video events detected"). Verifier.score records these as error
   rows, never as a silent 0.0. When only one track has events the score is a genuine 0.0 (every
   event is unmatched).
+
+Protocol ``javisbench`` (``AVAlign(protocol="javisbench")``): reproduces the AV-Align of JavisBench's
+evaluator (JavisDiT ``eval/javisbench/src/av_align.py``) on the same arrays, quirks included:
+* audio peaks: ``librosa.onset.onset_strength`` and ``onset_detect`` with librosa's defaults
+  (n_fft 2048, hop 512, 128 mels, constant padding) on the whole audio at its own sample rate,
+  times ``frames_to_time(hop=512)``; no strength filter;
+* video: mean Farnebäck flow magnitude (same settings as ours) between consecutive grey frames at
+  full resolution (no downscaling); the series has one value per frame, its first value repeated
+  (flow(0,1), flow(0,1), flow(1,2), ...); every STRICT local maximum at index i is a peak at i / fps
+  (no height or prominence rule, no mid-interval time stamp);
+* matching: an audio peak is a hit when some video peak lies strictly within one frame period
+  (|a - v| < 1/fps); a video peak may serve several audio peaks; score = hits / (|A| + |V| - hits
+  + 1e-6). Because several audio peaks may hit one video peak, the value can EXCEED 1 (7 audio
+  onsets on 3 motion peaks, 6 hits: 6 / 4 = 1.5); it is >= 0 with no upper bound. A clip with no
+  peaks at all scores 0.0 (the evaluator's own value, not a failure; ``score_details`` records the peak counts so such rows can be found);
+* no overlap restriction: peaks over the whole of each track count.
+The evaluator reads frames with OpenCV (BGR, converted to grey with BGR2GRAY); on RGB frames we use
+RGB2GRAY, which gives the same grey image. ``avits evaluate --protocol javisbench`` also decodes the
+video with OpenCV and reads a sibling ``.wav`` when present, as the evaluator does.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from avits_core.errors import ConfigError
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers.base import Verifier
@@ -83,6 +103,63 @@ def clip_events(clip: AVClip, smooth_frames: float = 0.0) -> tuple[np.ndarray, n
     return a[a <= end], v[v <= end]
 
 
+PROTOCOLS = ("avits", "javisbench")
+
+
+def javisbench_audio_peaks(audio: np.ndarray, sr: int) -> np.ndarray:
+    """Onset times (s) as JavisBench's evaluator finds them: librosa defaults on the whole track."""
+    import librosa
+
+    y = np.asarray(audio, dtype=np.float32)
+    env = librosa.onset.onset_strength(y=y, sr=sr)
+    frames = librosa.onset.onset_detect(onset_envelope=env, sr=sr)
+    return np.asarray(librosa.frames_to_time(frames, sr=sr), dtype=np.float64)
+
+
+def javisbench_flow_series(video: np.ndarray) -> np.ndarray:
+    """Mean Farnebäck flow magnitude per frame, full resolution, first value repeated (T values)."""
+    import cv2
+
+    v = np.asarray(video)
+    if v.shape[0] < 2:
+        raise ValueError(f"AV-Align (javisbench) needs at least 2 frames, got {v.shape[0]}")
+    grey = [cv2.cvtColor(np.ascontiguousarray(f), cv2.COLOR_RGB2GRAY) for f in v]
+
+    def flow(a: np.ndarray, b: np.ndarray) -> float:
+        f = cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+        return float(cv2.mean(cv2.magnitude(f[..., 0], f[..., 1]))[0])
+
+    first = flow(grey[0], grey[1])
+    return np.asarray([first] + [flow(grey[i - 1], grey[i]) for i in range(1, len(grey))], dtype=np.float64)
+
+
+def strict_local_maxima_times(series: np.ndarray, fps: float) -> np.ndarray:
+    """Times i / fps of every i with series[i-1] < series[i] > series[i+1] (ends excluded)."""
+    s = np.asarray(series, dtype=np.float64)
+    return np.asarray([i / fps for i in range(1, s.shape[0] - 1) if s[i - 1] < s[i] > s[i + 1]],
+                      dtype=np.float64)
+
+
+def javisbench_iou(audio_peaks: np.ndarray, video_peaks: np.ndarray, fps: float) -> tuple[float, int]:
+    """(score, hits): an audio peak hits when a video peak lies strictly within 1/fps of it (a video
+    peak may serve several); score = hits / (|A| + |V| - hits + 1e-6)."""
+    hits = 0
+    for a in audio_peaks:
+        for v in video_peaks:
+            if v - 1 / fps < a < v + 1 / fps:
+                hits += 1
+                break
+    return hits / (len(audio_peaks) + len(video_peaks) - hits + 1e-6), hits
+
+
+def javisbench_av_align(clip: AVClip) -> tuple[float, dict[str, float]]:
+    """AV-Align of one clip in the JavisBench protocol (see the module docstring), with details."""
+    a = javisbench_audio_peaks(clip.audio, clip.sample_rate)
+    v = strict_local_maxima_times(javisbench_flow_series(clip.video), float(clip.fps))
+    score, hits = javisbench_iou(a, v, float(clip.fps))
+    return score, {"n_audio_peaks": int(a.size), "n_video_peaks": int(v.size), "hits": int(hits)}
+
+
 class AVAlign(Verifier):
     """AV-Align IoU of audio onset peaks and optical-flow motion peaks, tolerance +-1 video frame.
 
@@ -96,7 +173,29 @@ class AVAlign(Verifier):
     value_range = (0.0, 1.0)
     needs_weights = False
 
+    identity_params = ("protocol",)
+
+    def __init__(self, protocol: str = "avits") -> None:
+        if protocol not in PROTOCOLS:
+            raise ConfigError(f"av_align: protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        self.protocol = protocol
+        self._details: dict[int, dict[str, float]] = {}
+
+    def score_clips(self, clips, prompts):  # type: ignore[override]
+        self._details = {}  # per-batch: peak counts of the javisbench protocol, keyed by clip identity
+        return [self.score_clip(c, p) for c, p in zip(clips, prompts)]
+
+    def score_details(self, clips, prompts):  # type: ignore[override]
+        """javisbench protocol: per clip the audio/video peak counts and hits behind the score."""
+        if self.protocol != "javisbench":
+            return None
+        return [self._details.get(id(c)) for c in clips]
+
     def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
+        if self.protocol == "javisbench":
+            value, details = javisbench_av_align(clip)
+            self._details[id(clip)] = details
+            return value
         a, v = clip_events(clip)
         # a hair of slack so that a peak exactly one frame away counts despite float rounding
         return av_align_score(a, v, tol=1.0 / float(clip.fps) + 1e-9)
