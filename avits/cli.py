@@ -346,7 +346,8 @@ def budget(
 ) -> None:
     """BoN@k for k = 1..N from the stored candidates: held-out metrics against k and NFE (table + plot)."""
     _setup_logging(False)
-    from avits_core.analysis import bon_at_k, budget_wide, markdown_table, plot_bon_at_k, record_budget_selections, write_table
+    from avits_core.analysis import bon_at_k, record_budget_selections
+    from avits_core.report.analysis import write_budget_report
 
     try:
         ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
@@ -355,16 +356,9 @@ def budget(
             record_budget_selections(ctx, spec, sorted({r["k"] for r in rows}))
     except AvitsError as exc:
         _fail(str(exc))
-    out = ctx.store.path / "analysis"
-    stem = f"budget-{spec.selection_id}"
-    write_table([dict(spec_id=spec.selection_id, **r) for r in rows], out / f"{stem}.parquet")
-    wide = budget_wide(rows)
-    title = f"BoN@k: {spec.aggregator} over {'+'.join(spec.verifiers)} (spec {spec.selection_id})"
-    png = plot_bon_at_k(rows, out / f"{stem}.png", title=title)
-    (out / f"{stem}.md").write_text(f"# {title}\n\nMean over prompts of the selected candidate; k = candidates per "
-                                    f"prompt (the first k).\n\n{markdown_table(wide)}\n")
-    _print_table(wide, title=title)
-    typer.echo(f"written: {out / f'{stem}.parquet'}, {out / f'{stem}.md'}, {png}")
+    w = write_budget_report(ctx.store.path, spec, rows)
+    _print_table(w.table, title=w.title)
+    typer.echo(f"written: {', '.join(map(str, w.paths))}")
 
 
 @app.command()
@@ -376,7 +370,8 @@ def ablate(
     """Every non-empty subset of the run's verifiers x every aggregator -> held-out metrics and gains."""
     _setup_logging(False)
     from avits_core import runner
-    from avits_core.analysis import DEFAULT_AGGREGATORS, ablate as run_ablate, ablation_summary, load_run_data, markdown_table, write_table
+    from avits_core.analysis import DEFAULT_AGGREGATORS, ablate as run_ablate, load_run_data
+    from avits_core.report.analysis import write_ablation_report
     from avits_core.registry import VERIFIERS
 
     try:
@@ -389,17 +384,9 @@ def ablate(
         rows = run_ablate(data, verif, aggs)
     except AvitsError as exc:
         _fail(str(exc))
-    out = ctx.store.path / "analysis"
-    write_table(rows, out / "ablation.parquet")
-    wide = ablation_summary(data, rows)
-    held = "oracle metrics" if data.oracle_metrics else "held-out verifiers"
-    (out / "ablation.md").write_text(
-        f"# Ablation of run `{ctx.run_id}`\n\nEvery non-empty subset of {', '.join(verif)} x every aggregator. Metric columns: "
-        f"mean over prompts of the selected candidate. Gains are normalised (metric sd over all candidates; positive = "
-        f"better): guided_gain over the subset's verifiers, held_out_gain over the {held}, hacking_gap = their "
-        f"difference.\n\n{markdown_table(wide)}\n")
-    _print_table(wide, title="ablation: mean over prompts of the selected candidates")
-    typer.echo(f"written: {out / 'ablation.parquet'} ({len(rows)} rows), {out / 'ablation.md'}")
+    w = write_ablation_report(ctx.store.path, data, verif, rows)
+    _print_table(w.table, title=w.title)
+    typer.echo(f"written: {w.paths[0]} ({len(rows)} rows), {w.paths[1]}")
 
 
 @app.command()
@@ -413,7 +400,8 @@ def diagnose(
 ) -> None:
     """Hacking indicator (guided vs held-out gain), Spearman correlations, Pareto-front membership."""
     _setup_logging(False)
-    from avits_core.analysis import diagnostics, diagnostics_table, markdown_table, stored_specs, write_table
+    from avits_core.analysis import diagnostics, diagnostics_table, stored_specs
+    from avits_core.report.analysis import write_diagnostics, write_diagnostics_table
 
     try:
         ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
@@ -426,12 +414,10 @@ def diagnose(
             d = diagnostics(data, spec)
     except AvitsError as exc:
         _fail(str(exc))
-    out = ctx.store.path / "analysis"
     if all_:
-        write_table(table, out / "diagnostics.parquet")
-        (out / "diagnostics.md").write_text(markdown_table(table) + "\n")
-        _print_table(table, title="every stored selection (normalised gains; positive = better)")
-        typer.echo(f"written: {out / 'diagnostics.parquet'}, {out / 'diagnostics.md'}")
+        w = write_diagnostics_table(ctx.store.path, table)
+        _print_table(w.table, title=w.title)
+        typer.echo(f"written: {', '.join(map(str, w.paths))}")
         return
     _print_table([{k: g[k] for k in ("metric", "guided", "oracle", "baseline", "selected", "change", "norm_gain")} for g in d["gains"]],
                  title=f"gains of selection {d['selection_id']}")
@@ -442,10 +428,7 @@ def diagnose(
     typer.echo(f"selected candidates on the Pareto front of the guided verifiers: "
                f"{'–' if on is None else f'{on:.0%}'} (mean front size {'–' if size is None else f'{size:.2f}'})")
     _print_table(d["correlations"], title="Spearman correlations")
-    path = out / f"diagnostics-{d['selection_id']}.json"
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(d, indent=1, default=str))
-    typer.echo(f"written: {path}")
+    typer.echo(f"written: {write_diagnostics(ctx.store.path, d)}")
 
 
 @app.command()

@@ -4,7 +4,8 @@ Everything here reads the stored tables once (:func:`load_run_data`), replays se
 with :func:`avits_core.selection.replay` (the same code the online run and every re-rank use) and
 evaluates the picks on per-candidate values: SynthAV's oracle metrics (computed from
 ``candidates.truth``) and every verifier's stored reward. Nothing is written to the run's tables
-(the CLI writes the results under ``<run>/analysis/``), except by :func:`record_budget_selections`,
+(:mod:`avits_core.report.analysis` writes the results under ``<run>/analysis/``), except by
+:func:`record_budget_selections`,
 which stores budgeted selections through the runner exactly as a re-rank does.
 
 - :func:`bon_at_k`: Best-of-k for k = 1..N from the first k candidates of each prompt (candidate_id
@@ -54,7 +55,6 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -325,40 +325,6 @@ def record_budget_selections(ctx: Any, spec: SelectionSpec, ks: Sequence[int]) -
     return out
 
 
-def plot_bon_at_k(rows: Sequence[Mapping[str, Any]], path: Path, title: str | None = None) -> Path:
-    """BoN@k curves (PNG): one column per metric (held-out first), value against k (top row) and
-    against NFE per prompt (bottom row); lower-is-better metrics are marked with a down arrow."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    metrics = list(budget_wide(rows)[0].keys())[2:] if rows else []
-    if not metrics:
-        raise ConfigError("no BoN@k rows to plot")
-    fig, axes = plt.subplots(2, len(metrics), figsize=(2.6 * len(metrics), 5.0), squeeze=False)
-    for col, m in enumerate(metrics):
-        rs = sorted((r for r in rows if r["metric"] == m), key=lambda r: r["k"])
-        ys = [r["value"] for r in rs]
-        color = "#c53" if rs[0]["held_out"] else "#35a"
-        name = m + ("" if rs[0]["higher_is_better"] else " (↓)") + (" [guided]" if rs[0]["guided"] else "")
-        for row, (xs, label) in enumerate((([r["k"] for r in rs], "k (candidates per prompt)"),
-                                           ([r["nfe_per_prompt"] for r in rs], "NFE per prompt"))):
-            ax = axes[row][col]
-            ax.plot(xs, ys, marker="o", ms=3, color=color)
-            ax.set_xlabel(label, fontsize=7)
-            ax.tick_params(labelsize=7)
-            if row == 0:
-                ax.set_title(name, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # --------------------------------------------------------------------------- ablations
 
 
@@ -520,38 +486,3 @@ def diagnostics_table(data: RunData, specs: Sequence[SelectionSpec]) -> list[dic
                         budget=spec.budget, **gain_summary(data, gains, spec.verifiers),
                         selected_on_pareto_front=float(np.mean([p["on_front"] for p in pareto])) if pareto else None))
     return out
-
-
-# --------------------------------------------------------------------------- output
-
-
-def write_table(rows: Sequence[Mapping[str, Any]], path: Path) -> Path:
-    """Write ``rows`` as one Parquet file, atomically (temp file + rename). Returns ``path``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    if not rows:
-        raise ConfigError(f"nothing to write to {path}: no rows")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name("." + path.name + ".tmp")
-    pq.write_table(pa.Table.from_pylist([dict(r) for r in rows]), tmp)
-    tmp.replace(path)
-    return path
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str] | None = None) -> str:
-    """A GitHub Markdown table; floats with 4 significant digits, None as an en dash."""
-    cols = list(cols) if cols is not None else (list(rows[0].keys()) if rows else [])
-
-    def f(x: Any) -> str:
-        if x is None:
-            return "–"
-        if isinstance(x, bool):
-            return "yes" if x else "no"
-        if isinstance(x, float):
-            return f"{x:.4g}"
-        return str(x).replace("|", "\\|")
-
-    out = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    out += ["| " + " | ".join(f(r.get(c)) for c in cols) + " |" for r in rows]
-    return "\n".join(out)

@@ -3,6 +3,8 @@
 One row per (config label, metric): baseline mean, selected mean, change, plus each run's compute:
 ``nfe_per_prompt`` (denoiser forward passes actually spent per prompt: the sum of the candidates'
 own passes, ``nfe_own`` where the search records it, else ``nfe``) and ``candidates_per_prompt``.
+This module computes the rows and parses benchmark files; writing them (Parquet, Markdown, plot) is
+:func:`avits_core.report.benchmark.write_comparison`.
 """
 
 from __future__ import annotations
@@ -12,8 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import pyarrow as pa
-import pyarrow.parquet as pq
 import yaml
 
 from avits_core.errors import ConfigError
@@ -71,68 +71,6 @@ def comparison_rows(outs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
                 )
             )
     return rows
-
-
-def comparison_markdown(rows: Sequence[dict[str, Any]]) -> str:
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    metrics = list(dict.fromkeys(r["metric"] for r in rows))
-    by = {(r["label"], r["metric"]): r for r in rows}
-    head = "| metric | baseline | " + " | ".join(labels) + " |"
-    lines = [head, "|" + "---|" * (len(labels) + 2)]
-    comp = {r["label"]: r for r in rows}
-    lines.append("| NFE / prompt | – | " + " | ".join(f"{comp[l]['nfe_per_prompt']:.0f}" for l in labels) + " |")
-    for m in metrics:
-        first = next(by[(l, m)] for l in labels if (l, m) in by)
-        arrow = "↑" if first["higher_is_better"] else "↓"
-        cells = []
-        for l in labels:
-            r = by.get((l, m))
-            cells.append("–" if r is None or r["selected"] is None else f"{r['selected']:.4g}")
-        base = "–" if first["baseline"] is None else f"{first['baseline']:.4g}"
-        lines.append(f"| {m} {arrow}{' (held out)' if first['held_out'] else ''} | {base} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
-
-
-def write_comparison(rows: Sequence[dict[str, Any]], outdir: str | Path) -> dict[str, Path]:
-    outdir = Path(outdir)
-    outdir.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist(list(rows))
-    pq_path = outdir / "comparison.parquet"
-    tmp = outdir / ".comparison.parquet.tmp"
-    pq.write_table(table, tmp)
-    tmp.replace(pq_path)
-    md_path = outdir / "comparison.md"
-    md_path.write_text(comparison_markdown(rows) + "\n", encoding="utf-8")
-    png = plot_comparison(rows, outdir / "comparison.png")
-    log.info("comparison written to %s", outdir)
-    return {"parquet": pq_path, "markdown": md_path, "plot": png}
-
-
-def plot_comparison(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """One panel per held-out metric: baseline and each config's selected mean, NFE/prompt in the labels."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    labels = list(dict.fromkeys(r["label"] for r in rows))
-    metrics = [m for m in dict.fromkeys(r["metric"] for r in rows) if any(r["held_out"] for r in rows if r["metric"] == m)]
-    metrics = metrics or list(dict.fromkeys(r["metric"] for r in rows))
-    by = {(r["label"], r["metric"]): r for r in rows}
-    nfe = {r["label"]: r["nfe_per_prompt"] for r in rows}
-    fig, axes = plt.subplots(1, len(metrics), figsize=(2.6 * len(metrics), 3.0), squeeze=False)
-    for ax, m in zip(axes[0], metrics):
-        first = next(by[(l, m)] for l in labels if (l, m) in by)
-        names = ["first"] + [f"{l}\n{nfe[l]:.0f} NFE" for l in labels]
-        vals = [first["baseline"] or 0.0] + [(by[(l, m)]["selected"] or 0.0) if (l, m) in by else 0.0 for l in labels]
-        ax.bar(range(len(vals)), vals, color=["#999"] + ["#c53", "#36a", "#5a5", "#a5a", "#aa5"][: len(labels)])
-        ax.set_xticks(range(len(vals)), names, fontsize=6, rotation=30, ha="right")
-        ax.set_title(m + ("" if first["higher_is_better"] else " (↓)"), fontsize=8)
-        ax.tick_params(labelsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def load_benchmark(path: str | Path) -> dict[str, Any]:

@@ -34,7 +34,8 @@ from avits_core.errors import ConfigError
 @flow(name="its-benchmark", log_prints=False)
 def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
     """Run every config of a benchmark file and write one comparison table."""
-    from avits_core.benchmark import comparison_rows, write_comparison
+    from avits_core.benchmark import comparison_rows
+    from avits_core.report.benchmark import write_comparison
     from avits_core.config import load_config
     from flows.its import its
 

@@ -19,6 +19,8 @@ import pytest
 from avits_core import analysis, runner
 from avits_core.config import config_from_dict, load_config
 from avits_core.errors import ConfigError
+from avits_core.report.analysis import plot_bon_at_k
+from avits_core.report.format import markdown_table, write_rows
 from avits_core.search.base import candidate_id
 from avits_core.selection import SelectionSpec
 from avits_core.store import RunStore, connect
@@ -147,7 +149,7 @@ def test_bon_at_k_picks_only_among_the_first_k(tmp_path):
         analysis.bon_at_k(data, spec, ks=[0])
     wide = analysis.budget_wide(rows)
     assert [w["k"] for w in wide] == [1, 2, 3, 4, 9] and wide[1]["av_align"] == pytest.approx(0.2)
-    png = analysis.plot_bon_at_k(rows, tmp_path / "b.png")
+    png = plot_bon_at_k(rows, tmp_path / "b.png")
     assert png.stat().st_size > 1000
 
 
@@ -203,7 +205,7 @@ def test_ablation_full_set_reproduces_the_online_run_and_canned_query_matches(tm
     con = connect(ctx.store.path)
     empty = canned_ablation(con)  # no ablation file yet: no rows, the same columns
     assert empty.num_rows == 0 and "hacking_gap" in empty.column_names
-    analysis.write_table(rows, ctx.store.path / "analysis" / "ablation.parquet")
+    write_rows(rows, ctx.store.path / "analysis" / "ablation.parquet")
     got = {(r["verifiers"], r["aggregator"]): r for r in canned_ablation(con).to_pylist()}
     summary = analysis.ablation_summary(data, rows)[1:]
     assert len(got) == len(summary)
@@ -410,12 +412,12 @@ def test_unscored_verifier_and_output_helpers(tmp_path):
     with pytest.raises(ConfigError, match=r"no rewards for verifier\(s\) \['quality'\]"):
         analysis.bon_at_k(data, SelectionSpec(["quality"], [1.0]))
     with pytest.raises(ConfigError, match="nothing to write"):
-        analysis.write_table([], tmp_path / "x.parquet")
-    p = analysis.write_table([{"a": 1, "b": None}, {"a": 2, "b": 0.5}], tmp_path / "out" / "x.parquet")
+        write_rows([], tmp_path / "x.parquet")
+    p = write_rows([{"a": 1, "b": None}, {"a": 2, "b": 0.5}], tmp_path / "out" / "x.parquet")
     import pyarrow.parquet as pq
 
     assert pq.read_table(p).to_pylist() == [{"a": 1, "b": None}, {"a": 2, "b": 0.5}]
-    md = analysis.markdown_table([{"a": 1.234567, "b": None, "c": True, "d": "x|y"}])
+    md = markdown_table([{"a": 1.234567, "b": None, "c": True, "d": "x|y"}])
     assert md.splitlines()[2] == "| 1.235 | – | yes | x\\|y |"
 
 

@@ -20,13 +20,12 @@ from avits_core import runner
 from avits_core.config import config_from_dict
 from avits_core.metrics.categories import (
     Category,
-    categories_markdown,
     category_rows,
     category_table,
     has_categories,
     prompt_categories,
-    write_category_report,
 )
+from avits_core.report.categories import categories_markdown, write_category_report
 from avits_core.prompts import Prompt, load_prompts
 from avits_core.store.duck import connect
 

@@ -28,9 +28,8 @@ overall numbers. Non-finite values are left out of the means and counts (the eva
 ok rewards, so this only matters for NaN oracle values). Rows are sorted by aspect number, category,
 then metric.
 
-:func:`category_table` runs this over a run's stored metrics; :func:`write_category_report` writes
-``<run>/report/categories.md`` and ``<run>/analysis/categories-<selection_id>.parquet`` (nothing
-when the prompt set has no ``cat<k>_ind`` column).
+:func:`category_table` runs this over a run's stored metrics. Writing the report (Markdown and
+Parquet) is :func:`avits_core.report.categories.write_category_report`; this module computes only.
 """
 
 from __future__ import annotations
@@ -39,12 +38,10 @@ import logging
 import math
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from avits_core.metrics.embedding import _CAT, category_tags
 from avits_core.prompts import Prompt
-from avits_core.report import fmt_value
 
 log = logging.getLogger(__name__)
 
@@ -182,69 +179,3 @@ def category_table(ctx: Any, selection_id: str) -> list[dict[str, Any]]:
     finally:
         con.close()
     return category_rows(rows, ctx.prompts, selection_id, directions=_metric_directions())
-
-
-def categories_markdown(rows: Sequence[Mapping[str, Any]], selection_id: str) -> str:
-    """One Markdown table per aspect: category, title, metric, prompts, baseline, selected, change."""
-    lines = [
-        f"# Results per category (selection `{selection_id}`)",
-        "",
-        "Mean over the prompts of each JavisBench category (`cat<k>_ind`); a prompt tagged with several "
-        "categories of an aspect counts in each. Baseline = the first candidate of each prompt. "
-        "`n` = prompts in the category (baseline/selected values present).",
-        "",
-    ]
-    aspects = sorted({r["aspect"] for r in rows}, key=lambda a: int(a[3:]))
-    if not aspects:
-        lines.append("(no categories)")
-    for a in aspects:
-        lines += [f"## {a}", "", "| category | title | metric | better | n | baseline | selected | change |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for r in rows:
-            if r["aspect"] != a:
-                continue
-            n = f"{r['n_prompts']} ({r['n_baseline']}/{r['n_selected']})"
-            better = "higher" if r.get("higher_is_better", True) else "lower"
-            metric = r["metric"] + (" (held out)" if r.get("held_out") else "")
-            lines.append(f"| {r['category']} | {r['title'] or '–'} | {metric} | {better} | {n} | "
-                         f"{fmt_value(r['baseline'])} | {fmt_value(r['selected'])} | {fmt_value(r['change'])} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-def _arrow_table(rows: Sequence[Mapping[str, Any]]) -> Any:
-    import pyarrow as pa
-
-    schema = pa.schema([
-        ("selection_id", pa.string()), ("aspect", pa.string()), ("category", pa.int64()), ("title", pa.string()),
-        ("metric", pa.string()), ("n_prompts", pa.int64()), ("n_baseline", pa.int64()), ("n_selected", pa.int64()),
-        ("baseline", pa.float64()), ("selected", pa.float64()), ("change", pa.float64()),
-        ("higher_is_better", pa.bool_()), ("held_out", pa.bool_()),
-    ])
-    return pa.Table.from_pylist([{c: r.get(c) for c in CATEGORY_COLUMNS} for r in rows], schema=schema)
-
-
-def write_category_report(ctx: Any, selection_id: str) -> Path | None:
-    """Write ``<run>/report/categories.md`` and ``<run>/analysis/categories-<selection_id>.parquet``.
-
-    Returns the Markdown path, or None (and writes nothing) when the prompt set has no categories.
-    Both files are written to a temp name and renamed, so a reader never sees half a file.
-    """
-    import pyarrow.parquet as pq
-
-    if not has_categories(ctx.prompts):
-        return None
-    rows = category_table(ctx, selection_id)
-    run = Path(ctx.store.path)
-    pq_path = run / "analysis" / f"categories-{selection_id}.parquet"
-    md_path = run / "report" / "categories.md"
-    for p in (pq_path, md_path):
-        p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pq_path.with_name(f".{pq_path.name}.tmp")
-    pq.write_table(_arrow_table(rows), tmp)
-    tmp.replace(pq_path)
-    tmp = md_path.with_name(f".{md_path.name}.tmp")
-    tmp.write_text(categories_markdown(rows, selection_id) + "\n", encoding="utf-8")
-    tmp.replace(md_path)
-    log.info("per-category results: %s, %s (%d rows)", md_path, pq_path, len(rows))
-    return md_path

@@ -17,7 +17,11 @@ from typing import Any
 
 import numpy as np
 
+from avits_core.report.format import atomic_save_figure, atomic_write_bytes, atomic_write_text, fmt_value, markdown_table
+
 log = logging.getLogger(__name__)
+
+RESULT_HEADERS = ("metric", "held out", "better", "baseline", "selected", "change")
 
 
 @dataclass
@@ -29,24 +33,16 @@ class Report:
     plots: list[Path]
 
 
-def fmt_value(x: Any) -> str:
-    """How every table in reports shows a value: "–" for missing, 4 significant digits for floats."""
-    if x is None:
-        return "–"
-    if isinstance(x, float):
-        return f"{x:.4g}"
-    return str(x)
+def _result_cells(r: dict[str, Any]) -> dict[str, Any]:
+    """One results row as the cells of the results table (Markdown and HTML)."""
+    return {"metric": r["metric"], "held out": bool(r.get("held_out")),
+            "better": "higher" if r.get("higher_is_better", True) else "lower",
+            "baseline": r.get("baseline"), "selected": r.get("selected"), "change": r.get("change")}
 
 
 def results_markdown(results: list[dict[str, Any]]) -> str:
-    lines = ["| metric | held out | better | baseline | selected | change |", "|---|---|---|---|---|---|"]
-    for r in results:
-        better = "higher" if r.get("higher_is_better", True) else "lower"
-        lines.append(
-            f"| {r['metric']} | {'yes' if r.get('held_out') else 'no'} | {better} | {fmt_value(r.get('baseline'))} | "
-            f"{fmt_value(r.get('selected'))} | {fmt_value(r.get('change'))} |"
-        )
-    return "\n".join(lines)
+    """The run's results table: metric, held out, better, baseline, selected, change."""
+    return markdown_table([_result_cells(r) for r in results], RESULT_HEADERS)
 
 
 def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) -> list[Path]:
@@ -84,10 +80,8 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
             ax.tick_params(labelsize=7)
         axes[0][0].legend(fontsize=7)
         fig.tight_layout()
-        p = outdir / "rewards.png"
-        fig.savefig(p, dpi=110)
+        paths.append(atomic_save_figure(fig, outdir / "rewards.png"))
         plt.close(fig)
-        paths.append(p)
     if trace:
         fig, ax = plt.subplots(figsize=(5, 3))
         for v in sorted({r["verifier"] for r in trace}):
@@ -99,10 +93,8 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
         ax.set_yscale("log")
         ax.legend(fontsize=7)
         fig.tight_layout()
-        p = outdir / "arw_sigma.png"
-        fig.savefig(p, dpi=110)
+        paths.append(atomic_save_figure(fig, outdir / "arw_sigma.png"))
         plt.close(fig)
-        paths.append(p)
     rs = [r for r in results if r.get("baseline") is not None and r.get("selected") is not None]
     if rs:
         fig, axes = plt.subplots(1, len(rs), figsize=(1.9 * len(rs), 2.8), squeeze=False)
@@ -112,14 +104,12 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
             ax.set_title(r["metric"] + ("" if r.get("higher_is_better", True) else " (↓)"), fontsize=8)
             ax.tick_params(labelsize=7)
         fig.tight_layout()
-        p = outdir / "metrics.png"
-        fig.savefig(p, dpi=110)
+        paths.append(atomic_save_figure(fig, outdir / "metrics.png"))
         plt.close(fig)
-        paths.append(p)
     return paths
 
 
-def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int = 6) -> Path:
+def _html(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]], n_prompts: int = 6) -> Path:
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
@@ -138,8 +128,8 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
     ).to_arrow_table().to_pylist()
     con.close()
     table_rows = []
-    for line in results_md.splitlines()[2:]:
-        cells = [html.escape(c.strip()) for c in line.strip("|").split("|")]
+    for r in results:
+        cells = [html.escape(fmt_value(v)) for v in _result_cells(r).values()]
         table_rows.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'>",
@@ -169,9 +159,7 @@ def _html(ctx, selection_id: str, outdir: Path, results_md: str, n_prompts: int 
                     f"<video controls loop muted preload='metadata'{pattr} src='{html.escape(_rel(ctx.store.path / media, outdir))}'></video></div>"
                 )
     parts.append("</body></html>")
-    p = outdir / "index.html"
-    p.write_text("\n".join(parts), encoding="utf-8")
-    return p
+    return atomic_write_text(outdir / "index.html", "\n".join(parts))
 
 
 def _rel(target: Path, start: Path) -> str:
@@ -185,15 +173,17 @@ def _poster(mp4: Path, out: Path) -> Path | None:
     if out.exists():
         return out
     try:
+        import io
+
         from PIL import Image
 
         from avits_core.media import read_mp4
 
         clip = read_mp4(mp4)
         frame = clip.video[clip.num_frames // 2]
-        out.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(frame).resize((frame.shape[1] * 3, frame.shape[0] * 3), Image.NEAREST).save(out)
-        return out
+        buf = io.BytesIO()
+        Image.fromarray(frame).resize((frame.shape[1] * 3, frame.shape[0] * 3), Image.NEAREST).save(buf, format="PNG")
+        return atomic_write_bytes(out, buf.getvalue())
     except Exception as exc:  # a poster is a nicety; the report must not fail for it
         log.warning("no poster for %s: %s", mp4, exc)
         return None
@@ -237,14 +227,13 @@ def write_report(ctx, selection_id: str) -> Report:
         md += [f"| {k} | {v:.2f} |" for k, v in sorted(timings.items())]
         md.append("")
     md += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + ["", "Clips: [index.html](index.html)", ""]
-    from avits_core.metrics.categories import write_category_report
+    from avits_core.report.categories import write_category_report
 
     if write_category_report(ctx, selection_id) is not None:
         md += ["Per-category results (JavisBench `cat*_ind` columns): [categories.md](categories.md)", ""]
     markdown = "\n".join(md)
-    mpath = outdir / "report.md"
-    mpath.write_text(markdown, encoding="utf-8")
-    hpath = _html(ctx, selection_id, outdir, res_md)
+    mpath = atomic_write_text(outdir / "report.md", markdown)
+    hpath = _html(ctx, selection_id, outdir, results)
     log.info("report written to %s", mpath)
     return Report(results=results, markdown=markdown, markdown_path=mpath, html_path=hpath, plots=plots)
 
