@@ -41,7 +41,14 @@ import numpy as np
 
 from avits_core.errors import ConfigError
 from avits_core.media import AVClip
-from avits_core.metrics.frechet import frechet_distance, kvd as _kvd
+from avits_core.metrics.frechet import (
+    JAVISBENCH_FAD_SCALE,
+    check_protocol,
+    frechet_distance,
+    frechet_distance_javisbench,
+    kvd as _kvd,
+    truncate_to_common,
+)
 from avits_core.verifiers import hf
 
 log = logging.getLogger(__name__)
@@ -247,23 +254,53 @@ def _same_space(a: FeatureSet, b: FeatureSet, metric: str) -> None:
                          f"({a.extractor!r} vs {b.extractor!r}); their distance is meaningless")
 
 
-def fvd(generated: FeatureSet, reference: FeatureSet) -> DistanceResult:
-    """FVD: Fréchet distance between two video feature sets of one extractor (lower is better)."""
+def _tag(extractor: str, protocol: str) -> str:
+    """The ``extractor`` recorded in metrics rows: the features' name, plus ``+protocol=javisbench``."""
+    return extractor if protocol == "avits" else f"{extractor}+protocol={protocol}"
+
+
+def _fd(a: np.ndarray, b: np.ndarray, protocol: str) -> float:
+    if protocol == "javisbench":
+        return frechet_distance_javisbench(*truncate_to_common(a, b))
+    return frechet_distance(a, b)
+
+
+def fvd(generated: FeatureSet, reference: FeatureSet, protocol: str = "avits") -> DistanceResult:
+    """FVD: Fréchet distance between two video feature sets of one extractor (lower is better).
+
+    ``protocol="javisbench"``: the evaluator's float32 SVD recipe on both sets cut to their first
+    min(m, n) rows (:func:`avits_core.metrics.frechet.frechet_distance_javisbench`)."""
+    check_protocol(protocol, "fvd")
     _same_space(generated, reference, "fvd")
-    return DistanceResult("fvd", frechet_distance(generated.features, reference.features), generated.extractor,
-                          len(generated.features), len(reference.features))
+    return DistanceResult("fvd", _fd(generated.features, reference.features, protocol),
+                          _tag(generated.extractor, protocol), len(generated.features), len(reference.features))
 
 
 def kvd_video(generated: FeatureSet, reference: FeatureSet, subset_size: int | None = None,
-              num_subsets: int = 100, seed: int = 0) -> DistanceResult:
-    """KVD: unbiased polynomial-kernel MMD^2 between two video feature sets (lower is better)."""
+              num_subsets: int = 100, seed: int = 0, protocol: str = "avits") -> DistanceResult:
+    """KVD: unbiased polynomial-kernel MMD^2 between two video feature sets (lower is better); the
+    sets may differ in size. ``protocol="javisbench"``: full sets cut to their first min(m, n) rows."""
+    check_protocol(protocol, "kvd")
     _same_space(generated, reference, "kvd")
-    v = _kvd(generated.features, reference.features, subset_size=subset_size, num_subsets=num_subsets, seed=seed)
-    return DistanceResult("kvd", v, generated.extractor, len(generated.features), len(reference.features))
+    a, b = generated.features, reference.features
+    if protocol == "javisbench":
+        if subset_size is not None:
+            raise ConfigError("kvd: the javisbench protocol uses the full sets (no subset_size)")
+        a, b = truncate_to_common(a, b)
+    v = _kvd(a, b, subset_size=subset_size, num_subsets=num_subsets, seed=seed)
+    return DistanceResult("kvd", v, _tag(generated.extractor, protocol), len(generated.features),
+                          len(reference.features))
 
 
-def fad(generated: FeatureSet, reference: FeatureSet) -> DistanceResult:
-    """FAD: Fréchet distance between two audio feature sets of one embedding (lower is better)."""
+def fad(generated: FeatureSet, reference: FeatureSet, protocol: str = "avits") -> DistanceResult:
+    """FAD: Fréchet distance between two audio feature sets of one embedding (lower is better).
+
+    ``protocol="javisbench"``: the evaluator's float32 recipe on the first min(m, n) rows, times
+    10000 (JavisBench's scale for AudioCLIP features)."""
+    check_protocol(protocol, "fad")
     _same_space(generated, reference, "fad")
-    return DistanceResult("fad", frechet_distance(generated.features, reference.features), generated.extractor,
-                          len(generated.features), len(reference.features))
+    v = _fd(generated.features, reference.features, protocol)
+    if protocol == "javisbench":
+        v *= JAVISBENCH_FAD_SCALE
+    return DistanceResult("fad", v, _tag(generated.extractor, protocol), len(generated.features),
+                          len(reference.features))
