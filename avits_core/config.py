@@ -38,6 +38,20 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from avits_core.errors import ConfigError
+from avits_core.names import NAME_MAX, UnsafeNameError, check_name
+
+#: Config keys that only schedule work (left out of the run identity, see RunConfig.identity).
+SCHEDULING_KNOBS: tuple[str, ...] = ("output_root", "search.prompts_per_task", "verifiers.*.params.batch_size",
+                                     "evaluation.verifiers.*.params.batch_size",
+                                     "evaluation.distribution.video.batch_size",
+                                     "evaluation.distribution.audio.batch_size")
+
+
+def _safe(value: str, what: str, max_len: int) -> str:
+    try:
+        return check_name(value, what, max_len=max_len)
+    except UnsafeNameError as exc:  # pydantic reports a ValueError with the field's location
+        raise ValueError(str(exc)) from None
 
 
 class _Strict(BaseModel):
@@ -159,13 +173,17 @@ class DistributionConfig(_Strict):
                 raise ConfigError(f"{field}: folder {str(ref)!r} holds {len(files)} mp4 file(s); "
                                   "a distribution distance needs at least 2 reference clips")
             return [p.resolve() for p in files]
+        from avits_core.prompts import read_text_file
+
         if ref.suffix == ".txt":
-            lines = ref.read_text(encoding="utf-8").splitlines()
+            lines = read_text_file(ref, "reference list").splitlines()
             items = [ln.strip() for ln in lines if ln.strip() and not ln.strip().startswith("#")]
         elif ref.suffix == ".csv":
             import csv
 
-            with ref.open(newline="", encoding="utf-8") as f:
+            import io
+
+            with io.StringIO(read_text_file(ref, "reference list"), newline="") as f:
                 reader = csv.DictReader(f)
                 if "path" not in (reader.fieldnames or []):
                     raise ConfigError(f"{field}: {str(ref)!r} has no 'path' column (columns: {reader.fieldnames})")
@@ -208,8 +226,8 @@ class EvaluationConfig(_Strict):
 
 
 class RunConfig(_Strict):
-    name: str = Field(default="run", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-    run_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+    name: str = Field(default="run", description="run name; the default run id is <name>-<8 hex of the config hash>")
+    run_id: str | None = Field(default=None, description="folder name under output_root (default <name>-<hash>)")
     seed: int = 0
     output_root: str = "runs"
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
@@ -218,6 +236,17 @@ class RunConfig(_Strict):
     verifiers: list[VerifierSpec] = Field(min_length=1)
     aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        # the default run id appends "-" and 8 hex characters
+        return _safe(v, "run name", NAME_MAX - 9)
+
+    @field_validator("run_id")
+    @classmethod
+    def _safe_run_id(cls, v: str | None) -> str | None:
+        return None if v is None else _safe(v, "run id", NAME_MAX)
 
     @model_validator(mode="after")
     def _unique_verifiers(self) -> "RunConfig":
@@ -236,17 +265,38 @@ class RunConfig(_Strict):
                 )
         return self
 
-    def config_hash(self) -> str:
-        """SHA-256 of the config (run_id excluded). A prompt *file* enters by its content, not its path:
-        the same prompts give the same run wherever the repository lives, and an edited prompt file
-        gives a new run instead of mixing stored candidates of the old texts into it."""
-        d = self.model_dump(exclude={"run_id"})
-        if d["evaluation"].get("distribution") is None:  # added later: configs without it keep their hash
+    def identity(self) -> dict[str, Any]:
+        """What the run id hashes: the config minus everything that cannot change a result.
+
+        Left out: ``run_id`` (it is the name, not the content), ``output_root`` (a moved or copied run
+        folder is the same run: it resumes instead of regenerating), ``search.prompts_per_task``
+        (:data:`SCHEDULING_KNOBS`: how prompts are packed into tasks), and ``batch_size`` in verifier
+        and distribution-extractor params (how many clips a model sees at once). ``device`` and
+        ``dtype`` stay in: they change the numbers. A prompt *file* enters by its content, not its
+        path: the same prompts give the same run wherever the repository lives, and an edited prompt
+        file gives a new run instead of mixing stored candidates of the old texts into it."""
+        d = self.model_dump(exclude={"run_id", "output_root"})
+        d["search"].pop("prompts_per_task", None)
+        for v in d["verifiers"]:
+            v["params"].pop("batch_size", None)
+        for v in d["evaluation"]["verifiers"]:
+            if isinstance(v, dict):
+                v.get("params", {}).pop("batch_size", None)
+        dist = d["evaluation"].get("distribution")
+        if dist is None:  # added later: configs without it keep their hash
             d["evaluation"].pop("distribution", None)
+        else:
+            for kind in ("video", "audio"):
+                if isinstance(dist.get(kind), dict):
+                    dist[kind].pop("batch_size", None)
         src = d["prompts"]["source"]
         if isinstance(src, str) and Path(src).is_file():
             d["prompts"]["source"] = "sha256:" + hashlib.sha256(Path(src).read_bytes()).hexdigest()
-        return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+        return d
+
+    def config_hash(self) -> str:
+        """SHA-256 of :meth:`identity` (canonical JSON): equal for two configs that give the same results."""
+        return hashlib.sha256(json.dumps(self.identity(), sort_keys=True, default=str).encode()).hexdigest()
 
     def resolved_run_id(self) -> str:
         return self.run_id or f"{self.name}-{self.config_hash()[:8]}"
@@ -259,16 +309,62 @@ class RunConfig(_Strict):
 
 
 def _format_validation_error(exc: ValidationError, source: str) -> str:
-    lines = [f"{source}: invalid config"]
+    """One line: ``<source>: invalid config: <field>: <problem> (got <value>); <field>: ...``."""
+    parts = []
     for err in exc.errors():
         loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
-        msg = err["msg"]
+        msg = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
         inp = err.get("input")
-        shown = "" if isinstance(inp, dict) or inp is None else f" (got {inp!r})"
-        lines.append(f"  - {loc}: {msg}{shown}")
-    return "\n".join(lines)
+        shown = ""
+        if not (isinstance(inp, (dict, list)) or inp is None) and err["type"] != "extra_forbidden":
+            r = repr(inp)
+            shown = f" (got {r if len(r) <= 80 else r[:77] + '...'})"
+        parts.append(f"{loc}: {msg}{shown}")
+    text = "; ".join(parts)
+    return f"{source}: invalid config: " + " ".join(text.split())  # one line, whatever the messages hold
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a mapping with the same key twice (PyYAML keeps the last one silently)."""
+
+
+def _construct_mapping(loader: _UniqueKeyLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    loader.flatten_mapping(node)  # merge keys (<<) first: an override by a merge is not a duplicate
+    seen: dict[Any, Any] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        try:
+            hash(key)
+        except TypeError:
+            raise yaml.constructor.ConstructorError(None, None, f"unhashable key {key!r}", key_node.start_mark) from None
+        if key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"key {key!r} appears twice in one mapping (first on line {seen[key].line + 1})",
+                key_node.start_mark)
+        seen[key] = key_node.start_mark
+    return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
+
+
+_UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return " ".join(f"{where}{problem}".split())
+
+
+def load_yaml_text(text: str, source: str) -> Any:
+    """Safe-load YAML (no Python objects), refusing duplicate keys; ConfigError names source, line and column."""
+    try:
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{source}: not valid YAML: {_yaml_problem(exc)}") from None
+    except RecursionError:
+        raise ConfigError(f"{source}: not valid YAML: nested too deeply") from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
@@ -280,33 +376,50 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     if not key:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"--set {item!r}: value is not valid YAML: {exc}") from exc
-    return key.split("."), value
+        value = yaml.load(raw, Loader=_UniqueKeyLoader) if raw.strip() else ""  # noqa: S506 - safe loader
+    except (yaml.YAMLError, RecursionError) as exc:
+        problem = _yaml_problem(exc) if isinstance(exc, yaml.YAMLError) else "nested too deeply"
+        raise ConfigError(f"--set {item!r}: value is not valid YAML: {problem}") from None
+    keys = key.split(".")
+    if any(not k.strip() for k in keys):
+        raise ConfigError(f"--set {item!r}: empty key component in {key!r}")
+    return [k.strip() for k in keys], value
+
+
+def _index(node: list[Any], k: str, item: str, shown: str) -> int:
+    if not k.isdigit():
+        raise ConfigError(f"--set {item!r}: {shown} is not a valid list index (use 0, 1, ...)")
+    i = int(k)
+    if i >= len(node):
+        raise ConfigError(f"--set {item!r}: {shown} is not a valid list index (the list has {len(node)} items)")
+    return i
 
 
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    data = json.loads(json.dumps(data))  # deep copy
+    """Apply ``--set a.b.c=VALUE`` overrides to a copy of ``data`` (list items by index: ``verifiers.0.weight``).
+
+    A missing key makes a new mapping on the way; a key through a non-mapping, a bad or out-of-range
+    list index, or an invalid YAML value is a one-line ConfigError naming the override."""
+    import copy
+
+    if not isinstance(data, dict):
+        raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
+    data = copy.deepcopy(data)
     for item in overrides:
         keys, value = parse_override(item)
         node: Any = data
         for i, k in enumerate(keys[:-1]):
             if isinstance(node, list):
-                try:
-                    node = node[int(k)]
-                except (ValueError, IndexError) as exc:
-                    raise ConfigError(f"--set {item!r}: {'.'.join(keys[: i + 1])} is not a valid list index") from exc
+                node = node[_index(node, k, item, ".".join(keys[: i + 1]))]
                 continue
             if not isinstance(node, dict):
                 raise ConfigError(f"--set {item!r}: {'.'.join(keys[:i])} is not a mapping")
-            node = node.setdefault(k, {})
+            if node.get(k) is None:
+                node[k] = {}
+            node = node[k]
         last = keys[-1]
         if isinstance(node, list):
-            try:
-                node[int(last)] = value
-            except (ValueError, IndexError) as exc:
-                raise ConfigError(f"--set {item!r}: {last!r} is not a valid list index") from exc
+            node[_index(node, last, item, ".".join(keys))] = value
         elif isinstance(node, dict):
             node[last] = value
         else:
@@ -321,27 +434,32 @@ def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None, sour
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+    for field, value in (("prompts.source", cfg.prompts.source), ("output_root", cfg.output_root)):
+        if isinstance(value, str) and "\x00" in value:
+            raise ConfigError(f"{source}: invalid config: {field}: contains a NUL character (got {value!r})")
     src = cfg.prompts.source
-    if isinstance(src, str) and base_dir is not None and not Path(src).is_absolute():
-        cfg.prompts.source = str((base_dir / src).resolve())
-    dist = cfg.evaluation.distribution
-    if dist is not None and base_dir is not None:  # the same rule as prompts.source
-        if not Path(dist.reference).expanduser().is_absolute():
-            dist.reference = str((base_dir / dist.reference).resolve())
-        if dist.video is not None and not Path(dist.video.path).expanduser().is_absolute():
-            dist.video.path = str((base_dir / dist.video.path).resolve())
+    try:
+        if isinstance(src, str) and base_dir is not None and not Path(src).is_absolute():
+            cfg.prompts.source = str((base_dir / src).resolve())
+        dist = cfg.evaluation.distribution
+        if dist is not None and base_dir is not None:  # the same rule as prompts.source
+            if not Path(dist.reference).expanduser().is_absolute():
+                dist.reference = str((base_dir / dist.reference).resolve())
+            if dist.video is not None and not Path(dist.video.path).expanduser().is_absolute():
+                dist.video.path = str((base_dir / dist.video.path).resolve())
+    except (OSError, ValueError, RuntimeError) as exc:  # NUL bytes, symlink loops
+        raise ConfigError(f"{source}: invalid config: a path cannot be resolved: {exc}") from None
     return cfg
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> RunConfig:
     """Read, override and validate a YAML run config. Raises ConfigError naming the file and field."""
+    from avits_core.prompts import read_text_file
+
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    data = load_yaml_text(read_text_file(path, "config file"), str(path))
     if data is None:
         raise ConfigError(f"{path}: the config file is empty")
     if not isinstance(data, dict):

@@ -145,3 +145,61 @@ def test_run_id_follows_prompt_file_content_not_its_path(tmp_path):
     assert ca.resolved_run_id() == cb.resolved_run_id()
     (b / "p.txt").write_text("a blue cube bounces once\n")
     assert ca.resolved_run_id() != cb.resolved_run_id()
+
+
+def test_run_identity_ignores_scheduling_knobs(tmp_path):
+    """Issue 10 case 9: output_root, prompts_per_task and batch sizes leave the run id unchanged;
+    what changes results (seed, n, a verifier's device/dtype, the prompts) changes it."""
+    base = _minimal(verifiers=[{"name": "clip", "params": {"model_path": "m", "batch_size": 2}}])
+    a = config_from_dict(base)
+    same = [
+        dict(output_root=str(tmp_path / "elsewhere")),
+        dict(search={"prompts_per_task": 1}),
+        dict(verifiers=[{"name": "clip", "params": {"model_path": "m", "batch_size": 64}}]),
+    ]
+    for patch in same:
+        assert config_from_dict({**base, **patch}).resolved_run_id() == a.resolved_run_id(), patch
+    differ = [
+        dict(seed=1),
+        dict(search={"n": 3}),
+        dict(verifiers=[{"name": "clip", "params": {"model_path": "m", "batch_size": 2, "dtype": "float16"}}]),
+        dict(prompts={"source": ["another prompt"]}),
+    ]
+    for patch in differ:
+        assert config_from_dict({**base, **patch}).resolved_run_id() != a.resolved_run_id(), patch
+    ident = a.identity()
+    assert "output_root" not in ident and "prompts_per_task" not in ident["search"]
+    assert ident["verifiers"][0]["params"] == {"model_path": "m"}
+
+
+def test_yaml_bom_duplicate_keys_and_one_line_errors(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_bytes(b"\xef\xbb\xbfname: bom\r\nprompts: {source: [a ball]}\r\nverifiers: [{name: av_sync}]\r\n")
+    assert load_config(f).name == "bom"  # the BOM does not become part of the first key
+    f.write_text("name: a\nseed: 1\nseed: 2\nprompts: {source: [x]}\nverifiers: [{name: av_sync}]\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(f)
+    assert str(ei.value) == (f"{f}: not valid YAML: line 3, column 1: key 'seed' appears twice in one mapping "
+                             "(first on line 2)")
+    f.write_text("prompts: {source: [x]}\nverifiers: [{name: av_sync, weight: -1}]\nsearch: {n: 0}\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(f)
+    msg = str(ei.value)
+    assert "\n" not in msg and msg.startswith(f"{f}: invalid config: ")
+    assert "verifiers.0.weight" in msg and "search.n" in msg and "(got 0)" in msg
+    f.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ConfigError, match=r"line 1, column 10: byte 0xe9 is not UTF-8"):
+        load_config(f)
+
+
+def test_overrides_refuse_bad_paths_without_touching_the_input():
+    data = {"verifiers": [{"name": "a"}], "generator": None}
+    out = apply_overrides(data, ["generator.params.num_steps=4", "verifiers.0.weight=2"])
+    assert out["generator"] == {"params": {"num_steps": 4}} and data["generator"] is None
+    for item, needle in [("verifiers.-1.weight=1", "not a valid list index"),
+                         ("verifiers.5.weight=1", "the list has 1 items"),
+                         ("verifiers..weight=1", "empty key component"),
+                         ("verifiers.0.name.x=1", "is not a mapping"),
+                         ("seed=[1, 2", "not valid YAML")]:
+        with pytest.raises(ConfigError, match=needle):
+            apply_overrides(data, [item])

@@ -73,6 +73,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from avits_core.names import NAME_MAX, inside, is_safe_name
 from avits_core.store.schemas import (
     JSON_COLUMNS,
     SCHEMAS,
@@ -97,7 +98,6 @@ __all__ = ["RunStore", "list_runs", "RUN_JSON", "MEDIA_DIR", "PART_GLOB"]
 RUN_JSON = "run.json"
 MEDIA_DIR = "media"
 PART_GLOB = "part-*.parquet"
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._=+-]{0,199}$")
 _TMP_GLOB = ".*.tmp"
 _local_locks: dict[str, threading.Lock] = {}
 _local_locks_guard = threading.Lock()
@@ -381,6 +381,8 @@ def _check_rules(table: str, tbl: pa.Table, run_id: str, existing_ids: set[str] 
             for i, p in enumerate(tbl.column(name).to_pylist()):
                 if p is not None and (os.path.isabs(p) or p.startswith(("/", "\\"))):
                     raise _fail(table, name, i, f"{p!r} is absolute; store paths relative to the run folder")
+                if p is not None and (".." in Path(p).parts or "\x00" in p):
+                    raise _fail(table, name, i, f"{p!r} leaves the run folder ('..'); store paths inside it")
     elif table == "rewards":
         status = tbl.column("status").to_pylist()
         values = tbl.column("value").to_pylist()
@@ -442,9 +444,9 @@ class RunStore:
     """The tables and run.json of one run folder ``<root>/<run_id>/``. Cheap to construct; thread-safe."""
 
     def __init__(self, root: str | Path, run_id: str):
-        if not isinstance(run_id, str) or not _RUN_ID_RE.match(run_id):
-            raise StoreError(f"invalid run_id {run_id!r}: use 1-200 characters from A-Z a-z 0-9 . _ = + - "
-                             "(not starting with '.', '_' or '-')")
+        if not is_safe_name(run_id, NAME_MAX):
+            raise StoreError(f"invalid run_id {run_id!r}: use 1-{NAME_MAX} characters from A-Z a-z 0-9 . _ = + - "
+                             "(not starting with '.')")
         self.root = Path(root)
         self.run_id = run_id
         self.path = self.root / run_id
@@ -457,6 +459,12 @@ class RunStore:
     @property
     def run_json_path(self) -> Path:
         return self.path / RUN_JSON
+
+    def inside(self, rel: str | os.PathLike[str]) -> Path:
+        """The absolute path of ``rel`` (relative to the run folder), checked to stay inside the run
+        folder (UnsafePathError for ``..``, an absolute path elsewhere, a symlink pointing out).
+        Every writer of a file under the run folder (media, latents, reports) should go through it."""
+        return inside(self.path, rel)
 
     def table_dir(self, table: str) -> Path:
         table_schema(table)  # validates the name
@@ -643,7 +651,7 @@ def list_runs(root: str | Path) -> list[str]:
         return []
     out = []
     for d in root.iterdir():
-        if d.name.startswith(".") or not d.is_dir() or not _RUN_ID_RE.match(d.name):
+        if not is_safe_name(d.name, NAME_MAX) or not d.is_dir():
             continue
         if (d / RUN_JSON).is_file() or any((d / t).is_dir() for t in TABLE_NAMES):
             out.append(d.name)
