@@ -1,58 +1,67 @@
-"""``avits doctor [CONFIG]``: what this machine and a config need, what is missing, and how to get it.
+"""``avits doctor [CONFIG | RUN_FOLDER]``: what this machine, a config or a run needs, and what is wrong.
 
 Every finding is one line starting with ``ok:``, ``WARNING:``, ``MISSING:`` or ``ERROR:``; the
 overall result is not ok when any MISSING or ERROR line is present (the CLI then exits 1). Nothing
-is downloaded, nothing is written (the output root is checked for write access without creating it).
+is downloaded and nothing is written (the output root is checked for write access without creating
+it), except that ``--quarantine`` moves corrupt part files of a run aside.
 
-Without a config: Python, torch and CUDA (GPU name and free memory), PyAV's H.264/AAC encoders, CPU
-cores and RAM. With a config, also, each check on its own so that one problem does not hide the next:
-  - the config itself (YAML + schema; a broken config stops here, since nothing else can be read);
-  - the prompt set (file present and parseable; JavisBench category columns noticed); a missing
-    JavisBench CSV says where to download the benchmark;
-  - the generator: ``synth`` needs nothing; ``ltx2`` runs :func:`~avits_core.generators.ltx2.ltx2_doctor`
-    (diffusers, the weight folder and each component, the device, a memory estimate); a plugin
-    generator is checked by its optional ``doctor(**params) -> list[str]`` classmethod (findings in
-    this same format), else it is only imported, not constructed (construction may load weights),
-    and a WARNING says that nothing else was checked;
-  - every guided and evaluation verifier with its params: constructed and ``check_ready()`` (weights
-    on disk: the MissingWeightsError message names the path and the command that fetches it), and
-    its ``device`` checked against the machine;
-  - the aggregator (name and params), the search parameters, and whether ``output_root`` is writable.
+Without an argument: Python, torch and CUDA, PyAV's H.264/AAC encoders, CPU cores and RAM. torch is
+imported only where an NVIDIA driver is present (``/proc/driver/nvidia``); elsewhere its version
+comes from the package metadata and CUDA is reported as unavailable, which keeps the bare doctor
+well under two seconds.
+
+With a config: every pre-flight check of :mod:`avits_core.preflight` (the same checks ``avits run``
+and the ``its`` flow apply), each on its own so that one problem does not hide the next: the config
+(a broken config stops here), the prompt set (a missing JavisBench CSV says where to download it),
+the generator (parameters; ``ltx2`` weights and device; a plugin's ``doctor()`` hook), every guided
+and evaluation verifier (constructed, ``check_ready()``, device), the aggregator, the search budget,
+the output root, and whether an existing run folder of this config holds the same config.
+
+With a run folder (a folder holding ``run.json``): run.json, the owner lock
+(:mod:`avits_core.lock`: held, stale, or free), and every Parquet part of every table, opened and
+read; a part that cannot be read is listed by name (ERROR), and with ``quarantine`` moved to
+``<run>/quarantine/<table>/`` so that the rest of the run stays queryable (the rows it held are
+lost: a resume regenerates or rescores them).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import logging
 import os
 import platform
 from pathlib import Path
 from typing import Any
 
+from avits_core.preflight import JAVISBENCH_HINT, PREFIXES, collect, is_failure, writable_line  # noqa: F401
+
 log = logging.getLogger(__name__)
 
-PREFIXES = ("ok:", "WARNING:", "MISSING:", "ERROR:")
 
-JAVISBENCH_HINT = (
-    "JavisBench prompt sets (JavisBench.csv, JavisBench-mini.csv) come with the benchmark: "
-    "`hf download --repo-type dataset JavisVerse/JavisBench --local-dir data/eval/JavisBench` "
-    "(older huggingface_hub: `huggingface-cli download ...`), then set prompts.source to "
-    "data/eval/JavisBench/JavisBench-mini.csv (or --set prompts.source=...)"
-)
-
-
-def _system_lines() -> list[str]:
-    out = [f"ok: python {platform.python_version()} on {platform.machine()}"]
+def _torch_lines() -> list[str]:
+    try:
+        version = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return ["ERROR: torch is not installed; run `make setup`"]
+    if not (os.path.exists("/proc/driver/nvidia/version") or os.path.exists("/dev/nvidiactl")):
+        return [f"ok: torch {version}; CUDA not available (no NVIDIA driver on this machine; CPU only)"]
     try:
         import torch
 
         cuda = torch.cuda.is_available()
-        out.append(f"ok: torch {torch.__version__}; CUDA "
-                   f"{'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available (CPU only)'}")
+        out = [f"ok: torch {torch.__version__}; CUDA "
+               f"{'available: ' + torch.cuda.get_device_name(0) if cuda else 'not available (CPU only)'}"]
         if cuda:
             free, total = torch.cuda.mem_get_info()
             out.append(f"ok: GPU memory {free / 2**30:.1f} GiB free of {total / 2**30:.1f} GiB")
-    except Exception as exc:
-        out.append(f"ERROR: torch cannot be imported ({exc}); run `make setup`")
+        return out
+    except Exception as exc:  # noqa: BLE001
+        return [f"ERROR: torch cannot be imported ({exc}); run `make setup`"]
+
+
+def _system_lines() -> list[str]:
+    out = [f"ok: python {platform.python_version()} on {platform.machine()}"]
+    out += _torch_lines()
     try:
         import av
 
@@ -60,7 +69,7 @@ def _system_lines() -> list[str]:
         for c in ("libx264", "aac"):
             out.append(f"ok: PyAV {av.__version__} has encoder {c}" if c in codecs
                        else f"ERROR: PyAV lacks encoder {c}; reinstall PyAV from its wheels (`pip install --force-reinstall av`)")
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001
         out.append(f"ERROR: PyAV cannot be imported ({exc}); run `make setup`")
     try:
         pages, size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
@@ -70,173 +79,117 @@ def _system_lines() -> list[str]:
     return out
 
 
-def _finding(line: str) -> str:
-    """Give an unprefixed line (e.g. ltx2_doctor's memory estimate) the ``ok:`` prefix."""
-    return line if line.startswith(PREFIXES) else f"ok: {line}"
+# --------------------------------------------------------------------------- a run folder
 
 
-def _eval_specs(cfg: Any) -> list[tuple[str, dict[str, Any]]]:
-    """(name, params) of the evaluation verifiers: a bare name, or an object/dict with name and params."""
-    specs = getattr(cfg.evaluation, "specs", None)
-    if callable(specs):
-        return list(specs())
-    out = []
-    for v in cfg.evaluation.verifiers:
-        if isinstance(v, str):
-            out.append((v, {}))
-        elif isinstance(v, dict):
-            out.append((v["name"], dict(v.get("params") or {})))
-        else:
-            out.append((v.name, dict(getattr(v, "params", {}) or {})))
-    return out
+def _part_error(path: Path) -> str | None:
+    """None when the Parquet part opens and every row group reads, else the reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
 
-
-def _device_line(what: str, device: Any) -> str | None:
-    """ERROR when ``device`` names a CUDA device this machine does not have; None when fine."""
-    if device is None:
-        return None
-    dev = str(device)
-    if not dev.startswith("cuda"):
-        return None
     try:
-        import torch
-
-        if not torch.cuda.is_available():
-            return f"ERROR: {what}: device {dev!r} but CUDA is not available here (torch {torch.__version__})"
-        idx = int(dev.split(":")[1]) if ":" in dev else 0
-        if idx >= torch.cuda.device_count():
-            return f"ERROR: {what}: device {dev!r} does not exist ({torch.cuda.device_count()} CUDA devices)"
-    except (ImportError, ValueError) as exc:
-        return f"ERROR: {what}: cannot check device {dev!r} ({exc})"
+        pf = pq.ParquetFile(path)
+        for i in range(pf.num_row_groups):
+            pf.read_row_group(i)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return " ".join(str(exc).split()) or type(exc).__name__
     return None
 
 
-def _writable_line(root: Path) -> str:
-    """Check that ``root`` is (or can be created as) a writable folder, without creating anything."""
-    p = root.expanduser().absolute()
-    probe = p
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    if probe.exists() and not probe.is_dir():
-        return f"ERROR: output_root {str(root)!r}: {str(probe)!r} is a file, not a folder"
-    if os.access(probe, os.W_OK | os.X_OK):
-        return f"ok: output_root {str(p)} is writable" + ("" if probe == p else " (will be created)")
-    return f"ERROR: output_root {str(root)!r} is not writable ({str(probe)!r} denies write access); set output_root"
+def corrupt_parts(run_path: str | Path) -> list[tuple[Path, str]]:
+    """(part file, reason) for every unreadable part of the run. Uses the store's own finder when it
+    has one (``avits_core.store.parquet.corrupt_parts``), else opens every part here."""
+    from avits_core.store import parquet as pqstore
 
-
-def _prompt_lines(cfg: Any) -> list[str]:
-    from avits_core.errors import AvitsError
-    from avits_core.prompts import load_prompts
-
-    src = cfg.prompts.source
-    try:
-        prompts = load_prompts(src, text_column=cfg.prompts.text_column, limit=cfg.prompts.limit)
-    except AvitsError as exc:
-        line = f"MISSING: prompts: {exc}" if isinstance(src, str) and not Path(src).exists() else f"ERROR: prompts: {exc}"
-        if isinstance(src, str) and "javis" in Path(src).name.lower():
-            line += f". {JAVISBENCH_HINT}"
-        elif isinstance(src, str) and not Path(src).exists():
-            line += ". Point prompts.source at a .csv or .txt file (relative paths are resolved against the config's folder)"
-        return [line]
-    where = "inline" if not isinstance(src, str) else src
-    aspects = sorted({k[: -len("_ind")] for p in prompts for k in p.meta if k.startswith("cat") and k.endswith("_ind")})
-    extra = f"; JavisBench categories {', '.join(aspects)} (per-category results)" if aspects else ""
-    return [f"ok: {len(prompts)} prompts from {where}{extra}"]
-
-
-def _generator_lines(cfg: Any) -> list[str]:
-    from avits_core.registry import GENERATORS
-
-    name, params = cfg.generator.name, dict(cfg.generator.params)
-    try:
-        cls = GENERATORS.get_class(name)
-    except Exception as exc:  # UnknownNameError, or the plugin's import failing
-        return [f"ERROR: generator {name!r}: {exc}. A plugin generator must be installed in this environment "
-                f"and declare an entry point in the group 'avits.generators' (docs/plugins.md)"]
-    if name == "synth":
-        return ["ok: generator synth (embedded SynthAV world) needs no weights"]
-    if name == "ltx2":
-        from avits_core.generators.ltx2 import ltx2_doctor
-
+    finder = getattr(pqstore, "corrupt_parts", None) or getattr(pqstore, "find_corrupt_parts", None)
+    run_path = Path(run_path)
+    if callable(finder):
+        found = finder(run_path)
         out = []
-        for line in ltx2_doctor(params.get("model_path"), params.get("device", "cpu")):
-            line = _finding(line)
-            head, _, rest = line.partition(": ")
-            out.append(f"{head}: generator ltx2: {rest}")
+        for item in found:
+            if isinstance(item, (tuple, list)):
+                out.append((Path(item[0]), str(item[1])))
+            else:
+                p = Path(getattr(item, "path", item))
+                out.append((p, str(getattr(item, "reason", getattr(item, "error", "unreadable")))))
         return out
-    where = f"{cls.__module__}.{cls.__qualname__}"
-    hook = getattr(cls, "doctor", None)
-    lines = []
-    dev = _device_line(f"generator {name}", params.get("device"))
-    if dev:
-        lines.append(dev)
-    if callable(hook):
-        try:
-            found = hook(**params)
-            lines += [f"ok: generator {name} ({where})"] + [_finding(str(x)) for x in found]
-        except Exception as exc:  # noqa: BLE001 - a broken hook is a finding
-            lines.append(f"ERROR: generator {name}: its doctor() hook failed: {type(exc).__name__}: {exc}")
-        return lines
-    return lines + [f"WARNING: generator {name} ({where}) is importable but has no doctor() hook; "
-                    f"its weights and device are not checked here"]
-
-
-def _verifier_lines(name: str, params: dict[str, Any], role: str) -> list[str]:
-    from avits_core import runner
-    from avits_core.errors import AvitsError, MissingWeightsError
-
-    what = f"verifier {name} ({role})"
-    try:
-        v = runner.get_verifier(name, params)
-    except AvitsError as exc:
-        return [f"ERROR: {what}: {exc}"]
-    except Exception as exc:  # bad params (TypeError), optional dependency missing
-        return [f"ERROR: {what}: cannot be created with params {params}: {type(exc).__name__}: {exc}"]
-    lines = []
-    device = getattr(v, "device", None) or getattr(getattr(v, "backbone", None), "device", None)
-    dev = _device_line(what, device)
-    if dev:
-        lines.append(dev)
-    try:
-        v.check_ready()
-    except MissingWeightsError as exc:
-        return lines + [f"MISSING: {what}: {exc}"]
-    except AvitsError as exc:
-        return lines + [f"ERROR: {what}: {exc}"]
-    except Exception as exc:
-        return lines + [f"ERROR: {what}: {type(exc).__name__}: {exc}"]
-    weights = " (weights found)" if getattr(v, "needs_weights", False) else " (needs no weights)"
-    return lines + [f"ok: {what} v{v.version} ready{weights}"]
-
-
-def _method_lines(cfg: Any) -> list[str]:
-    from avits_core.aggregate import get_aggregator
-
     out = []
-    try:
-        get_aggregator(cfg.aggregator.name, [v.name for v in cfg.verifiers], cfg.weights, **cfg.aggregator.params)
-        out.append(f"ok: aggregator {cfg.aggregator.name}")
-    except Exception as exc:  # UnknownNameError, ConfigError, TypeError for a bad param
-        out.append(f"ERROR: aggregator {cfg.aggregator.name!r}: {exc}")
-    if cfg.search.method == "evosearch":
-        from avits_core.search.evosearch import EvoSearchConfig
-
-        try:
-            EvoSearchConfig.from_params(cfg.search.params)
-            out.append("ok: search evosearch parameters")
-        except Exception as exc:
-            out.append(f"ERROR: search.params: {exc}")
-    else:
-        out.append(f"ok: search {cfg.search.method} (n={cfg.search.n})")
+    for table in pqstore.TABLE_NAMES:
+        d = run_path / table
+        if not d.is_dir():
+            continue
+        for part in sorted(d.glob(pqstore.PART_GLOB)):
+            why = _part_error(part)
+            if why is not None:
+                out.append((part, why))
     return out
 
 
-def run_doctor(config: str | Path | None = None) -> tuple[list[str], bool]:
-    """Findings about this machine and (optionally) a run config; ``ok`` is False on MISSING/ERROR."""
+def quarantine_part(run_path: str | Path, part: Path) -> Path:
+    """Move ``part`` to ``<run>/quarantine/<table>/`` (out of the table's glob); returns the new path."""
+    run_path = Path(run_path)
+    dest = run_path / "quarantine" / part.parent.name / part.name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(part, dest)
+    return dest
+
+
+def run_folder_lines(run_path: str | Path, *, quarantine: bool = False) -> list[str]:
+    """Findings about a run folder: run.json, the owner lock, unreadable Parquet parts."""
+    from avits_core import lock as runlock
+    from avits_core.preflight import read_run_json
+
+    run_path = Path(run_path)
+    out: list[str] = []
+    try:
+        info = read_run_json(run_path)
+    except Exception as exc:  # noqa: BLE001
+        info = None
+        out.append(f"ERROR: {exc}")
+    else:
+        if info is None:
+            out.append(f"ERROR: {run_path}: no run.json (not a run folder)")
+        else:
+            fail = info.get("failure") or {}
+            extra = f"; failed at {fail.get('step')}: {fail.get('cause')}" if fail else ""
+            out.append(f"ok: run {info.get('run_id', run_path.name)}: status {info.get('status')}{extra}")
+    holder = runlock.read_lock(run_path)
+    if holder is None:
+        out.append("ok: lock: no command holds this run")
+    else:
+        state = runlock.lock_state(holder)
+        level = "WARNING" if state != "held" else "ok"
+        out.append(f"{level}: lock: {runlock.describe(holder)} ({state})"
+                   + ("; `--break-lock` on the next command breaks it" if state == "stale" else ""))
+    bad = corrupt_parts(run_path)
+    n_parts = sum(1 for _ in run_path.glob("*/part-*.parquet"))
+    if not bad:
+        out.append(f"ok: {n_parts} Parquet part files, all readable")
+    for part, why in bad:
+        rel = part.relative_to(run_path) if part.is_relative_to(run_path) else part
+        if quarantine:
+            dest = quarantine_part(run_path, part)
+            out.append(f"WARNING: corrupt part {rel} ({why}) moved to {dest.relative_to(run_path)}; "
+                       f"rerun the run's command to regenerate or rescore its rows")
+        else:
+            out.append(f"ERROR: corrupt part {rel}: {why}; `avits doctor {run_path} --quarantine` moves it aside")
+    return out
+
+
+def is_run_folder(path: str | Path) -> bool:
+    p = Path(path)
+    return p.is_dir() and ((p / "run.json").exists() or (p / "candidates").is_dir())
+
+
+def run_doctor(config: str | Path | None = None, *, quarantine: bool = False) -> tuple[list[str], bool]:
+    """Findings about this machine and (optionally) a run config or a run folder; ``ok`` is False on
+    any MISSING/ERROR line."""
     from avits_core.errors import AvitsError
 
     lines = _system_lines()
-    if config is not None:
+    if config is not None and is_run_folder(config):
+        lines += run_folder_lines(config, quarantine=quarantine)
+    elif config is not None:
         from avits_core.config import load_config
 
         try:
@@ -246,15 +199,6 @@ def run_doctor(config: str | Path | None = None) -> tuple[list[str], bool]:
         except AvitsError as exc:
             lines.append(f"ERROR: {exc}")
             return lines, False
-        lines += _prompt_lines(cfg)
-        lines += _generator_lines(cfg)
-        guided = {v.name for v in cfg.verifiers}
-        for spec in cfg.verifiers:
-            lines += _verifier_lines(spec.name, dict(spec.params), "guided")
-        for name, params in _eval_specs(cfg):
-            if name not in guided:
-                lines += _verifier_lines(name, params, "evaluation")
-        lines += _method_lines(cfg)
-        lines.append(_writable_line(Path(cfg.output_root)))
-    ok = not any(line.startswith(("MISSING", "ERROR")) for line in lines)
+        lines += collect(cfg)
+    ok = not any(is_failure(line) for line in lines)
     return lines, ok
