@@ -90,6 +90,7 @@ VERIFIERS = Registry(
         "av_sync": "avits_core.verifiers.av_sync:AVSync",
         "synth_text": "avits_core.verifiers.synth_text:SynthText",
         "quality": "avits_core.verifiers.quality:Quality",
+        "temporal_flickering": "avits_core.metrics.flicker:TemporalFlickering",
         "clap": "avits_core.verifiers.clap:ClapScore",
         "clip": "avits_core.verifiers.clip:ClipScore",
         "ib_tv": "avits_core.verifiers.imagebind:IBTextVideo",
