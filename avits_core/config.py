@@ -405,6 +405,12 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     if not isinstance(data, dict):
         raise ConfigError(f"the config must be a mapping, got {type(data).__name__}")
     data = copy.deepcopy(data)
+    # Switching a component (--set aggregator.name=rank) drops the old component's params from the file
+    # (they belong to the old one); params given as overrides, before or after, still apply.
+    for head, key in (("aggregator", "name"), ("generator", "name"), ("search", "method")):
+        new = [parse_override(i)[1] for i in overrides if parse_override(i)[0] == [head, key]]
+        if new and isinstance(data.get(head), dict) and new[-1] != data[head].get(key) and data[head].get("params"):
+            data[head]["params"] = {}
     for item in overrides:
         keys, value = parse_override(item)
         node: Any = data
