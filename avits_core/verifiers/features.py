@@ -29,8 +29,7 @@ Video: motion energy
     i / fps, so the change happened between the two. Frames whose longer side exceeds
     ``MOTION_MAX_SIDE`` (128 px) are first downscaled (area interpolation): Farnebäck costs
     ~0.7 ms per 64x64 frame pair and grows with the pixel count, and event timing does not need
-    full resolution; magnitudes are in pixels of the analysed size. The series is memoised by a
-    hash of the frames (a small LRU), so av_align and av_sync on one clip pay for the flow once.
+    full resolution; magnitudes are in pixels of the analysed size.
     ``video_peaks`` returns the times of strict local maxima of that series
     (``scipy.signal.find_peaks``; the first and last samples cannot be peaks) with height at
     least ``min_rel`` (0.2) * max and prominence at least ``min_prominence`` (0.1) * (max - min).
@@ -48,6 +47,15 @@ Known limitation (measured with tests/avclips.py ``bounce_clip``)
     errors ~0.2 s). Scenes whose events these verifiers must see need fast objects that are big
     enough, or slow enough, for the frame rate.
 
+Computed once per clip
+    ``motion_energy`` and ``audio_onset_envelope`` go through :func:`shared_feature`: a process-wide
+    :class:`FeatureCache` keyed by the content of the input arrays (blake2b) and every parameter, with
+    single flight (a second thread asking for a feature in flight waits for it rather than computing it
+    again). So av_align and av_sync on one clip, also when their scoring tasks run in parallel threads,
+    compute the optical flow and the onset envelope once. Other verifiers use ``shared_feature`` for
+    their own reusable features (e.g. synth_text's tracked object). Inside a computation BLAS and
+    OpenCV run single-threaded (:func:`numeric_threads`).
+
 Flat signals
     Audio whose peak amplitude is below ``SILENCE_PEAK`` (1e-4, -80 dBFS) is silent, and a video
     whose largest motion is below ``STATIC_MOTION`` (1e-3 px/frame) is static: both raise
@@ -60,9 +68,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
+import sys
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -78,6 +89,8 @@ PEAK_MIN_REL = 0.2
 PEAK_MIN_PROMINENCE = 0.1
 MOTION_MAX_SIDE = 128
 _MAD_K = 3.0 * 1.4826
+#: Threads BLAS and OpenCV may use inside one feature computation (see ``numeric_threads``).
+NUMERIC_THREADS = 1
 
 _FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
@@ -119,12 +132,18 @@ def audio_onset_envelope(audio: np.ndarray, sr: int, fps: float,
                          oversample: int = ONSET_OVERSAMPLE) -> Series:
     """librosa onset strength of mono ``audio`` (>= 0, arbitrary units) at ``fps * oversample`` Hz.
 
-    Raises FlatSignalError for silent audio.
+    Raises FlatSignalError for silent audio. Shared through :func:`shared_feature` (keyed by the
+    samples' content, sr, fps and oversample): computed once per clip for every verifier.
     """
-    import librosa
-
     a = np.asarray(audio, dtype=np.float32)
     check_audio(a)
+    return shared_feature("onset", (a,), (int(sr), float(fps), int(oversample)),
+                          lambda: _onset_envelope(a, sr, fps, oversample))
+
+
+def _onset_envelope(a: np.ndarray, sr: int, fps: float, oversample: int) -> Series:
+    import librosa
+
     n_fft, hop = onset_params(sr, fps, oversample)
     if a.shape[0] < n_fft:
         a = np.pad(a, (0, n_fft - a.shape[0]))
@@ -153,63 +172,209 @@ def audio_peaks(envelope: Series, sr: int, fps: float, oversample: int = ONSET_O
     return envelope.times[idx]
 
 
-class _MotionCache:
-    """A small thread-safe LRU of motion series keyed by (blake2b of the frames, shape, fps).
+class FeatureCache:
+    """A process-wide, thread-safe memo of per-clip features, computed once per key.
 
-    Hashing a 24-frame 64x64 clip takes ~0.1 ms against ~15 ms of optical flow. Series are tiny
-    (T floats), so ``maxsize`` entries cost nothing; arrays are returned read-only.
+    ``get_or_compute(key, compute)`` returns the stored value for ``key``, or runs ``compute()``
+    once and stores it. *Single flight*: while one thread computes a key, every other thread that
+    asks for the same key waits for that computation and gets its result (or the same exception;
+    failures are not stored, so a later call tries again). Different keys compute in parallel.
+    Bounded to ``maxsize`` entries (least recently used dropped first); the features kept here are
+    small (a few hundred floats per clip), so 1,024 entries cost well under 10 MB.
+
+    ``stats()`` counts hits, computations (misses) and waits (a thread that found the key in
+    flight): after scoring a set of clips with av_align and av_sync, ``computed`` of the motion
+    feature equals the number of distinct clips.
     """
 
-    def __init__(self, maxsize: int = 256) -> None:
+    def __init__(self, maxsize: int = 1024) -> None:
         self.maxsize = maxsize
-        self._data: OrderedDict[tuple, Series] = OrderedDict()
+        self._data: OrderedDict[tuple, Any] = OrderedDict()
+        self._inflight: dict[tuple, _Flight] = {}
         self._lock = threading.Lock()
+        self._stats: dict[str, dict[str, int]] = {}
 
-    @staticmethod
-    def key(video: np.ndarray, fps: float) -> tuple:
-        digest = hashlib.blake2b(np.ascontiguousarray(video).data, digest_size=16).hexdigest()
-        return (digest, video.shape, str(video.dtype), float(fps), MOTION_MAX_SIDE)
+    def _count(self, key: tuple, what: str) -> None:
+        kind = str(key[0]) if key else ""
+        d = self._stats.setdefault(kind, {"hits": 0, "computed": 0, "waited": 0, "failed": 0})
+        d[what] += 1
 
-    def get(self, key: tuple) -> Series | None:
+    def get_or_compute(self, key: tuple, compute: Callable[[], Any]) -> Any:
         with self._lock:
-            hit = self._data.get(key)
-            if hit is not None:
+            if key in self._data:
                 self._data.move_to_end(key)
-            return hit
-
-    def put(self, key: tuple, value: Series) -> None:
-        value.times.setflags(write=False)
-        value.values.setflags(write=False)
+                self._count(key, "hits")
+                return self._data[key]
+            flight = self._inflight.get(key)
+            owner = flight is None
+            if owner:
+                flight = self._inflight[key] = _Flight()
+                self._count(key, "computed")
+            else:
+                self._count(key, "waited")
+        if not owner:
+            flight.done.wait()
+            if flight.error is not None:
+                raise flight.error
+            return flight.value
+        try:
+            with numeric_threads():
+                value = compute()
+        except BaseException as exc:
+            with self._lock:
+                self._inflight.pop(key, None)
+                self._count(key, "failed")
+            flight.error = exc
+            flight.done.set()
+            raise
+        _freeze(value)
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)
             while len(self._data) > self.maxsize:
                 self._data.popitem(last=False)
+            self._inflight.pop(key, None)
+        flight.value = value
+        flight.done.set()
+        return value
+
+    def stats(self) -> dict[str, dict[str, int]]:
+        """Per feature kind: hits, computed, waited, failed (since the last ``clear``)."""
+        with self._lock:
+            return {k: dict(v) for k, v in self._stats.items()}
+
+    def __len__(self) -> int:
+        return len(self._data)
 
     def clear(self) -> None:
+        """Drop every stored value and the counters (computations in flight finish normally)."""
         with self._lock:
             self._data.clear()
+            self._stats.clear()
 
 
-_MOTION_CACHE = _MotionCache()
+class _Flight:
+    __slots__ = ("done", "value", "error")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+
+def _freeze(value: Any) -> None:
+    """Make the arrays of a stored feature read-only (shared between verifiers and threads)."""
+    if isinstance(value, np.ndarray):
+        value.setflags(write=False)
+    elif isinstance(value, Series):
+        value.times.setflags(write=False)
+        value.values.setflags(write=False)
+    elif isinstance(value, (tuple, list)):
+        for v in value:
+            _freeze(v)
+
+
+def array_digest(a: np.ndarray) -> tuple:
+    """Content key of an array: (blake2b-128 of its bytes, shape, dtype). ~1 ms per MB."""
+    a = np.ascontiguousarray(a)
+    return (hashlib.blake2b(a.data, digest_size=16).hexdigest(), a.shape, str(a.dtype))
+
+
+#: The process-wide feature cache every verifier shares.
+FEATURES = FeatureCache()
+_MOTION_CACHE = FEATURES  # old name (tests clear it)
+
+
+def shared_feature(kind: str, arrays: Sequence[np.ndarray], params: tuple, compute: Callable[[], Any]) -> Any:
+    """``compute()`` memoised in :data:`FEATURES` under (kind, content of ``arrays``, ``params``).
+
+    For any feature that several verifiers need from the same clip (motion energy, onset envelope,
+    a tracked object...): the first caller computes it, concurrent callers wait for it, later callers
+    reuse it. ``params`` must hold everything else the result depends on. The value's arrays become
+    read-only.
+    """
+    key = (kind, *(array_digest(a) for a in arrays), *params)
+    return FEATURES.get_or_compute(key, compute)
+
+
+# ---------------------------------------------------------------------------- numeric threads
+
+_threads_lock = threading.Lock()
+_threads_depth = 0
+_threads_restore: list[Callable[[], None]] = []
+
+
+@contextmanager
+def numeric_threads(n: int = NUMERIC_THREADS):
+    """Run the block with BLAS (OpenBLAS/MKL through threadpoolctl) and OpenCV limited to ``n`` threads.
+
+    Decision (measured, bench/bench_verifiers.py): per-clip features are small (a 24x64x64 clip's
+    mel spectrogram, 64x64 Farneback flow); a second BLAS thread doubles the CPU time with no gain in
+    wall time, and when scoring tasks run in parallel threads it halves throughput on 2 cores.
+    Parallelism comes from the scoring tasks, so each feature computation runs single-threaded.
+    The limit is process-wide (that is what the libraries offer) but reference-counted: it is set
+    when the first feature computation starts and restored when the last one in flight ends, so
+    other numeric work (e.g. a Frechet distance) is not limited outside that window.
+    """
+    global _threads_depth
+    with _threads_lock:
+        if _threads_depth == 0:
+            _threads_restore.clear()
+            _threads_restore.extend(_limit_threads(n))
+        _threads_depth += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_depth -= 1
+            if _threads_depth == 0:
+                for undo in _threads_restore:
+                    undo()
+                _threads_restore.clear()
+
+
+_controller: Any = None
+
+
+def _limit_threads(n: int) -> list[Callable[[], None]]:
+    global _controller
+    undo: list[Callable[[], None]] = []
+    try:
+        import cv2
+
+        before = cv2.getNumThreads()
+        if before != n:
+            cv2.setNumThreads(n)
+            undo.append(lambda: cv2.setNumThreads(before))
+    except ImportError:  # pragma: no cover - opencv is a core dependency
+        pass
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        # the controller lists the BLAS libraries loaded when it was made; importing a module may
+        # load another one (scipy brings its own OpenBLAS), so it is rebuilt when modules were added
+        n_modules = len(sys.modules)
+        if _controller is None or _controller[0] != n_modules:
+            _controller = (n_modules, ThreadpoolController())
+        lim = _controller[1].limit(limits=n, user_api="blas")
+        undo.append(lim.restore_original_limits)
+    except ImportError:  # pragma: no cover
+        log.debug("threadpoolctl not installed: BLAS threads not limited")
+    return undo
 
 
 def motion_energy(video: np.ndarray, fps: float) -> Series:
     """Mean Farnebäck optical-flow magnitude (px/frame, >= 0) between consecutive frames of (T,H,W,3) uint8 RGB.
 
     T - 1 samples, sample i at (i + 0.5) / fps. Raises FlatSignalError for fewer than 3 frames.
-    Results are memoised by a hash of the frames (see ``_MotionCache``), so av_align and av_sync
-    scoring the same clip compute the optical flow once.
+    Results are shared through :func:`shared_feature` (keyed by the frames' content and fps), so
+    av_align and av_sync scoring the same clip, also from two threads at once, compute the optical
+    flow once.
     """
     v = np.asarray(video)
     if v.ndim != 4 or v.shape[0] < 3:
         raise FlatSignalError(f"need at least 3 video frames to measure motion, got shape {v.shape}")
-    key = _MOTION_CACHE.key(v, fps)
-    hit = _MOTION_CACHE.get(key)
-    if hit is None:
-        hit = _motion_energy(v, fps)
-        _MOTION_CACHE.put(key, hit)
-    return hit
+    return shared_feature("motion", (v,), (float(fps), MOTION_MAX_SIDE), lambda: _motion_energy(v, fps))
 
 
 def _motion_energy(v: np.ndarray, fps: float) -> Series:
