@@ -113,7 +113,7 @@ def test_clap_text_field_and_bad_audio_are_errors_per_clip(model_dir):
                Prompt("c", "no audio text column")]
     r = v.score([good, silent, good], prompts)
     assert r.errors[0] is None and np.isfinite(r.values[0])
-    assert "no audio samples" in r.errors[1] and np.isnan(r.values[1])
+    assert "0.000 s of audio" in r.errors[1] and np.isnan(r.values[1])  # below min_input
     assert "audio_text" in r.errors[2] and np.isnan(r.values[2])
     plain = VERIFIERS.create("clap", model_path=str(model_dir / "clap"))
     direct = plain.score([good], [Prompt("a", "a dog barks")]).values[0]

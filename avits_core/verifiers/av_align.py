@@ -53,7 +53,7 @@ import numpy as np
 from avits_core.errors import ConfigError
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
-from avits_core.verifiers.base import Verifier
+from avits_core.verifiers.base import MinInput, Verifier
 from avits_core.verifiers.features import (
     FlatSignalError,
     audio_onset_envelope,
@@ -160,6 +160,21 @@ def javisbench_av_align(clip: AVClip) -> tuple[float, dict[str, float]]:
     return score, {"n_audio_peaks": int(a.size), "n_video_peaks": int(v.size), "hits": int(hits)}
 
 
+def _overlap_and_silence(name: str, clip: AVClip, min_s: float) -> str | None:
+    """Why a sync verifier cannot measure a clip beyond its sizes: audio and video overlap for less
+    than ``min_s`` seconds, or the audio is digital silence. None when it can."""
+    from avits_core.verifiers.features import check_audio
+
+    both = overlap_duration(clip)
+    if both + 1e-9 < min_s:
+        return f"input too small for {name}: audio and video overlap for {both:.3f} s < {min_s:g} s"
+    try:
+        check_audio(clip.audio)
+    except FlatSignalError as exc:
+        return f"{name}: {exc}"
+    return None
+
+
 class AVAlign(Verifier):
     """AV-Align IoU of audio onset peaks and optical-flow motion peaks, tolerance +-1 video frame.
 
@@ -172,6 +187,16 @@ class AVAlign(Verifier):
     higher_is_better = True
     value_range = (0.0, 1.0)
     needs_weights = False
+    #: A video peak is a strict local maximum of the motion series (the ends excluded), and
+    #: librosa's peak picking averages 100 ms either side of an onset: below 6 frames and 0.5 s of
+    #: overlapping audio and video no event can be found, and 0.0 would mean "too short", not "out
+    #: of sync" (both protocols). 8 kHz: the lowest rate the onset envelope is tested at.
+    min_input = MinInput(frames=6, video_seconds=0.5, audio_seconds=0.5, sample_rate=8000,
+                         modalities=("video", "audio"))
+
+    def check_input(self, clip: AVClip) -> str | None:
+        """min_input, the time both tracks cover (>= 0.5 s), and digital silence."""
+        return super().check_input(clip) or _overlap_and_silence(self.name, clip, self.min_input.video_seconds)
 
     identity_params = ("protocol",)
 

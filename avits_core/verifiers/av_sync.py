@@ -37,7 +37,7 @@ import numpy as np
 
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
-from avits_core.verifiers.base import Verifier
+from avits_core.verifiers.base import MinInput, Verifier
 from avits_core.verifiers.features import (
     ONSET_OVERSAMPLE,
     FlatSignalError,
@@ -102,6 +102,16 @@ class AVSync(Verifier):
     higher_is_better = True
     value_range = (-MAX_LAG_S, 0.0)
     needs_weights = False
+    #: The lag search spans +-MAX_LAG_S (0.5 s): with less than 2 * MAX_LAG_S = 1 s of overlapping
+    #: audio and video the extreme lags rest on a few samples and any offset fits.
+    min_input = MinInput(frames=6, video_seconds=2 * MAX_LAG_S, audio_seconds=2 * MAX_LAG_S, sample_rate=8000,
+                         modalities=("video", "audio"))
+
+    def check_input(self, clip: AVClip) -> str | None:
+        """min_input, the time both tracks cover (>= 1 s), and digital silence."""
+        from avits_core.verifiers.av_align import _overlap_and_silence
+
+        return super().check_input(clip) or _overlap_and_silence(self.name, clip, self.min_input.video_seconds)
 
     def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
         return -abs(estimate_offset(clip))

@@ -35,6 +35,7 @@ import numpy as np
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
+from avits_core.verifiers.base import MinInput
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +59,33 @@ class ClapScore(hf.HFModelVerifier):
 
     name = "clap"
     version = "1"
+    #: Audio only. The extractor repeat-pads short audio to fill its window (``max_length_s``, 10 s
+    #: for LAION CLAP): audio shorter than a tenth of the window would be tiled more than 10 times
+    #: into a drone that is not the sound, so the minimum is max_length_s / 10 (1 s for LAION CLAP;
+    #: read from the model folder's preprocessor_config.json by ``check_input``). 8 kHz: telephone
+    #: band, the lowest rate accepted (resampled to the model's 48 kHz, empty above 4 kHz).
+    min_input = MinInput(audio_seconds=1.0, sample_rate=8000, modalities=("audio", "text"))
+
+    def input_floor(self) -> MinInput:
+        """min_input with ``audio_seconds`` = the model's max_length_s / 10 (class value when unknown)."""
+        import dataclasses
+        import json
+
+        try:
+            cfg = json.loads((self.resolve() / "preprocessor_config.json").read_text(encoding="utf-8"))
+            window = float(cfg.get("max_length_s", 10))
+        except Exception:  # noqa: BLE001 - no local config yet: the class value (LAION CLAP's)
+            return self.min_input
+        return dataclasses.replace(self.min_input, audio_seconds=window / 10.0)
+
+    def check_input(self, clip: AVClip) -> str | None:
+        """The input floor (see ``min_input``) and digital silence (nothing to compare with the text)."""
+        from avits_core.verifiers.imagebind import silence_reason
+
+        short = self.input_floor().shortfall(clip)
+        if short:
+            return f"input too small for {self.name}: {short}"
+        return silence_reason(self.name, clip)
     default_repo = DEFAULT_CLAP
     model_label = "CLAP (clap verifier)"
     cache_kind = "ClapModel"

@@ -32,6 +32,7 @@ import numpy as np
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
+from avits_core.verifiers.base import MinInput
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,9 @@ class ClipScore(hf.HFModelVerifier):
 
     name = "clip"
     version = "1"
+    #: Frames only (any count; the processor resizes any size): at least one 32x32 picture, one
+    #: ViT-B/32 patch of real pixels (smaller pictures are upscaled blur).
+    min_input = MinInput(frames=1, height=32, width=32, modalities=("video", "text"))
     default_repo = DEFAULT_CLIP
     model_label = "CLIP (clip verifier)"
     cache_kind = "CLIPModel"

@@ -59,7 +59,7 @@ from avits_core.errors import ConfigError, MissingWeightsError
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
-from avits_core.verifiers.base import Verifier
+from avits_core.verifiers.base import MinInput, Verifier
 from avits_core.verifiers.clip import sample_frames, uniform_frame_indices
 
 log = logging.getLogger(__name__)
@@ -336,6 +336,8 @@ class TinyBackbone:
 
     name = "tiny"
     VOCAB = 4096
+    #: Its own windowing: one 25 ms Kaldi frame of audio, one frame of video (see input_floor).
+    min_input = MinInput(frames=1, audio_seconds=0.025)
 
     def __init__(self, dim: int = 32, seed: int = 0, device: str = "cpu", dtype: str = "float32") -> None:
         if not isinstance(dim, int) or dim < 2:
@@ -490,10 +492,58 @@ def make_backbone(backbone: str | Any = "imagebind", *, model_path: str | None =
     return backbone
 
 
+#: Minimum input of the ImageBind towers. Audio: ImageBind cuts 2 s clips into 204 Kaldi fbank
+#: frames (25 ms windows every 10 ms) and zero-pads the rest, so 23 ms of audio is no frame at all
+#: and anything under 1 s is more than half padding: at least 1 s (98+ real frames of 204), at 8 kHz
+#: or more. Video: the vision stem is a 2x14x14 Conv3d over frame pairs, so 2 frames (one frame
+#: would be duplicated into a still "clip"); single-frame scores (avh_score, javis_score) need 1.
+#: Pictures of at least 32x32 (smaller ones are upscaled blur at 224 px).
+IB_AUDIO_SECONDS = 1.0
+IB_MIN_SIDE = 32
+
+
+def silence_reason(name: str, clip: AVClip) -> str | None:
+    """An error message when the clip's audio is digital silence (peak < 1e-4, -80 dBFS), else None:
+    an embedding of silence says nothing about the text or the picture."""
+    from avits_core.verifiers.features import SILENCE_PEAK
+
+    a = np.asarray(clip.audio)
+    peak = float(np.max(np.abs(a))) if a.size else 0.0
+    if not peak >= SILENCE_PEAK:  # NaN counts as unmeasurable too
+        return f"{name}: audio is silent (peak amplitude {peak:.2e} < {SILENCE_PEAK:g})"
+    return None
+
+
 class _EmbeddingVerifier(Verifier):
     value_range = (-1.0, 1.0)
     higher_is_better = True
     needs_weights = True
+
+    def input_floor(self) -> tuple[MinInput, bool]:
+        """(the smallest measurable clip, whether digital silence is refused) for this backbone.
+
+        ImageBind: the class ``min_input`` (its windowing, see IB_AUDIO_SECONDS) and silence refused.
+        A backbone object with its own ``min_input`` (TinyBackbone: one 25 ms fbank frame): that,
+        with the verifier's modalities, and silence refused. Any other object (designed vectors in
+        tests): no floor beyond a non-empty clip, silence allowed."""
+        import dataclasses
+
+        if isinstance(self.backbone, ImageBindBackbone):
+            return self.min_input, True
+        own = getattr(self.backbone, "min_input", None)
+        if isinstance(own, MinInput):
+            return dataclasses.replace(own, modalities=self.min_input.modalities), True
+        return MinInput(modalities=self.min_input.modalities), False
+
+    def check_input(self, clip: AVClip) -> str | None:
+        """The backbone's input floor (see ``input_floor``), and digital silence where refused."""
+        floor, refuse_silence = self.input_floor()
+        short = floor.shortfall(clip)
+        if short:
+            return f"input too small for {self.name} ({self.backbone_name}): {short}"
+        if refuse_silence and "audio" in floor.modalities:
+            return silence_reason(self.name, clip)
+        return None
 
     def __init__(self, backbone: str | Any = "imagebind", model_path: str | None = None, device: str = "cpu",
                  dtype: str = "float32", batch_size: int = 4, text_field: str = "text",
@@ -547,6 +597,7 @@ class IBTextVideo(_EmbeddingVerifier):
 
     name = "ib_tv"
     version = "1"
+    min_input = MinInput(frames=2, height=IB_MIN_SIDE, width=IB_MIN_SIDE, modalities=("video", "text"))
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
         return cosine_rows(self._text(prompts), self._video(clips)).tolist()
@@ -557,6 +608,7 @@ class IBTextAudio(_EmbeddingVerifier):
 
     name = "ib_ta"
     version = "1"
+    min_input = MinInput(audio_seconds=IB_AUDIO_SECONDS, sample_rate=8000, modalities=("audio", "text"))
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
         a = self._audio([c.audio for c in clips], [c.sample_rate for c in clips])
@@ -568,6 +620,8 @@ class IBAudioVideo(_EmbeddingVerifier):
 
     name = "ib_av"
     version = "1"
+    min_input = MinInput(frames=2, height=IB_MIN_SIDE, width=IB_MIN_SIDE, audio_seconds=IB_AUDIO_SECONDS,
+                         sample_rate=8000, modalities=("video", "audio"))
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
         a = self._audio([c.audio for c in clips], [c.sample_rate for c in clips])
@@ -580,6 +634,8 @@ class AVHScore(_EmbeddingVerifier):
 
     name = "avh_score"
     version = "1"
+    min_input = MinInput(frames=1, height=IB_MIN_SIDE, width=IB_MIN_SIDE, audio_seconds=IB_AUDIO_SECONDS,
+                         sample_rate=8000, modalities=("video", "audio"))
 
     def __init__(self, *args: Any, num_frames: int = 16, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -598,6 +654,9 @@ class JavisScore(_EmbeddingVerifier):
 
     name = "javis_score"
     version = "1"
+    #: Its windows span min(video, audio) duration: both tracks need IB_AUDIO_SECONDS.
+    min_input = MinInput(frames=1, video_seconds=IB_AUDIO_SECONDS, height=IB_MIN_SIDE, width=IB_MIN_SIDE,
+                         audio_seconds=IB_AUDIO_SECONDS, sample_rate=8000, modalities=("video", "audio"))
 
     def __init__(self, *args: Any, window_s: float = 2.0, overlap_s: float = 1.5, fraction: float = 0.4,
                  num_frames: int | None = 16, **kwargs: Any) -> None:

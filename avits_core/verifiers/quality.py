@@ -31,7 +31,7 @@ import numpy as np
 
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
-from avits_core.verifiers.base import Verifier
+from avits_core.verifiers.base import MinInput, Verifier
 from avits_core.verifiers.synth_text import MeasurementError, frame_rms
 
 PIC_SIGMA_HALF = 8.0
@@ -83,6 +83,9 @@ class Quality(Verifier):
     version = "1"
     higher_is_better = True
     value_range = (0.0, 1.0)
+    #: Immerkaer's 3x3 mask needs 3x3 px; the sound SNR needs one 20 ms RMS frame.
+    min_input = MinInput(frames=1, audio_seconds=0.02, sample_rate=8000, height=3, width=3,
+                         modalities=("video", "audio"))
 
     def components(self, clip: AVClip) -> dict[str, float]:
         """The raw measurements and the two sub-scores of a clip."""

@@ -76,7 +76,7 @@ from avits_core.generators.synth_world import (
 )
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
-from avits_core.verifiers.base import Verifier
+from avits_core.verifiers.base import MinInput, Verifier
 
 log = logging.getLogger(__name__)
 
@@ -393,6 +393,10 @@ class SynthText(Verifier):
     version = "1"
     higher_is_better = True
     value_range = (0.0, 1.0)
+    #: The object tracker needs 8x8 px, the pitch/timbre analysis 0.1 s of sound; counting bounces
+    #: needs 3 frames (checked when the prompt names a count).
+    min_input = MinInput(frames=1, audio_seconds=0.1, sample_rate=8000, height=8, width=8,
+                         modalities=("video", "audio", "text"))
 
     def measure(self, clip: AVClip, attrs: tuple[str, ...] = MEASURABLE) -> dict[str, Any]:
         """Measured attribute values of a clip (only the channels ``attrs`` needs are analysed)."""
