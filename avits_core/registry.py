@@ -98,5 +98,6 @@ VERIFIERS = Registry(
         "ib_av": "avits_core.verifiers.imagebind:IBAudioVideo",
         "avh_score": "avits_core.verifiers.imagebind:AVHScore",
         "javis_score": "avits_core.verifiers.imagebind:JavisScore",
+        "desync": "avits_core.verifiers.synchformer:DeSync",
     },
 )
