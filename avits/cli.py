@@ -458,6 +458,10 @@ def doctor(config: Optional[Path] = typer.Argument(None, help="a run config to c
         raise typer.Exit(1)
 
 
+from avits.evaluate_cmd import evaluate as _evaluate_cmd  # noqa: E402  (the command lives in its own module)
+app.command("evaluate")(_evaluate_cmd)
+
+
 def main() -> None:
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     app()

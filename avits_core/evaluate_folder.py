@@ -575,3 +575,51 @@ def evaluate_folder(spec: EvalSpec) -> dict[str, Any]:
     for b in batches(plan):
         score_entries(plan, store, b)
     return finish(plan, store)
+
+
+def spec_to_dict(spec: EvalSpec) -> dict[str, Any]:
+    """A JSON-able form of ``spec`` (flow and task parameters)."""
+    return {"folder": str(spec.folder), "prompts": str(spec.prompts), "out": str(spec.out) if spec.out else None,
+            "protocol": spec.protocol, "metrics": {k: dict(v) for k, v in spec.metrics.items()},
+            "reference": str(spec.reference) if spec.reference else None, "naming": spec.naming,
+            "allow_extra": bool(spec.allow_extra), "batch_size": int(spec.batch_size)}
+
+
+def spec_from_dict(d: Mapping[str, Any]) -> EvalSpec:
+    d = dict(d)
+    return EvalSpec(folder=Path(d["folder"]), prompts=Path(d["prompts"]), out=Path(d["out"]) if d.get("out") else None,
+                    protocol=d.get("protocol", "avits"), metrics=d.get("metrics") or {m: {} for m in DEFAULT_METRICS},
+                    reference=Path(d["reference"]) if d.get("reference") else None, naming=d.get("naming", "auto"),
+                    allow_extra=bool(d.get("allow_extra", False)), batch_size=int(d.get("batch_size", 8)))
+
+
+_PLANS: dict[str, EvalPlan] = {}
+
+
+def cached_plan(spec: Mapping[str, Any]) -> EvalPlan:
+    """:func:`prepare` once per process per spec (tasks of one flow run share the plan and its models)."""
+    key = json.dumps(dict(spec), sort_keys=True, default=str)
+    plan = _PLANS.get(key)
+    if plan is None:
+        plan = _PLANS[key] = prepare(spec_from_dict(spec))
+    return plan
+
+
+def parse_metrics(text: str | None, params: Sequence[str] = ()) -> dict[str, dict[str, Any]]:
+    """``"av_align,clip"`` and ``["clip.model_path=models/clip", "clip.num_frames=16"]`` -> metric specs.
+    Values are YAML (``16`` is an int, ``true`` a bool)."""
+    import yaml
+
+    names = [m.strip() for m in (text or ",".join(DEFAULT_METRICS)).split(",") if m.strip()]
+    if not names:
+        raise ConfigError("--metrics is empty")
+    out: dict[str, dict[str, Any]] = {n: {} for n in names}
+    for item in params:
+        key, sep, value = item.partition("=")
+        name, dot, pkey = key.strip().partition(".")
+        if not (sep and dot and pkey):
+            raise ConfigError(f"--metric-param {item!r}: expected METRIC.KEY=VALUE, e.g. clip.num_frames=16")
+        if name not in out:
+            raise ConfigError(f"--metric-param {item!r}: metric {name!r} is not in --metrics {names}")
+        out[name][pkey] = yaml.safe_load(value)
+    return out

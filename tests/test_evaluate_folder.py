@@ -162,3 +162,37 @@ def test_javisbench_protocol_on_files_matches_the_evaluator(tmp_path):
     assert {r["extractor"] for r in rows} == {"av_align+protocol=javisbench"}
     versions = {r["verifier_version"] for r in RunStore(tmp_path, "jb").read("rewards").to_pylist()}
     assert versions == {"1+protocol=javisbench"}
+
+
+def test_tasks_and_cli(messy, tmp_path):
+    from typer.testing import CliRunner
+
+    from avits.cli import app
+    from avits_core import evaluate_folder as ef
+    from tasks import evaluate as t
+
+    folder, prompts = messy
+    spec = ef.spec_to_dict(EvalSpec(folder=folder, prompts=prompts, out=tmp_path / "ev", batch_size=4))
+    plan = ef.cached_plan(spec)
+    assert [len(b) for b in ef.batches(plan)] == [4, 2]
+    n = sum(t.score_clips.fn(spec, [e.prompt.prompt_id for e in b]) for b in ef.batches(plan))
+    assert n == 12
+    assert t.score_clips.fn(spec, ["p0", "p1"]) == 0  # cached
+    res = t.finish.fn(spec)
+    assert res["evaluation"]["n_errors"] == {"av_align": 3, "temporal_flickering": 2}
+
+    runner = CliRunner()
+    r = runner.invoke(app, ["evaluate", str(folder), "--prompts", str(prompts), "--out", str(tmp_path / "ev2"), "--local"])
+    assert r.exit_code == 0, r.output
+    assert "av_align" in r.output and (tmp_path / "ev2" / "summary.json").is_file()
+    write_mp4(jump_clip(), folder / "stray.mp4")
+    r = runner.invoke(app, ["evaluate", str(folder), "--prompts", str(prompts), "--local"])
+    assert r.exit_code == 2 and "stray.mp4" in r.output
+    r = runner.invoke(app, ["evaluate", str(folder), "--prompts", str(prompts), "--local", "--allow-extra",
+                            "--metrics", "av_align", "--metric-param", "av_align.protocol=javisbench",
+                            "--out", str(tmp_path / "ev3")])
+    assert r.exit_code == 0, r.output
+    assert "1+protocol=javisbench" in r.output
+    r = runner.invoke(app, ["evaluate", str(folder), "--prompts", str(prompts), "--local", "--allow-extra",
+                            "--metric-param", "clip.num_frames=4"])
+    assert r.exit_code == 2 and "clip" in r.output
