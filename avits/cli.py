@@ -103,41 +103,197 @@ class _progress_bars:
             self.bars.stop()
 
 
+class _FailureCapture(logging.Filter):
+    """Watches Prefect's flow/task-run log records: remembers the first failed task (its name and
+    exception) so that a failed run can be reported as one line naming the failing step, and hides
+    Prefect's own error tracebacks from the console unless ``--verbose``."""
+
+    LOGGERS = ("prefect.task_runs", "prefect.flow_runs")
+
+    def __init__(self, verbose: bool):
+        super().__init__()
+        self.verbose = verbose
+        self.step: str | None = None
+        self.exc: BaseException | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and record.name.startswith(self.LOGGERS):
+            if self.step is None and record.exc_info and record.exc_info[1] is not None:
+                name = getattr(record, "task_run_name", None) or getattr(record, "task_name", None)
+                if name:
+                    self.step, self.exc = str(name), record.exc_info[1]
+            return self.verbose
+        return True
+
+    def install(self) -> None:
+        for h in logging.getLogger().handlers:
+            h.addFilter(self)
+
+    def uninstall(self) -> None:
+        for h in logging.getLogger().handlers:
+            h.removeFilter(self)
+
+
+def _step_and_cause(exc: BaseException, capture: _FailureCapture | None) -> tuple[str, BaseException]:
+    """The failing step and the root cause of a failed flow: the first failed task when Prefect
+    reported one (a task that never ran because its inputs failed raises UnfinishedRun: not the cause)."""
+    if capture is not None and capture.exc is not None:
+        return capture.step or "flow", capture.exc
+    tb = exc.__traceback__
+    step = "flow"
+    while tb is not None:  # the innermost avits_core.runner / tasks function on the stack
+        mod = tb.tb_frame.f_globals.get("__name__", "")
+        if mod.startswith(("avits_core.runner", "avits_core.evo_runner", "tasks.")):
+            step = tb.tb_frame.f_code.co_name
+        tb = tb.tb_next
+    return step, exc
+
+
+def _lock_run(folder: Path, break_lock: bool):
+    """Hold ``folder``'s run lock (creating the folder if needed); one line and exit 2 when held."""
+    from avits_core.lock import RunLock, RunLockedError, command_line
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        lk = RunLock(folder, command_line()).acquire(break_lock=break_lock)
+    except RunLockedError as exc:
+        _fail(str(exc))
+    except OSError as exc:
+        _fail(f"{folder}: cannot take the run lock: {exc.strerror or exc}")
+    for note in lk.notes:
+        typer.secho(f"warning: {note}", fg=typer.colors.YELLOW, err=True)
+    return lk
+
+
+class _locked:
+    """``with _locked(run_path, break_lock):`` holds the run lock of an existing run folder for a command
+    that writes to it; a path that is not a run folder is left to the command's own error."""
+
+    def __init__(self, run_path: Path, break_lock: bool = False):
+        self.run_path, self.break_lock, self.lk = Path(run_path), break_lock, None
+
+    def __enter__(self):
+        if (self.run_path / "run.json").is_file():
+            self.lk = _lock_run(self.run_path, self.break_lock)
+        return self.lk
+
+    def __exit__(self, *exc) -> None:
+        if self.lk is not None:
+            self.lk.release()
+
+
+BREAK_LOCK = typer.Option(False, "--break-lock", help="break a stale lock left by a command on another machine")
+
+
+def _finished_results(folder: Path) -> tuple[Any, dict[str, Any], list[dict[str, Any]]] | None:
+    """(ctx, run.json, results) when the run in ``folder`` is completed and has nothing left to do
+    (every candidate has an ok reward for every verifier at its current version, and the run's
+    selection has metrics); None when the flow has work to do."""
+    from avits_core import runner
+    from avits_core.preflight import read_run_json
+    from avits_core.rerank import missing_pairs
+
+    info = read_run_json(folder)
+    if not info or info.get("status") != "completed" or not info.get("selection_id"):
+        return None
+    ctx = runner.open_run(folder)
+    if any(missing_pairs(ctx, ctx.all_verifier_specs()).values()):
+        return None
+    rows = runner.results_table(ctx, info["selection_id"])
+    return (ctx, info, rows) if rows else None
+
+
+def _run_flow(call, *, quiet: bool, verbose: bool, folder: Path | None):
+    """Run a Prefect flow (``call()`` imports and calls it) on a server picked by avits.server.
+    An exception ends in one line naming the step and the cause (recorded in ``folder``'s run.json
+    when given) and exit code 1; ``--verbose`` also prints the traceback."""
+    from avits import server
+
+    capture = _FailureCapture(verbose)
+    say = (lambda s: None) if quiet else (lambda s: typer.echo(s, err=True))
+    try:
+        with server.prefect_api(say):
+            capture.install()
+            try:
+                return call()
+            finally:
+                capture.uninstall()
+    except (typer.Exit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:  # noqa: BLE001 - every failure ends in one line
+        from avits_core.preflight import one_line, record_failure
+
+        step, cause = _step_and_cause(exc, capture)
+        if folder is not None:
+            try:
+                record_failure(folder, step, cause)
+            except Exception as rec_exc:  # noqa: BLE001 - never hide the real error behind this one
+                log.warning("could not record the failure in %s/run.json: %s", folder, rec_exc)
+        if verbose:
+            import traceback
+
+            traceback.print_exception(cause)
+        where = f" (recorded in {folder / 'run.json'})" if folder is not None and (folder / "run.json").exists() else ""
+        _fail(f"failed at step {step}: {one_line(cause)}{where}" + ("" if verbose else "; --verbose shows the traceback"),
+              code=1)
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="YAML run config"),
     set_: list[str] = typer.Option([], "--set", help="override a config key: --set search.n=4"),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="name of the run folder (default: from the config hash)"),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only warnings and the results"),
-    verbose: bool = typer.Option(False, "--verbose", "-v", help="also Prefect's task-level logs"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="also Prefect's task-level logs and tracebacks"),
+    force: bool = typer.Option(False, "--force", help="accept budgets above the pre-flight limits (search.n > 1024 ...)"),
+    break_lock: bool = typer.Option(False, "--break-lock", help="break a stale lock left by a command on another machine"),
 ) -> None:
-    """Run one ITS config through the Prefect ``its`` flow (resumes the run if it exists)."""
-    _setup_logging(not quiet)
+    """Run one ITS config through the Prefect ``its`` flow (resumes the run if it exists).
+
+    Order: config and every pre-flight check (nothing is created on a refusal), then the run lock,
+    then either the stored results of a finished run (no server, no flow) or the flow."""
     # Prefect reads its logging level when first imported (below): keep its per-task lines out of
     # the way of the progress bars unless asked for.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
-    from avits_core import runner
+    from avits_core import preflight
     from avits_core.config import load_config
 
     overrides = list(set_) + ([f"run_id={run_id}"] if run_id else [])
     try:
         cfg = load_config(config, overrides)
-        runner.validate_config(cfg)  # fail fast, before Prefect starts
-        for spec in cfg.verifiers:
-            runner.get_verifier(spec.name, spec.params).check_ready()
-        for name, params in cfg.evaluation.specs():
-            runner.get_verifier(name, params).check_ready()
-        runner._check_writable(Path(cfg.output_root).expanduser())
+        folder = preflight.run_folder(cfg)
+        if not quiet:
+            n = "EvoSearch" if cfg.search.method == "evosearch" else f"Best-of-{cfg.search.n}"
+            typer.echo(f"avits run {cfg.resolved_run_id()}: {cfg.generator.name}, {n}, {cfg.aggregator.name} over "
+                       f"{'+'.join(v.name for v in cfg.verifiers)} -> {folder}", err=True)
+        preflight.check_run(cfg, force=force)
     except AvitsError as exc:
         _fail(str(exc))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.its import its
-
+    _setup_logging(not quiet)
+    lk = _lock_run(folder, break_lock)
     try:
-        with _progress_bars(enabled=not quiet):
-            out = its(config_path=str(config), overrides=overrides)
-    except AvitsError as exc:
-        _fail(str(exc))
+        try:
+            done = _finished_results(folder)
+        except AvitsError as exc:
+            log.info("stored results not usable (%s); running the flow", exc)
+            done = None
+        if done is not None:
+            ctx, info, results = done
+            _print_table(_results_rows(results), title=f"run {ctx.run_id} (finished; baseline = first candidate per prompt)")
+            typer.echo(f"run folder: {folder}")
+            report_md = Path(folder) / "report" / "report.md"
+            typer.echo(f"report:     {report_md if report_md.exists() else '(none; `avits report` writes it)'}")
+            return
+
+        def call():
+            from flows.its import its
+
+            with _progress_bars(enabled=not quiet):
+                return its(config_path=str(config), overrides=overrides)
+
+        out = _run_flow(call, quiet=quiet, verbose=verbose, folder=folder)
+    finally:
+        lk.release()
     _print_table(_results_rows(out["results"]), title=f"run {out['run_id']} (baseline = first candidate per prompt)")
     typer.echo(f"run folder: {out['run_path']}")
     typer.echo(f"report:     {out['report']}")
@@ -147,6 +303,7 @@ def run(
 def benchmark(
     benchmark_file: Path = typer.Argument(Path("data/configs/benchmark.yaml"), help="benchmark YAML (list of configs)"),
     set_: list[str] = typer.Option([], "--set", help="override applied to every config"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="tracebacks of failures"),
 ) -> None:
     """Run every config of a benchmark file (the its-benchmark flow) and print the comparison table."""
     _setup_logging(False)
@@ -154,18 +311,21 @@ def benchmark(
     from avits_core.benchmark import load_benchmark
     from avits_core.config import load_config
 
+    from avits_core import preflight
+
     try:
         bench = load_benchmark(benchmark_file)
         for it in bench["configs"]:
-            load_config(it["path"], it["set"] + list(set_))
+            preflight.check_run(load_config(it["path"], it["set"] + list(set_)))
     except AvitsError as exc:
         _fail(str(exc))
-    from flows.benchmark import benchmark as benchmark_flow
 
-    try:
-        out = benchmark_flow(str(benchmark_file), overrides=list(set_))
-    except AvitsError as exc:
-        _fail(str(exc))
+    def call():
+        from flows.benchmark import benchmark as benchmark_flow
+
+        return benchmark_flow(str(benchmark_file), overrides=list(set_))
+
+    out = _run_flow(call, quiet=False, verbose=verbose, folder=None)
     typer.echo(Path(out["paths"]["markdown"]).read_text())
     typer.echo(f"written: {out['paths']['parquet']}, {out['paths']['markdown']}, {out['paths']['plot']}")
 
@@ -224,16 +384,18 @@ def sql(
 
 
 @app.command()
-def report(run_path: Path = typer.Argument(..., help="a run folder"), selection_id: Optional[str] = typer.Option(None, "--selection")) -> None:
+def report(run_path: Path = typer.Argument(..., help="a run folder"), selection_id: Optional[str] = typer.Option(None, "--selection"),
+           break_lock: bool = BREAK_LOCK) -> None:
     """(Re)write the run's report (Markdown, PNG plots, HTML with clips)."""
     _setup_logging(False)
     from avits_core import runner
     from avits_core.report import write_report
 
     try:
-        ctx = runner.open_run(run_path)
-        sel = selection_id or ctx.store.read_run_json().get("selection_id") or runner.default_spec(ctx.cfg).selection_id
-        rep = write_report(ctx, sel)
+        with _locked(run_path, break_lock):
+            ctx = runner.open_run(run_path)
+            sel = selection_id or ctx.store.read_run_json().get("selection_id") or runner.default_spec(ctx.cfg).selection_id
+            rep = write_report(ctx, sel)
     except AvitsError as exc:
         _fail(str(exc))
     _print_table(_results_rows(rep.results))
@@ -281,27 +443,56 @@ def rerank(
     aggregator: Optional[str] = typer.Option(None, "--aggregator", help="weighted | rank | minmax | zscore | zscore_candidate | zscore_history | arw (default: the run's)"),
     param: list[str] = typer.Option([], "--param", help="aggregator parameter KEY=VALUE (YAML value), repeatable"),
     budget: Optional[int] = typer.Option(None, "--budget", help="use only the first K candidates of each prompt"),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="tracebacks of failures"),
+    break_lock: bool = typer.Option(False, "--break-lock", help="break a stale lock left by a command on another machine"),
 ) -> None:
-    """Re-rank a finished run: no generator; scores only missing (candidate, verifier) pairs."""
+    """Re-rank a finished run: no generator; scores only missing (candidate, verifier) pairs.
+
+    When every reward it needs is stored, the replay, evaluation and report run in this process
+    (no Prefect server); otherwise the ``rerank`` flow scores the missing pairs."""
     _setup_logging(False)
-    from avits_core.rerank import prepare_rerank
+    from avits_core.rerank import missing_pairs, prepare_rerank
 
     try:
         params = _aggregator_params(param)
-        prepare_rerank(str(run_path), verifiers, aggregator, params, budget)  # validate before Prefect starts
+        ctx, spec, vspecs = prepare_rerank(str(run_path), verifiers, aggregator, params, budget)  # before any work
     except AvitsError as exc:
         _fail(str(exc))
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
-    from flows.rerank import rerank as rerank_flow
-
+    lk = _lock_run(Path(run_path), break_lock)
     try:
-        out = rerank_flow(str(run_path), verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
+        missing = missing_pairs(ctx, vspecs)
+        if not any(missing.values()):
+            out = _rerank_here(ctx, spec, vspecs)
+        else:
+            def call():
+                from flows.rerank import rerank as rerank_flow
+
+                return rerank_flow(str(run_path), verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
+
+            out = _run_flow(call, quiet=False, verbose=verbose, folder=None)
     except AvitsError as exc:
         _fail(str(exc))
+    finally:
+        lk.release()
     for name, counts in out["scored"].items():
         typer.echo(f"{name}: scored {counts['scored']}, errors {counts['errors']}, already stored {counts['cached']}")
     _print_table(_results_rows(out["results"]), title=f"selection {out['selection_id']}")
     typer.echo(f"report: {out['report']}")
+
+
+def _rerank_here(ctx: Any, spec: Any, vspecs: list[Any]) -> dict[str, Any]:
+    """The rerank flow's select -> evaluate -> report, in this process (every reward is stored)."""
+    from avits_core import runner
+    from avits_core.report import write_report
+
+    n = len(ctx.store.candidate_ids())
+    sel_id = runner.select(ctx, spec)
+    runner.evaluate(ctx, sel_id)
+    results = runner.results_table(ctx, sel_id)
+    rep = write_report(ctx, sel_id)
+    return {"run_path": str(ctx.store.path), "selection_id": sel_id, "spec": spec.to_dict(),
+            "scored": {vs.name: {"scored": 0, "errors": 0, "cached": n} for vs in vspecs},
+            "results": results, "report": str(rep.markdown_path)}
 
 
 def _aggregator_params(param: list[str]) -> dict[str, Any] | None:
@@ -343,22 +534,24 @@ def budget(
     selection: Optional[str] = typer.Option(None, "--selection", help="use the spec of this stored selection_id"),
     record: bool = typer.Option(True, "--record/--no-record",
                                 help="also store each budget's selection + metrics in the run (for `avits sql RUN -c bon_at_k`)"),
+    break_lock: bool = BREAK_LOCK,
 ) -> None:
     """BoN@k for k = 1..N from the stored candidates: held-out metrics against k and NFE (table + plot)."""
     _setup_logging(False)
-    from avits_core.analysis import bon_at_k, record_budget_selections
-    from avits_core.report.analysis import write_budget_report
+    with _locked(run_path, break_lock):
+        from avits_core.analysis import bon_at_k, record_budget_selections
+        from avits_core.report.analysis import write_budget_report
 
-    try:
-        ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
-        rows = bon_at_k(data, spec)
-        if record:
-            record_budget_selections(ctx, spec, sorted({r["k"] for r in rows}))
-    except AvitsError as exc:
-        _fail(str(exc))
-    w = write_budget_report(ctx.store.path, spec, rows)
-    _print_table(w.table, title=w.title)
-    typer.echo(f"written: {', '.join(map(str, w.paths))}")
+        try:
+            ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
+            rows = bon_at_k(data, spec)
+            if record:
+                record_budget_selections(ctx, spec, sorted({r["k"] for r in rows}))
+        except AvitsError as exc:
+            _fail(str(exc))
+        w = write_budget_report(ctx.store.path, spec, rows)
+        _print_table(w.table, title=w.title)
+        typer.echo(f"written: {', '.join(map(str, w.paths))}")
 
 
 @app.command()
@@ -366,27 +559,29 @@ def ablate(
     run_path: Path = typer.Argument(..., help="a finished run folder"),
     aggregators: Optional[str] = typer.Option(None, "--aggregators", help="comma list (default: every aggregator that needs no prior stats)"),
     verifiers: Optional[str] = typer.Option(None, "--verifiers", help="comma list of verifiers to take subsets of (default: the run's guided verifiers)"),
+    break_lock: bool = BREAK_LOCK,
 ) -> None:
     """Every non-empty subset of the run's verifiers x every aggregator -> held-out metrics and gains."""
     _setup_logging(False)
-    from avits_core import runner
-    from avits_core.analysis import DEFAULT_AGGREGATORS, ablate as run_ablate, load_run_data
-    from avits_core.report.analysis import write_ablation_report
-    from avits_core.registry import VERIFIERS
+    with _locked(run_path, break_lock):
+        from avits_core import runner
+        from avits_core.analysis import DEFAULT_AGGREGATORS, ablate as run_ablate, load_run_data
+        from avits_core.report.analysis import write_ablation_report
+        from avits_core.registry import VERIFIERS
 
-    try:
-        ctx = runner.open_run(run_path)
-        aggs = [a.strip() for a in aggregators.split(",") if a.strip()] if aggregators else list(DEFAULT_AGGREGATORS)
-        verif = [v.strip() for v in verifiers.split(",") if v.strip()] if verifiers else [v.name for v in ctx.cfg.verifiers]
-        for v in verif:
-            VERIFIERS.get_class(v)
-        data = load_run_data(ctx)
-        rows = run_ablate(data, verif, aggs)
-    except AvitsError as exc:
-        _fail(str(exc))
-    w = write_ablation_report(ctx.store.path, data, verif, rows)
-    _print_table(w.table, title=w.title)
-    typer.echo(f"written: {w.paths[0]} ({len(rows)} rows), {w.paths[1]}")
+        try:
+            ctx = runner.open_run(run_path)
+            aggs = [a.strip() for a in aggregators.split(",") if a.strip()] if aggregators else list(DEFAULT_AGGREGATORS)
+            verif = [v.strip() for v in verifiers.split(",") if v.strip()] if verifiers else [v.name for v in ctx.cfg.verifiers]
+            for v in verif:
+                VERIFIERS.get_class(v)
+            data = load_run_data(ctx)
+            rows = run_ablate(data, verif, aggs)
+        except AvitsError as exc:
+            _fail(str(exc))
+        w = write_ablation_report(ctx.store.path, data, verif, rows)
+        _print_table(w.table, title=w.title)
+        typer.echo(f"written: {w.paths[0]} ({len(rows)} rows), {w.paths[1]}")
 
 
 @app.command()
@@ -397,38 +592,40 @@ def diagnose(
     param: list[str] = typer.Option([], "--param", help="aggregator parameter KEY=VALUE, repeatable"),
     selection: Optional[str] = typer.Option(None, "--selection", help="diagnose this stored selection_id"),
     all_: bool = typer.Option(False, "--all", help="one summary row per stored selection"),
+    break_lock: bool = BREAK_LOCK,
 ) -> None:
     """Hacking indicator (guided vs held-out gain), Spearman correlations, Pareto-front membership."""
     _setup_logging(False)
-    from avits_core.analysis import diagnostics, diagnostics_table, stored_specs
-    from avits_core.report.analysis import write_diagnostics, write_diagnostics_table
+    with _locked(run_path, break_lock):
+        from avits_core.analysis import diagnostics, diagnostics_table, stored_specs
+        from avits_core.report.analysis import write_diagnostics, write_diagnostics_table
 
-    try:
-        ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
+        try:
+            ctx, data, spec = _analysis_spec(run_path, verifiers, aggregator, param, selection)
+            if all_:
+                specs = stored_specs(ctx)
+                if not specs:
+                    raise AvitsError(f"run {ctx.run_id} has no stored selections")
+                table = diagnostics_table(data, specs)
+            else:
+                d = diagnostics(data, spec)
+        except AvitsError as exc:
+            _fail(str(exc))
         if all_:
-            specs = stored_specs(ctx)
-            if not specs:
-                raise AvitsError(f"run {ctx.run_id} has no stored selections")
-            table = diagnostics_table(data, specs)
-        else:
-            d = diagnostics(data, spec)
-    except AvitsError as exc:
-        _fail(str(exc))
-    if all_:
-        w = write_diagnostics_table(ctx.store.path, table)
-        _print_table(w.table, title=w.title)
-        typer.echo(f"written: {', '.join(map(str, w.paths))}")
-        return
-    _print_table([{k: g[k] for k in ("metric", "guided", "oracle", "baseline", "selected", "change", "norm_gain")} for g in d["gains"]],
-                 title=f"gains of selection {d['selection_id']}")
-    fmt = lambda x: "–" if x is None else f"{x:+.3f}"  # noqa: E731
-    typer.echo(f"normalised gain: guided {fmt(d['guided_gain'])}, held-out {fmt(d['held_out_gain'])}, "
-               f"hacking gap {fmt(d['hacking_gap'])}")
-    on, size = d["selected_on_pareto_front"], d["mean_front_size"]
-    typer.echo(f"selected candidates on the Pareto front of the guided verifiers: "
-               f"{'–' if on is None else f'{on:.0%}'} (mean front size {'–' if size is None else f'{size:.2f}'})")
-    _print_table(d["correlations"], title="Spearman correlations")
-    typer.echo(f"written: {write_diagnostics(ctx.store.path, d)}")
+            w = write_diagnostics_table(ctx.store.path, table)
+            _print_table(w.table, title=w.title)
+            typer.echo(f"written: {', '.join(map(str, w.paths))}")
+            return
+        _print_table([{k: g[k] for k in ("metric", "guided", "oracle", "baseline", "selected", "change", "norm_gain")} for g in d["gains"]],
+                     title=f"gains of selection {d['selection_id']}")
+        fmt = lambda x: "–" if x is None else f"{x:+.3f}"  # noqa: E731
+        typer.echo(f"normalised gain: guided {fmt(d['guided_gain'])}, held-out {fmt(d['held_out_gain'])}, "
+                   f"hacking gap {fmt(d['hacking_gap'])}")
+        on, size = d["selected_on_pareto_front"], d["mean_front_size"]
+        typer.echo(f"selected candidates on the Pareto front of the guided verifiers: "
+                   f"{'–' if on is None else f'{on:.0%}'} (mean front size {'–' if size is None else f'{size:.2f}'})")
+        _print_table(d["correlations"], title="Spearman correlations")
+        typer.echo(f"written: {write_diagnostics(ctx.store.path, d)}")
 
 
 @app.command()
@@ -447,14 +644,59 @@ def lineage(run_path: Path = typer.Argument(..., help="a run folder"), prompt_id
 
 
 @app.command()
-def doctor(config: Optional[Path] = typer.Argument(None, help="a run config to check (optional)")) -> None:
-    """Check model paths, weight files, device and memory; say what is missing and how to get it."""
+def doctor(
+    target: Optional[Path] = typer.Argument(None, help="a run config, or a run folder (optional)"),
+    quarantine: bool = typer.Option(False, "--quarantine", help="run folder: move corrupt Parquet parts to <run>/quarantine/"),
+) -> None:
+    """Check the machine; a config's models, weights, device and memory; or a run folder's parts and lock."""
     from avits_core.doctor import run_doctor
 
-    lines, ok = run_doctor(config)
+    lines, ok = run_doctor(target, quarantine=quarantine)
     for line in lines:
         typer.echo(line)
     if not ok:
+        raise typer.Exit(1)
+
+
+server_app = typer.Typer(add_completion=False, no_args_is_help=True,
+                         help="A long-lived local Prefect server (127.0.0.1) that every avits command reuses.")
+app.add_typer(server_app, name="server")
+
+
+@server_app.command("start")
+def server_start(port: int = typer.Option(4280, "--port", help="port on 127.0.0.1")) -> None:
+    """Start the server in the background (state in $PREFECT_HOME/avits-server.json)."""
+    from avits import server
+
+    try:
+        st = server.server_start(port=port)
+    except server.ServerError as exc:
+        _fail(str(exc))
+    typer.echo(f"avits server: pid {st['pid']}, {st['api_url']} (log {st['log']})")
+    typer.echo(f"avits commands reuse it; for plain prefect commands: export PREFECT_API_URL={st['api_url']}")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the server started by `avits server start`."""
+    from avits import server
+
+    st = server.server_stop()
+    typer.echo("no avits server was started" if st is None else f"stopped avits server pid {st['pid']} ({st['api_url']})")
+
+
+@server_app.command("status")
+def server_status() -> None:
+    """Whether the avits server runs and answers; exit 1 when it does not."""
+    from avits import server
+
+    st = server.server_status()
+    if st is None:
+        typer.echo(f"no avits server (state file {server.state_file()} absent)")
+        raise typer.Exit(1)
+    state = "running" if st["healthy"] else ("not answering" if st["alive"] else "dead (stale state file)")
+    typer.echo(f"avits server pid {st['pid']} at {st['api_url']}: {state}")
+    if not st["healthy"]:
         raise typer.Exit(1)
 
 
@@ -463,7 +705,9 @@ app.command("evaluate")(_evaluate_cmd)
 
 
 def main() -> None:
-    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from avits.server import configure_env
+
+    configure_env()  # analytics off, a generous server start-up timeout (unless the user set one)
     app()
 
 
