@@ -190,8 +190,9 @@ class AVAlign(Verifier):
     #: A video peak is a strict local maximum of the motion series (the ends excluded), and
     #: librosa's peak picking averages 100 ms either side of an onset: below 6 frames and 0.5 s of
     #: overlapping audio and video no event can be found, and 0.0 would mean "too short", not "out
-    #: of sync" (both protocols). 8 kHz: the lowest rate the onset envelope is tested at.
-    min_input = MinInput(frames=6, video_seconds=0.5, audio_seconds=0.5, sample_rate=8000,
+    #: of sync" (both protocols). 8 kHz: the lowest rate the onset envelope is tested at. 16x16 px:
+    #: one Farnebäck averaging window (15 px); smaller pictures give flow of the window's padding.
+    min_input = MinInput(frames=6, video_seconds=0.5, audio_seconds=0.5, sample_rate=8000, height=16, width=16,
                          modalities=("video", "audio"))
 
     def check_input(self, clip: AVClip) -> str | None:

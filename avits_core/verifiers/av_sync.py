@@ -103,9 +103,10 @@ class AVSync(Verifier):
     value_range = (-MAX_LAG_S, 0.0)
     needs_weights = False
     #: The lag search spans +-MAX_LAG_S (0.5 s): with less than 2 * MAX_LAG_S = 1 s of overlapping
-    #: audio and video the extreme lags rest on a few samples and any offset fits.
+    #: audio and video the extreme lags rest on a few samples and any offset fits. 16x16 px: one
+    #: Farnebäck averaging window (15 px), as for av_align.
     min_input = MinInput(frames=6, video_seconds=2 * MAX_LAG_S, audio_seconds=2 * MAX_LAG_S, sample_rate=8000,
-                         modalities=("video", "audio"))
+                         height=16, width=16, modalities=("video", "audio"))
 
     def check_input(self, clip: AVClip) -> str | None:
         """min_input, the time both tracks cover (>= 1 s), and digital silence."""
