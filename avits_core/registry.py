@@ -98,6 +98,7 @@ VERIFIERS = Registry(
         "ib_av": "avits_core.verifiers.imagebind:IBAudioVideo",
         "avh_score": "avits_core.verifiers.imagebind:AVHScore",
         "javis_score": "avits_core.verifiers.imagebind:JavisScore",
+        "videoreward": "avits_core.verifiers.videoreward:VideoReward",
         "vqascore": "avits_core.verifiers.vqascore:VQAScore",
         "desync": "avits_core.verifiers.synchformer:DeSync",
     },
