@@ -96,6 +96,7 @@ EXPECTED: dict[str, dict[str, str]] = {
         "rate_4k": "4000 Hz < 8000 Hz",
     },
     "ib_tv": {},  # tiny backbone: one frame, any picture
+    "vqascore": {"one_frame": "1 frames < 8", "three_frames_in_sync": "3 frames < 8"},  # 8 frames, any size
 }
 _TINY_IB_AUDIO = {"audio_10ms": "0.010 s of audio < 0.025 s", "silence": SILENT, "stereo_antiphase": SILENT}
 for _n in ("ib_ta", "ib_av", "avh_score", "javis_score"):
@@ -119,6 +120,9 @@ def learned_params(tmp_path_factory):
               "clap": {"model_path": str(build_tiny_clap(root / "clap"))}}
     for n in ("ib_tv", "ib_ta", "ib_av", "avh_score", "javis_score"):
         params[n] = {"backbone": "tiny"}
+    from tiny_vqascore import build_tiny_vqascore
+
+    params["vqascore"] = {"model_path": str(build_tiny_vqascore(root / "vqascore")), "video_policy": "tile"}
     return params
 
 
