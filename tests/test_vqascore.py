@@ -295,7 +295,7 @@ def test_missing_files_are_all_listed(tmp_path):
     assert "preprocessor_config.json" in msg
     assert "does not carry them" in msg and "openai/clip-vit-large-patch14-336" in msg
     assert "google/flan-t5-xxl" in msg  # no tokenizer in the model folder: the default hub id, not cached
-    assert msg.count("\n  - ") == 4
+    assert "4 missing: (1) " in msg and "(4) " in msg and "(5)" not in msg and "\n" not in msg
     # scoring turns it into error rows, never a number
     res = v.score([make_clip()], PROMPTS[:1])
     assert np.isnan(res.values[0]) and "MissingWeightsError" in res.errors[0]
@@ -373,3 +373,24 @@ def test_importing_the_package_does_not_import_transformers():
     code = ("import sys, avits_core.verifiers.vqascore; "
             "assert 'transformers' not in sys.modules, 'transformers imported eagerly'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_doctor_lists_every_missing_file_on_one_line(tmp_path):
+    import yaml
+
+    from avits_core.doctor import run_doctor
+
+    p = build_tiny_vqascore(tmp_path / "m", vision_in_checkpoint=False)
+    (p / "tokenizer.json").unlink()
+    (p / "clip-vision" / "model.safetensors").unlink()
+    (tmp_path / "p.txt").write_text("a red ball bounces\n")
+    cfg = {"name": "vq", "generator": {"name": "synth"}, "prompts": {"source": str(tmp_path / "p.txt")},
+           "search": {"method": "best_of_n", "n": 2}, "verifiers": [{"name": "av_align", "weight": 1.0}],
+           "aggregator": {"name": "weighted"}, "output_root": str(tmp_path / "runs"),
+           "evaluation": {"oracle": False, "verifiers": [{"name": "vqascore", "params": {
+               "model_path": str(p), "video_policy": "tile", "cache_dir": str(tmp_path / "hf")}}]}}
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    lines, ok = run_doctor(tmp_path / "c.yaml")
+    vq = [line for line in lines if "vqascore" in line]
+    assert not ok and len(vq) == 1 and vq[0].startswith("MISSING: verifier vqascore"), lines
+    assert "2 missing" in vq[0] and "google/flan-t5-xxl" in vq[0] and "clip-vision" in vq[0]

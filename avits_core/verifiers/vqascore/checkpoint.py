@@ -145,9 +145,11 @@ class Layout:
     missing: list[str] = field(default_factory=list)
 
     def raise_if_missing(self) -> None:
-        if self.missing:
+        if self.missing:  # one line (avits doctor prints one finding per line), every item numbered
+            n = len(self.missing)
             raise MissingWeightsError(
-                "VQAScore (CLIP-FlanT5) cannot run; missing:\n  - " + "\n  - ".join(self.missing)
+                f"VQAScore (CLIP-FlanT5) cannot run, {n} missing: "
+                + " ".join(f"({i}) {m.rstrip('.')}." for i, m in enumerate(self.missing, 1))
             )
 
 
