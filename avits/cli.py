@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Any, Optional
@@ -119,7 +120,10 @@ class _FailureCapture(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         if record.levelno >= logging.ERROR and record.name.startswith(self.LOGGERS):
             if self.step is None and record.exc_info and record.exc_info[1] is not None:
-                name = getattr(record, "task_run_name", None) or getattr(record, "task_name", None)
+                task, run_name = getattr(record, "task_name", None), getattr(record, "task_run_name", None)
+                # "score-av_sync" (a task_run_name template) says more than "score"; "report-a1b" does not
+                generated = bool(task and run_name and re.fullmatch(rf"{re.escape(task)}-[0-9a-f]{{3}}", run_name))
+                name = task if generated or not run_name else run_name
                 if name:
                     self.step, self.exc = str(name), record.exc_info[1]
             return self.verbose

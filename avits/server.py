@@ -192,10 +192,25 @@ def shared_server_url() -> str | None:
 
 
 @contextmanager
-def prefect_api(say: Callable[[str], None] | None = None) -> Iterator[str]:
-    """Point Prefect at a server for the ``with`` block (see the module docstring); yields its API URL.
+def _pointed_at(url: str) -> Iterator[None]:
+    """PREFECT_API_URL = ``url`` for the block: in the environment (read when Prefect is first imported)
+    and, when Prefect is already imported in this process (tests), in its settings context."""
+    os.environ["PREFECT_API_URL"] = url
+    try:
+        if "prefect" in sys.modules:
+            from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    Must be entered before Prefect is imported by this process (Prefect reads PREFECT_API_URL then)."""
+            with temporary_settings({PREFECT_API_URL: url}):
+                yield
+        else:
+            yield
+    finally:
+        os.environ.pop("PREFECT_API_URL", None)
+
+
+@contextmanager
+def prefect_api(say: Callable[[str], None] | None = None) -> Iterator[str]:
+    """Point Prefect at a server for the ``with`` block (see the module docstring); yields its API URL."""
     say = say or (lambda s: None)
     configure_env()
     url = os.environ.get("PREFECT_API_URL")
@@ -206,19 +221,15 @@ def prefect_api(say: Callable[[str], None] | None = None) -> Iterator[str]:
     url = shared_server_url()
     if url:
         say(f"Prefect server: {url} (avits server)")
-        os.environ["PREFECT_API_URL"] = url
-        try:
+        with _pointed_at(url):
             yield url
-        finally:
-            os.environ.pop("PREFECT_API_URL", None)
         return
     say("starting a local Prefect server for this command (`avits server start` keeps one for many commands)")
     srv = start_child_server()
-    os.environ["PREFECT_API_URL"] = srv.api_url
     try:
-        yield srv.api_url
+        with _pointed_at(srv.api_url):
+            yield srv.api_url
     finally:
-        os.environ.pop("PREFECT_API_URL", None)
         srv.stop()
 
 
