@@ -18,6 +18,17 @@ Input handling (decisions)
       computed in or on earlier calls. Short audio is "repeatpad"-ed by the extractor as in training.
     - Text longer than the text tower's positions is truncated.
 
+Protocol ``javisbench`` (JavisBench's evaluator, ``calc_clap_score``; ``protocol="javisbench"``)
+    * text: the CSV's ``audio_text`` column when the prompt set has one, else ``text`` (the evaluator's
+      ``df.get('audio_text', df['text'])``); ``text_field`` cannot be changed;
+    * audio resampled to the extractor's rate with librosa's soxr 'soxr_hq', as the evaluator's
+      ``librosa.load(wav, sr=48000)`` does (ours: the polyphase resampler), no clipping to [-1, 1];
+    * the same model, extractor defaults and cosine. Remaining difference: audio longer than the
+      extractor's window (10 s) is cropped at a RANDOM offset by the evaluator (``rand_trunc`` with
+      numpy's global RNG: not reproducible even there); we keep the deterministic centre crop.
+    The evaluator reads the ``.wav`` it is given (``avits evaluate --protocol javisbench`` reads the
+    sibling wav of each mp4 when there is one). The evaluator uses ``laion/clap-htsat-unfused``.
+
 Weights: ``model_path`` is a local ``save_pretrained`` folder or a hub id resolved only from the
 local Hugging Face cache (see :mod:`avits_core.verifiers.hf`); the model loads once per process per
 (path, device, dtype). transformers is imported on first use only.
@@ -52,6 +63,15 @@ def _clip_audio(audio: np.ndarray, sr_in: int, sr_out: int, what: str) -> np.nda
         raise ValueError(f"{what}: the audio contains NaN or infinite samples")
     a = hf.resample_audio(a, sr_in, sr_out)
     return np.clip(a, -1.0, 1.0).astype(np.float32)
+
+
+def _javisbench_audio(audio: np.ndarray, sr_in: int, sr_out: int, what: str) -> np.ndarray:
+    a = np.asarray(audio, dtype=np.float32)
+    if a.size == 0:
+        raise ValueError(f"{what}: the clip has no audio samples")
+    if not np.all(np.isfinite(a)):
+        raise ValueError(f"{what}: the audio contains NaN or infinite samples")
+    return hf.resample_javisbench(a, sr_in, sr_out)
 
 
 class ClapScore(hf.HFModelVerifier):
@@ -98,8 +118,14 @@ class ClapScore(hf.HFModelVerifier):
         batch_size: int = 8,
         text_field: str = "text",
         cache_dir: str | None = None,
+        protocol: str = "avits",
     ) -> None:
         super().__init__(model_path, device, dtype, batch_size, text_field, cache_dir)
+        self.protocol = hf.check_protocol("clap", protocol, text_field)
+        if self.protocol == "javisbench":
+            self.text_field = hf.JAVISBENCH_AUDIO_TEXT
+
+    identity_params = ("protocol",)
 
     # -- weights -------------------------------------------------------------------------------
     def _load(self, path: Path) -> tuple[Any, Any, Any]:
@@ -153,7 +179,10 @@ class ClapScore(hf.HFModelVerifier):
 
         model, fe, _ = self._components()
         sr = int(fe.sampling_rate)
-        ready = [_clip_audio(w, int(r), sr, f"clap audio {i}") for i, (w, r) in enumerate(zip(waves, sample_rates))]
+        if getattr(self, "protocol", "avits") == "javisbench":
+            ready = [_javisbench_audio(w, int(r), sr, f"clap audio {i}") for i, (w, r) in enumerate(zip(waves, sample_rates))]
+        else:
+            ready = [_clip_audio(w, int(r), sr, f"clap audio {i}") for i, (w, r) in enumerate(zip(waves, sample_rates))]
         out = []
         dt = hf.parse_dtype(self.dtype)
         for i in range(0, len(ready), self.batch_size):

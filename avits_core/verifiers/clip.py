@@ -11,6 +11,19 @@ Conventions (documented in docs/metrics.md)
     video papers and JavisBench-style evaluators report 100 * cos (some clamp at 0); multiply by
     100 to compare with those, and note that a clamp hides negative similarities.
 
+Protocol ``javisbench`` (JavisBench's evaluator, ``calc_clip_score``; ``protocol="javisbench"``)
+    * 48 frames at indices round(linspace(0, T - 1, 48)) (torch's float32 linspace, round half to
+      even): with T < 48 frames repeat and count several times in the mean;
+    * the evaluator decodes frames with OpenCV, flips BGR -> RGB, and its frame transform converts
+      BGR -> RGB once more, so CLIP sees the channels SWAPPED (blue as red); reproduced;
+    * preprocessing of the openai ``clip`` package: PIL bicubic resize of the short side to the
+      model's image size (long side ``int(size * long / short)``), centre crop with torchvision's
+      rounding (``int(round((h - size) / 2))``), /255, the folder's CLIP mean/std;
+    * text: the ``text`` column (``text_field`` cannot be changed), truncated to 77 tokens;
+    * value: mean over the 48 frames of the cosine (the raw cosine, not x100).
+    The evaluator loads ``clip.load("ViT-B/32")``, which runs in float16 on a GPU: use the
+    transformers port ``openai/clip-vit-base-patch32`` with ``dtype: float16`` on CUDA to match it.
+
 Input handling (decisions)
     - ``text`` is ``prompt.text`` or ``prompt.meta[text_field]`` (e.g. JavisBench's ``video_text``),
       truncated to the text tower's 77 positions (CLIP cannot read longer text).
@@ -84,9 +97,13 @@ class ClipScore(hf.HFModelVerifier):
         num_frames: int = 8,
         text_field: str = "text",
         cache_dir: str | None = None,
+        protocol: str = "avits",
     ) -> None:
         super().__init__(model_path, device, dtype, batch_size, text_field, cache_dir)
         self.num_frames = hf.check_batch_size(num_frames, "num_frames")
+        self.protocol = hf.check_protocol("clip", protocol, text_field)
+
+    identity_params = ("protocol",)
 
     def _load(self, path: Path) -> tuple[Any, Any, Any]:
         from transformers import AutoTokenizer, CLIPModel
@@ -118,8 +135,48 @@ class ClipScore(hf.HFModelVerifier):
             out.append(torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy())
         return np.concatenate(out).astype(np.float64) if out else np.zeros((0, 0))
 
+    def javisbench_pixels(self, frames: Sequence[np.ndarray]) -> Any:
+        """The evaluator's CLIP input for uint8 frames as it holds them (see the module docstring)."""
+        import torch
+        from PIL import Image
+
+        model, proc, _ = self._components()
+        size = int(model.config.vision_config.image_size)
+        mean = np.asarray(proc.image_mean, np.float32)
+        std = np.asarray(proc.image_std, np.float32)
+        out = []
+        for f in frames:
+            img = Image.fromarray(np.ascontiguousarray(f))
+            w, h = img.size
+            short, long = (w, h) if w <= h else (h, w)
+            if short != size:
+                nl = int(size * long / short)
+                img = img.resize((size, nl) if w <= h else (nl, size), Image.BICUBIC)
+            w, h = img.size
+            top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+            x = np.asarray(img.crop((left, top, left + size, top + size)).convert("RGB"), np.float32) / 255.0
+            out.append(torch.from_numpy(((x - mean) / std).transpose(2, 0, 1).copy()))
+        return torch.stack(out)
+
+    def _score_javisbench(self, clips: Sequence[AVClip], t: np.ndarray) -> list[float]:
+        import torch
+
+        model, _, _ = self._components()
+        dt = hf.parse_dtype(self.dtype)
+        scores = []
+        for ci, clip in enumerate(clips):
+            idx = torch.linspace(0, clip.num_frames - 1, 48).round().long().tolist()
+            px = self.javisbench_pixels([clip.video[i][..., ::-1] for i in idx])  # channels swapped, as there
+            with torch.inference_mode():
+                f = hf.features_of(model.get_image_features(pixel_values=px.to(self.device, dt)))
+            e = torch.nn.functional.normalize(f.float(), dim=-1).cpu().numpy().astype(np.float64)
+            scores.append(float(np.mean(e @ t[ci])))
+        return scores
+
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
         t = self.prompt_embeddings(prompts)
+        if self.protocol == "javisbench":
+            return self._score_javisbench(clips, t)
         frames, own = sample_frames(clips, self.num_frames)
         e = self.embed_frames(frames)
         return [float(np.mean(e[own == ci] @ t[ci])) for ci in range(len(t))]

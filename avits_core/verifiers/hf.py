@@ -233,6 +233,10 @@ def resample_audio(audio: Any, sr_in: int, sr_out: int) -> Any:
 def prompt_text(prompt: Any, field: str) -> str:
     """The text a text-conditioned verifier reads: ``prompt.text`` when ``field == "text"``, else
     ``prompt.meta[field]`` (e.g. JavisBench's ``audio_text``). A missing or empty value raises."""
+    if "|" in field:  # "a|b": the first of the columns the prompt has (a protocol's fallback)
+        names = field.split("|")
+        have = [f for f in names if f == "text" or f in prompt.meta]
+        return prompt_text(prompt, have[0] if have else names[0])
     if field == "text":
         value = prompt.text
     else:
@@ -342,3 +346,34 @@ class HFModelVerifier(Verifier):
 
     def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
         return self.score_clips([clip], [prompt])[0]
+
+
+# -- protocols -------------------------------------------------------------------------------------
+#: Recipes a verifier with a published counterpart can follow: ``avits`` (ours, documented in
+#: docs/metrics.md) or ``javisbench`` (JavisBench's evaluator, JavisDiT ``eval/javisbench``).
+PROTOCOLS = ("avits", "javisbench")
+#: The evaluator's text for audio-side scores (CLAP, ImageBind text-audio): the CSV's ``audio_text``
+#: column when it has one, else ``text`` (its ``df.get('audio_text', df['text'])``).
+JAVISBENCH_AUDIO_TEXT = "audio_text|text"
+
+
+def check_protocol(name: str, protocol: str, text_field: str = "text") -> str:
+    """Validate ``protocol``; the javisbench protocol fixes which prompt column is read, so a
+    ``text_field`` other than the default is refused with it."""
+    if protocol not in PROTOCOLS:
+        raise ConfigError(f"{name}: protocol must be one of {PROTOCOLS}, got {protocol!r}")
+    if protocol == "javisbench" and text_field != "text":
+        raise ConfigError(f"{name}: the javisbench protocol reads the evaluator's prompt column; "
+                          f"drop text_field={text_field!r}")
+    return protocol
+
+
+def resample_javisbench(audio: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
+    """Resampling as the evaluator's ``librosa.load(path, sr=sr_out)`` does it (soxr, 'soxr_hq')."""
+    import librosa
+
+    a = np.asarray(audio, dtype=np.float32)
+    if int(sr_in) == int(sr_out):
+        return a
+    return np.asarray(librosa.resample(a, orig_sr=int(sr_in), target_sr=int(sr_out), res_type="soxr_hq"),
+                      dtype=np.float32)

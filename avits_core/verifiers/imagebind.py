@@ -41,6 +41,23 @@ Scores (all cosines in [-1, 1], higher is better)
                  frames per video), a frame at index i sitting at time i / fps; a window that holds
                  none of them uses the sampled frame nearest to its centre. ``num_frames=None``
                  uses every frame. Each frame is embedded once even when windows share it.
+
+Protocol ``javisbench`` (``protocol="javisbench"``: JavisBench's evaluator, ``calc_imagebind_score`` and
+``calc_av_score`` in JavisDiT ``eval/javisbench``; checked against its code, not its numbers)
+    ib_tv, ib_av  the same recipe as ours (ImageBind's own video and audio transforms); only the
+                  decoding differs (the evaluator reads files with pytorchvideo / torchaudio).
+    ib_ta        the text is the CSV's ``audio_text`` column when the set has one, else ``text``.
+    avh_score    EVERY frame of the clip (the evaluator embeds each decoded frame), not 16.
+    javis_score  the evaluator's windows, counted in frames and samples, not seconds: audio
+                 resampled to 16 kHz (librosa soxr_hq here; torchaudio there); frame windows of
+                 int(2.0 * fps) frames with step int(2.0 * fps) - int(1.5 * fps), audio windows of
+                 32000 samples with step 8000, each list's last window moved back to end at the last
+                 frame / sample, both lists cut to the shorter; a clip with at most one window of
+                 frames or of audio is one window of every frame and the whole audio. Per window: the
+                 cosines of each of its frames with the window audio's embedding, the mean of the
+                 k = int(0.4 * n) lowest (no max(1, .): k = 0, e.g. 2 frames, is an error row where
+                 the evaluator would produce NaN); the mean over windows.
+    The evaluator's text for ib_tv, avh and javis is ``text``; ``text_field`` cannot be changed.
 """
 
 from __future__ import annotations
@@ -499,6 +516,8 @@ def make_backbone(backbone: str | Any = "imagebind", *, model_path: str | None =
 #: would be duplicated into a still "clip"); single-frame scores (avh_score, javis_score) need 1.
 #: Pictures of at least 32x32 (smaller ones are upscaled blur at 224 px).
 IB_AUDIO_SECONDS = 1.0
+#: JavisBench's evaluator resamples audio to 16 kHz before cutting JavisScore windows.
+JAVISBENCH_SR = 16000
 IB_MIN_SIDE = 32
 
 
@@ -545,11 +564,17 @@ class _EmbeddingVerifier(Verifier):
             return silence_reason(self.name, clip)
         return None
 
+    identity_params = ("protocol",)
+    #: prompt column the javisbench protocol reads (the evaluator's): ``text``, or for text-audio
+    #: ``audio_text`` when the prompt set has it.
+    javisbench_text_field = "text"
+
     def __init__(self, backbone: str | Any = "imagebind", model_path: str | None = None, device: str = "cpu",
                  dtype: str = "float32", batch_size: int = 4, text_field: str = "text",
-                 dim: int = 32, seed: int = 0) -> None:
+                 dim: int = 32, seed: int = 0, protocol: str = "avits") -> None:
         self.batch_size = hf.check_batch_size(batch_size)
-        self.text_field = str(text_field)
+        self.protocol = hf.check_protocol(self.name, protocol, text_field)
+        self.text_field = self.javisbench_text_field if protocol == "javisbench" else str(text_field)
         self.backbone = make_backbone(backbone, model_path=model_path, device=device, dtype=dtype, dim=dim, seed=seed)
 
     @property
@@ -608,6 +633,7 @@ class IBTextAudio(_EmbeddingVerifier):
 
     name = "ib_ta"
     version = "1"
+    javisbench_text_field = hf.JAVISBENCH_AUDIO_TEXT
     min_input = MinInput(audio_seconds=IB_AUDIO_SECONDS, sample_rate=8000, modalities=("audio", "text"))
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
@@ -637,13 +663,15 @@ class AVHScore(_EmbeddingVerifier):
     min_input = MinInput(frames=1, height=IB_MIN_SIDE, width=IB_MIN_SIDE, audio_seconds=IB_AUDIO_SECONDS,
                          sample_rate=8000, modalities=("video", "audio"))
 
-    def __init__(self, *args: Any, num_frames: int = 16, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, *args: Any, num_frames: int = 16, protocol: str = "avits", **kwargs: Any) -> None:
+        super().__init__(*args, protocol=protocol, **kwargs)
         self.num_frames = hf.check_batch_size(num_frames, "num_frames")
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
         a = _unit(self._audio([c.audio for c in clips], [c.sample_rate for c in clips]))
-        frames, own = sample_frames(clips, self.num_frames)
+        # javisbench: every frame of the clip (the evaluator embeds each decoded frame)
+        n = max(c.num_frames for c in clips) if self.protocol == "javisbench" else self.num_frames
+        frames, own = sample_frames(clips, n)
         f = _unit(self._frames(frames))
         return [float(np.mean(f[own == ci] @ a[ci])) for ci in range(len(clips))]
 
@@ -659,8 +687,8 @@ class JavisScore(_EmbeddingVerifier):
                          audio_seconds=IB_AUDIO_SECONDS, sample_rate=8000, modalities=("video", "audio"))
 
     def __init__(self, *args: Any, window_s: float = 2.0, overlap_s: float = 1.5, fraction: float = 0.4,
-                 num_frames: int | None = 16, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+                 num_frames: int | None = 16, protocol: str = "avits", **kwargs: Any) -> None:
+        super().__init__(*args, protocol=protocol, **kwargs)
         javis_windows(window_s, window_s, overlap_s)  # validates the window parameters
         if not 0.0 < fraction <= 1.0:
             raise ConfigError(f"fraction must be in (0, 1], got {fraction}")
@@ -682,7 +710,52 @@ class JavisScore(_EmbeddingVerifier):
             out.append((s, e, inside))
         return out
 
+    def javisbench_plan(self, clip: AVClip) -> tuple[list[np.ndarray], list[tuple[int, int]], np.ndarray]:
+        """The evaluator's windows: (frame indices per window, (start, end) sample ranges of the
+        16 kHz audio per window, that audio). Frame windows of int(window_s * fps) frames, step
+        int(window_s * fps) - int(overlap_s * fps), the last one moved back to end at the last frame;
+        audio windows likewise in samples; both lists cut to the shorter one. A clip with at most
+        one window of frames or of audio is one window: every frame and the whole audio."""
+        wave = hf.resample_javisbench(clip.audio, clip.sample_rate, JAVISBENCH_SR)
+        n_v, n_a = clip.num_frames, int(wave.shape[0])
+        vs, vo = int(self.window_s * clip.fps), int(self.overlap_s * clip.fps)
+        as_, ao = int(self.window_s * JAVISBENCH_SR), int(self.overlap_s * JAVISBENCH_SR)
+        if n_v <= vs or n_a <= as_:
+            return [np.arange(n_v)], [(0, n_a)], wave
+
+        def windows(n: int, size: int, step: int) -> list[tuple[int, int]]:
+            if step < 1:
+                raise ValueError(f"javis_score (javisbench): window step {step} < 1 at this frame rate")
+            out = []
+            for start in range(0, n, step):
+                start = min(start, n - size)
+                out.append((start, start + size))
+                if start + size >= n:
+                    break
+            return out
+
+        vw, aw = windows(n_v, vs, vs - vo), windows(n_a, as_, as_ - ao)
+        m = min(len(vw), len(aw))
+        return [np.arange(s, e) for s, e in vw[:m]], aw[:m], wave
+
+    def _score_javisbench(self, clips: Sequence[AVClip]) -> list[float]:
+        scores = []
+        for c in clips:
+            fwins, awins, wave = self.javisbench_plan(c)
+            f = _unit(self._frames([c.video[i] for i in range(c.num_frames)]))
+            a = _unit(self._audio([wave[s:e] for s, e in awins], [JAVISBENCH_SR] * len(awins)))
+            per = []
+            for w, idx in enumerate(fwins):
+                k = int(len(idx) * self.fraction)
+                if k < 1:  # the evaluator's mean of an empty top-k is NaN
+                    raise ValueError(f"javis_score (javisbench): {len(idx)} frames per window give k = 0")
+                per.append(float(np.sort(f[idx] @ a[w])[:k].mean()))
+            scores.append(float(np.mean(per)))
+        return scores
+
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
+        if self.protocol == "javisbench":
+            return self._score_javisbench(clips)
         plans = [self.plan(c) for c in clips]
         frame_keys: dict[tuple[int, int], int] = {}
         frames, waves, rates = [], [], []
