@@ -77,6 +77,13 @@ class AVClip:
 #   to the first video frame using the streams' timestamps (zero-padding or dropping samples at
 #   the start), and trims the audio to the audio stream's declared duration (dropping the
 #   encoder's end padding). The audio is NOT cut or padded to the video's length.
+# * Timestamps, not assumptions (files from phones, screen recorders, editors): every decoded
+#   video frame is placed by its presentation timestamp. A variable-frame-rate stream is resampled
+#   to a constant rate by timestamp (constant_rate: the declared rate that matches the median frame
+#   interval, frames repeated where the recorder dropped them, as FFmpeg's fps filter does) with a
+#   warning and meta["vfr"]; audio that starts after the first frame is preceded by silence for
+#   that time (meta["audio_start_s"]), a gap in the audio timestamps is filled with silence, and a
+#   file without an audio stream, or a stream that decodes to nothing, is a MediaFormatError.
 # ---------------------------------------------------------------------------------------------
 
 import logging  # noqa: E402
@@ -85,7 +92,7 @@ import uuid  # noqa: E402
 from contextlib import contextmanager  # noqa: E402
 from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Iterator  # noqa: E402
+from typing import Any, Iterator  # noqa: E402
 
 # The error classes live in avits_core.errors; imported here so `from avits_core.media import MediaError` works.
 from avits_core.errors import MediaError, MediaFileNotFoundError, MediaFormatError  # noqa: E402
@@ -201,15 +208,89 @@ def write_mp4(clip: AVClip, path: str | os.PathLike[str], *, crf: int = 18,
     return path
 
 
+#: Frame intervals within this fraction of the median interval count as constant (timestamps are
+#: rounded to the container's time base, e.g. 1/12800 s or 1 ms).
+VFR_TOLERANCE = 0.1
+
+
+def _frame_times(frames: list[Any], path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(presentation times in s, durations in s or NaN) of decoded video frames; NaN time where absent."""
+    times = np.array([np.nan if f.time is None else float(f.time) for f in frames], dtype=np.float64)
+    durs = np.array([np.nan if getattr(f, "duration", None) in (None, 0) or f.time_base is None
+                     else float(f.duration * f.time_base) for f in frames], dtype=np.float64)
+    return times, durs
+
+
+def constant_rate(images: list[np.ndarray], times: np.ndarray, nominal_fps: Any, path: Path | str,
+                  durations: np.ndarray | None = None) -> tuple[np.ndarray, float, dict[str, Any]]:
+    """Frames at a constant rate from frames with presentation ``times`` (s): ``(video, fps, info)``.
+
+    ``nominal_fps``: the stream's declared rate, or several (e.g. FFmpeg's guessed, average and base
+    rates), best first. The output rate is the first of them within VFR_TOLERANCE of the median frame
+    interval, else 1 / median (a fraction with denominator <= 1001). Constant-rate input (every
+    interval within VFR_TOLERANCE of the median) is returned as is. Variable-rate input (phone and
+    screen recordings) is resampled by timestamp to that rate, as FFmpeg's ``fps`` filter does: each
+    source frame goes to the output slot nearest its timestamp (round((t - t0) * fps)), and output
+    frame j is the latest frame whose slot is <= j (a frame is repeated until the next one; of two
+    frames in one slot the later wins), up to the last frame's end (its own duration, or the
+    median interval). ``info`` says what was done
+    (``{"vfr": bool, "source_frames": n, ...}``). Frames without timestamps are taken as constant-rate.
+    """
+    n = len(images)
+    info: dict[str, Any] = {"vfr": False, "source_frames": n}
+    cands = [float(x) for x in (nominal_fps if isinstance(nominal_fps, (list, tuple)) else [nominal_fps])
+             if x is not None and float(x) > 0]
+    nominal_fps = cands[0] if cands else None
+    if n == 0:
+        raise MediaFormatError(f"{path}: the video stream decoded to no frames")
+    t = np.asarray(times, dtype=np.float64)
+    if n < 3 or not np.all(np.isfinite(t)):
+        if nominal_fps is None or not nominal_fps > 0:
+            raise MediaFormatError(f"{path}: cannot determine the video frame rate (no timestamps, no rate)")
+        return np.stack(images), float(nominal_fps), info
+    order = np.argsort(t, kind="stable")
+    t = t[order]
+    images = [images[i] for i in order]
+    d = np.diff(t)
+    if np.any(d <= 0):
+        keep = np.concatenate([[True], d > 0])  # duplicate timestamps: keep the first frame of each
+        images = [im for im, k in zip(images, keep) if k]
+        t = t[keep]
+        info["dropped_duplicate_timestamps"] = int((~keep).sum())
+        d = np.diff(t)
+        if d.size == 0:
+            raise MediaFormatError(f"{path}: every video frame has the same timestamp")
+    med = float(np.median(d))
+    agree = [c for c in cands if abs(1.0 / c - med) <= VFR_TOLERANCE * med]
+    fps = agree[0] if agree else float(Fraction(1.0 / med).limit_denominator(1001))
+    if np.all(np.abs(d - med) <= VFR_TOLERANCE * med):
+        return np.stack(images), fps, info
+    last = float(durations[order][-1]) if durations is not None and np.isfinite(durations[order][-1]) else med
+    span = float(t[-1] - t[0]) + last
+    m = max(1, int(round(span * fps)))
+    slots = np.rint((t - t[0]) * fps)  # each frame to its nearest output slot (timestamps jitter by a tick)
+    idx = np.searchsorted(slots, np.arange(m), side="right") - 1
+    idx = np.clip(idx, 0, len(images) - 1)
+    info.update(vfr=True, fps=fps, output_frames=m, min_interval_s=float(d.min()), max_interval_s=float(d.max()))
+    log.warning("%s: variable frame rate (intervals %.1f-%.1f ms); resampled by timestamp to %.3f fps "
+                "(%d -> %d frames)", path, 1e3 * d.min(), 1e3 * d.max(), fps, len(images), m)
+    return np.stack([images[i] for i in idx]), fps, info
+
+
 def read_mp4(path: str | os.PathLike[str]) -> AVClip:
     """Read a video file with one video and one audio stream into an AVClip.
 
-    Video: every decoded frame as uint8 RGB, fps from the stream's average rate (constant frame
-    rate assumed). Audio: float32, downmixed to mono by averaging channels, at the stream's sample
-    rate; aligned so that sample 0 is the time of the first video frame, and trimmed to the audio
-    stream's declared duration (see the notes above). ``meta["path"]`` holds the source path.
-    Raises MediaFileNotFoundError for a missing file and MediaFormatError for an unreadable file
-    or one without a video or audio stream.
+    Video: every decoded frame as uint8 RGB, placed by its stored timestamp: a constant-rate stream
+    is returned frame by frame; a variable-frame-rate stream (phone and screen recordings) is
+    resampled by timestamp to a constant rate (see :func:`constant_rate`; logged, and recorded in
+    ``meta["vfr"]``). Audio: float32, downmixed to mono by averaging channels, at the stream's sample
+    rate; placed by its timestamps too: sample 0 is the time of the first video frame (audio that
+    starts later is preceded by silence for that time, audio that starts earlier loses its
+    lead-in), a gap inside the stream (a later frame's timestamp beyond the samples so far) is
+    filled with silence, and the audio is trimmed to the stream's declared duration (see the notes
+    above). ``meta["path"]`` holds the source path. Raises MediaFileNotFoundError for a missing file
+    and MediaFormatError for an unreadable file, one without a video or audio stream, or a stream
+    that decodes to nothing.
     """
     import av
 
@@ -224,7 +305,7 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
         if not container.streams.video:
             raise MediaFormatError(f"{path} has no video stream")
         if not container.streams.audio:
-            raise MediaFormatError(f"{path} has no audio stream")
+            raise MediaFormatError(f"{path} has no audio stream (avits scores video with sound)")
         vs = container.streams.video[0]
         aus = container.streams.audio[0]
         sr = int(aus.rate or aus.codec_context.sample_rate or 0)
@@ -232,54 +313,70 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
             raise MediaFormatError(f"{path}: audio stream has no sample rate")
         resampler = av.AudioResampler(format="fltp", rate=sr)
 
-        frames: list[np.ndarray] = []
-        video_t0: float | None = None
+        vframes: list[Any] = []
+        images: list[np.ndarray] = []
         chunks: list[np.ndarray] = []
+        n_audio = 0
         audio_t0: float | None = None
+        gaps = 0
         try:
             for packet in container.demux(vs, aus):
                 for frame in packet.decode():
                     if packet.stream.type == "video":
-                        if video_t0 is None:
-                            video_t0 = float(frame.time) if frame.time is not None else 0.0
-                        frames.append(frame.to_ndarray(format="rgb24"))
-                    else:
+                        vframes.append(frame)
+                        images.append(frame.to_ndarray(format="rgb24"))
+                        continue
+                    if frame.time is not None:
                         if audio_t0 is None:
-                            audio_t0 = float(frame.time) if frame.time is not None else 0.0
-                        for out in resampler.resample(frame):
-                            chunks.append(out.to_ndarray().mean(axis=0))
+                            audio_t0 = float(frame.time)
+                        gap = int(round((float(frame.time) - audio_t0) * sr)) - n_audio
+                        if gap > max(1, sr // 1000):  # more than 1 ms missing: silence in its place
+                            chunks.append(np.zeros(gap, np.float32))
+                            n_audio += gap
+                            gaps += 1
+                    elif audio_t0 is None:
+                        audio_t0 = 0.0
+                    for out in resampler.resample(frame):
+                        x = out.to_ndarray().mean(axis=0)
+                        chunks.append(x)
+                        n_audio += x.shape[0]
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().mean(axis=0))
         except av.error.FFmpegError as exc:
             raise MediaFormatError(f"cannot decode {path}: {exc}") from exc
 
-        if not frames:
+        if not images:
             raise MediaFormatError(f"{path}: the video stream decoded to no frames")
-        if not chunks:
+        if not chunks or sum(c.shape[0] for c in chunks) == 0:
             raise MediaFormatError(f"{path}: the audio stream decoded to no samples")
 
-        fps_q = vs.average_rate or vs.guessed_rate or vs.base_rate
-        if fps_q:
-            fps = float(fps_q)
-        elif vs.duration and vs.time_base:
-            fps = len(frames) / float(vs.duration * vs.time_base)
-        else:
-            raise MediaFormatError(f"{path}: cannot determine the video frame rate")
+        nominal = [vs.average_rate, vs.guessed_rate, vs.base_rate]  # declared rates, best first
+        times, durs = _frame_times(vframes, path)
+        video_t0 = float(np.nanmin(times)) if np.any(np.isfinite(times)) else 0.0
+        video, fps, vinfo = constant_rate(images, times, nominal, path, durs)
+        del vframes, images
 
         audio = np.concatenate(chunks).astype(np.float32, copy=False)
         if aus.duration is not None and aus.time_base is not None:
             declared = int(round(float(aus.duration * aus.time_base) * sr))
             if 0 < declared < audio.shape[0]:
                 audio = audio[:declared]  # drop the encoder's end padding
-        offset = int(round(((audio_t0 or 0.0) - (video_t0 or 0.0)) * sr))
+        offset = int(round(((audio_t0 or 0.0) - video_t0) * sr))
         if offset > 0:  # audio starts after the first frame: pad silence in front
             audio = np.concatenate([np.zeros(offset, np.float32), audio])
         elif offset < 0:  # audio starts before the first frame: drop the lead-in
             audio = audio[-offset:]
         if offset:
             log.info("%s: audio starts %+d samples from the first video frame; compensated", path, offset)
-        return AVClip(video=np.stack(frames), fps=fps, audio=audio, sample_rate=sr,
-                      meta={"path": str(path)})
+        if gaps:
+            log.warning("%s: %d gap(s) in the audio timestamps filled with silence", path, gaps)
+        if audio.shape[0] == 0:
+            raise MediaFormatError(f"{path}: no audio left after aligning it to the first video frame "
+                                   f"(the audio ends {-offset / sr:.3f} s before the video starts)")
+        meta: dict[str, Any] = {"path": str(path), "audio_start_s": offset / sr}
+        if vinfo["vfr"]:
+            meta["vfr"] = vinfo
+        return AVClip(video=video, fps=fps, audio=audio, sample_rate=sr, meta=meta)
     finally:
         container.close()
 
@@ -345,11 +442,17 @@ def resample(audio: np.ndarray, sr_from: int, sr_to: int) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)
 
 
+class _VariableRate(Exception):
+    """decord found a variable frame rate: read_video takes the PyAV path, which resamples by timestamp."""
+
+
 def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[np.ndarray, float]:
     """Only the video track of a file: ``(frames uint8 (T, H, W, 3) RGB, fps)``. No audio needed.
 
     ``backend``: ``"decord"`` (batched decoding, fast on long real videos; the x86-64 wheels only),
-    ``"pyav"``, or ``"auto"`` (decord when importable, else PyAV). Used for reference videos (FVD),
+    ``"pyav"``, or ``"auto"`` (decord when importable, else PyAV). Frames are placed by their
+    timestamps: a variable-frame-rate file is resampled to a constant rate as in :func:`read_mp4`
+    (decord detects it and hands the file to PyAV). Used for reference videos (FVD),
     which need not carry sound. Both backends decode with FFmpeg; their RGB conversions may differ
     by a few levels per pixel (measured in tests/test_media.py).
     """
@@ -367,8 +470,17 @@ def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[
         else:
             try:
                 vr = decord.VideoReader(str(path), ctx=decord.cpu(0))
-                frames = vr.get_batch(list(range(len(vr)))).asnumpy()
+                n = len(vr)
+                stamps = np.asarray(vr.get_frame_timestamp(list(range(n))), dtype=np.float64) if n else None
+                if stamps is not None and n >= 3:
+                    d = np.diff(stamps[:, 0])
+                    med = float(np.median(d))
+                    if not (med > 0 and np.all(np.abs(d - med) <= VFR_TOLERANCE * med)):
+                        raise _VariableRate  # resampled by timestamp on the PyAV path
+                frames = vr.get_batch(list(range(n))).asnumpy()
                 return np.ascontiguousarray(frames, dtype=np.uint8), float(vr.get_avg_fps())
+            except _VariableRate:
+                log.debug("%s: variable frame rate; reading it with PyAV", path)
             except decord.DECORDError as exc:
                 # decord 0.6 fails on some frame widths (it pads rows to an alignment); "auto" then
                 # falls back to PyAV, an explicit "decord" says so.
@@ -382,12 +494,14 @@ def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[
             if not container.streams.video:
                 raise MediaFormatError(f"{path} has no video stream")
             vs = container.streams.video[0]
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(vs)]
-            fps_q = vs.average_rate or vs.guessed_rate or vs.base_rate
+            vframes = list(container.decode(vs))
+            frames = [f.to_ndarray(format="rgb24") for f in vframes]
+            fps_q, guessed, base = vs.average_rate, vs.guessed_rate, vs.base_rate
+            times, durs = _frame_times(vframes, path)
+            del vframes
     except av.error.FFmpegError as exc:
         raise MediaFormatError(f"cannot read {path} as a video file: {exc}") from exc
     if not frames:
         raise MediaFormatError(f"{path}: the video stream decoded to no frames")
-    if not fps_q:
-        raise MediaFormatError(f"{path}: the video stream has no frame rate")
-    return np.stack(frames).astype(np.uint8), float(fps_q)
+    video, fps, _ = constant_rate(frames, times, [fps_q, guessed, base], path, durs)
+    return video.astype(np.uint8, copy=False), fps
