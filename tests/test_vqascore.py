@@ -110,6 +110,13 @@ def test_clip_pixels_match_transformers_processor(shape):
     np.testing.assert_allclose(ours, ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("shape", [(40, 56), (61, 33), (30, 30), (12, 150)])
+def test_clip_input_equals_pad_then_pixels(shape):
+    img = np.random.default_rng(2).integers(0, 256, (*shape, 3), dtype=np.uint8)
+    want = fr.clip_pixels(fr.pad_to_square(img, (122, 116, 104)), 28, 28)
+    np.testing.assert_array_equal(fr.clip_input(img, (122, 116, 104), 28, 28), want)
+
+
 # ------------------------------------------------------------------------------------------------
 # prompt format and tokens
 # ------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ CLIP input (both policies)
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
@@ -121,21 +121,43 @@ def pad_to_square(img: np.ndarray, colour: Sequence[int]) -> np.ndarray:
     return out
 
 
-def clip_pixels(img: np.ndarray, size: int, crop: int, mean: Sequence[float] = CLIP_MEAN,
+def clip_pixels(img: Any, size: int, crop: int, mean: Sequence[float] = CLIP_MEAN,
                 std: Sequence[float] = CLIP_STD) -> np.ndarray:
-    """CLIP's image input for one RGB uint8 picture: float32 (3, crop, crop) (see the module docstring)."""
+    """CLIP's image input for one RGB uint8 picture (array or PIL image): float32 (3, crop, crop)
+    (see the module docstring)."""
     from PIL import Image
 
-    a = _check_rgb(img, "picture")
-    h, w = a.shape[:2]
+    pil = img if isinstance(img, Image.Image) else None
+    a = None if pil is not None else _check_rgb(img, "picture")
+    w, h = pil.size if pil is not None else (a.shape[1], a.shape[0])
     short, long = (h, w) if h <= w else (w, h)
     new_short, new_long = int(size), int(size * long / short)
     nh, nw = (new_short, new_long) if h <= w else (new_long, new_short)
     if (nh, nw) != (h, w):
-        a = np.asarray(Image.fromarray(a).resize((nw, nh), resample=Image.Resampling.BICUBIC))
+        src = pil if pil is not None else Image.fromarray(a)
+        a = np.asarray(src.resize((nw, nh), resample=Image.Resampling.BICUBIC))
+    elif a is None:
+        a = np.asarray(pil.convert("RGB"))
     top, left = (nh - crop) // 2, (nw - crop) // 2
     if top < 0 or left < 0:
         raise ValueError(f"crop {crop} is larger than the resized picture {nw}x{nh}")
     a = a[top : top + crop, left : left + crop].astype(np.float32) / 255.0
     a = (a - np.asarray(mean, dtype=np.float32)) / np.asarray(std, dtype=np.float32)
     return np.ascontiguousarray(a.transpose(2, 0, 1), dtype=np.float32)
+
+
+def clip_input(img: np.ndarray, colour: Sequence[int], size: int, crop: int, mean: Sequence[float] = CLIP_MEAN,
+               std: Sequence[float] = CLIP_STD) -> np.ndarray:
+    """``clip_pixels(pad_to_square(img, colour), ...)`` computed with Pillow's fill and paste (the same
+    pixels, without building the padded square in numpy: a tile of 8 frames of 768 px pads to a
+    6214 x 6214 square)."""
+    from PIL import Image
+
+    a = _check_rgb(img, "picture")
+    h, w = a.shape[:2]
+    if h == w:
+        return clip_pixels(a, size, crop, mean, std)
+    side = max(h, w)
+    canvas = Image.new("RGB", (side, side), tuple(int(c) for c in colour))
+    canvas.paste(Image.fromarray(a), ((side - w) // 2, (side - h) // 2))
+    return clip_pixels(canvas, size, crop, mean, std)

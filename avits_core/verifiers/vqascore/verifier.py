@@ -227,7 +227,7 @@ class VQAScore(Verifier):
             idx, pics = self.pictures(clip)
             indices.append(idx)
             for pic in pics:
-                pixels.append(fr.clip_pixels(fr.pad_to_square(pic, colour), pre["size"], pre["crop"], pre["mean"], pre["std"]))
+                pixels.append(fr.clip_input(pic, colour, pre["size"], pre["crop"], pre["mean"], pre["std"]))
                 q_ids.append(q_cache[q])
                 a_ids.append(a_cache[a])
                 owner.append(ci)
