@@ -70,7 +70,12 @@ SET_METRICS = ("fvd", "kvd", "fad")
 JAVISBENCH_KEYS = {
     "clip": "clip_score", "clap": "clap_score", "av_align": "av_align", "ib_tv": "ib_tv", "ib_ta": "ib_ta",
     "ib_av": "ib_av", "avh_score": "avh_score", "javis_score": "javis_score", "desync": "desync",
-    "fvd": "fvd", "kvd": "kvd", "fad": "fad",
+    "fvd": "fvd", "kvd": "kvd", "fad": "fad", "vqascore": "vqascore",
+}
+#: Verifiers whose published variants are chosen by another parameter: name -> (parameter, {protocol: value}).
+PROTOCOL_PARAMS: dict[str, tuple[str, dict[str, str]]] = {
+    "desync": ("policy", {"javisbench": "javisbench"}),
+    "vqascore": ("video_policy", {"javisbench": "tile"}),
 }
 _SAFE = re.compile(r"^[A-Za-z0-9_=+-][A-Za-z0-9._=+-]*$")
 _SAMPLE = re.compile(r"^sample_(\d+)\.mp4$")
@@ -200,6 +205,8 @@ def make_verifier(name: str, params: Mapping[str, Any], protocol: str) -> Verifi
     cls = VERIFIERS.get_class(name)
     if "protocol" in getattr(cls, "identity_params", ()):
         kw.setdefault("protocol", protocol)
+    elif name in PROTOCOL_PARAMS and protocol in PROTOCOL_PARAMS[name][1]:
+        kw.setdefault(PROTOCOL_PARAMS[name][0], PROTOCOL_PARAMS[name][1][protocol])
     elif protocol != "avits":
         log.info("%s has no %s protocol; it is computed with its own recipe", name, protocol)
     try:

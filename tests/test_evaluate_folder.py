@@ -196,3 +196,14 @@ def test_tasks_and_cli(messy, tmp_path):
     r = runner.invoke(app, ["evaluate", str(folder), "--prompts", str(prompts), "--local", "--allow-extra",
                             "--metric-param", "clip.num_frames=4"])
     assert r.exit_code == 2 and "clip" in r.output
+
+
+def test_protocol_reaches_every_verifier_with_a_published_variant():
+    from avits_core.evaluate_folder import make_verifier
+
+    assert make_verifier("av_align", {}, "javisbench").cache_version == "1+protocol=javisbench"
+    assert make_verifier("av_align", {}, "avits").cache_version == "1"
+    assert "policy=javisbench" in make_verifier("desync", {}, "javisbench").cache_version
+    assert "video_policy=tile" in make_verifier("vqascore", {}, "javisbench").cache_version
+    assert make_verifier("temporal_flickering", {}, "javisbench").cache_version == "1"  # no counterpart
+    assert make_verifier("clip", {"model_path": "/nowhere"}, "javisbench").protocol == "javisbench"

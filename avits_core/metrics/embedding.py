@@ -6,8 +6,9 @@ breakdown for JavisBench prompt sets.
 ``metric`` is the verifier name (clip, clap, ib_tv, ib_ta, ib_av, avh_score, javis_score);
 ``value`` is the raw cosine in [-1, 1] (NaN when the clip failed; ``error`` says why);
 ``extractor`` names the model that produced it (e.g. ``clip:openai/clip-vit-base-patch32``,
-``ib_tv:imagebind_huge:.checkpoints/imagebind_huge.pth``), so rows from different weights are never
-mixed up. The exact recipes are in docs/metrics.md.
+``ib_tv:imagebind_huge:.checkpoints/imagebind_huge.pth``) and, for a non-default protocol, the
+protocol (``...+protocol=javisbench``), so rows from different weights or recipes are never mixed up;
+``metric_version`` is the verifier's ``cache_version`` (version plus non-default identity params). The exact recipes are in docs/metrics.md.
 
 :func:`per_category` groups such rows by the JavisBench category columns of each prompt
 (``cat<k>_ind`` in ``Prompt.meta``; one value "2", or several "0,1" / "[0, 1]" when a prompt belongs
@@ -84,11 +85,11 @@ def embedding_scores(
         v = (verifiers or {}).get(name) or VERIFIERS.create(name, **dict(params))
         v.check_ready()
         res = v.score(clips, prompts)
-        extractor = describe_extractor(v)
+        extractor = describe_extractor(v) + v.identity_suffix()  # e.g. "+protocol=javisbench"
         for i, (p, value, err) in enumerate(zip(prompts, res.values, res.errors)):
             row = dict(keys[i]) if keys is not None else {}
             row.update(prompt_id=p.prompt_id, metric=v.name, value=float(value), error=err,
-                       extractor=extractor, metric_version=v.version)
+                       extractor=extractor, metric_version=v.cache_version)
             rows.append(row)
     return rows
 
