@@ -142,14 +142,15 @@ def read_model_config(path: str | os.PathLike[str]) -> RewardConfig:
                         base_model=base)
 
 
-def reward_hint(target: str = "models/VideoReward") -> str:
-    return (f"download the reward checkpoint with `hf download {REWARD_REPO} --local-dir {target}` (older "
-            f"huggingface_hub: `huggingface-cli download ...`) and pass model_path={target!r}")
+def reward_hint(target: str = "./models/VideoReward") -> str:
+    return (f"get the reward checkpoint with `hf download {REWARD_REPO}` (fills the Hugging Face cache; "
+            f"model_path={REWARD_REPO!r} then finds it) or `hf download {REWARD_REPO} --local-dir {target}` "
+            f"and model_path={target!r} (older huggingface_hub: `huggingface-cli download ...`)")
 
 
-def base_hint(target: str = "models/Qwen2-VL-2B-Instruct") -> str:
-    return (f"download the base model with `hf download {BASE_REPO} --local-dir {target}` and pass "
-            f"base_model_path={target!r}")
+def base_hint(target: str = "./models/Qwen2-VL-2B-Instruct") -> str:
+    return (f"get the base model with `hf download {BASE_REPO}` (Hugging Face cache; base_model_path="
+            f"{BASE_REPO!r}) or `hf download {BASE_REPO} --local-dir {target}` and base_model_path={target!r}")
 
 
 # --------------------------------------------------------------------------- checkpoint folders

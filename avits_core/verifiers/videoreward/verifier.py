@@ -203,7 +203,7 @@ class VideoReward(Verifier):
         file is there but wrong (template hash, model_config.json fields)."""
         missing = self.missing_files()
         if missing:
-            raise MissingWeightsError("VideoReward needs files that are missing: " + "; ".join(missing))
+            raise MissingWeightsError("VideoReward cannot run; missing:\n" + "\n".join(f"  - {m}" for m in missing))
         self._template()
 
     def _template(self) -> str:
