@@ -293,7 +293,7 @@ def run(
             from flows.its import its
 
             with _progress_bars(enabled=not quiet):
-                return its(config_path=str(config), overrides=overrides)
+                return its(config=cfg)  # the validated config, not a path to parse again
 
         out = _run_flow(call, quiet=quiet, verbose=verbose, folder=folder)
     finally:

@@ -1,7 +1,10 @@
-"""Name -> class registries for generators and verifiers (built-ins plus entry points).
+"""Name -> class registries for generators, verifiers, aggregators and search methods (built-ins plus
+entry points), all in this one module.
 
-Third-party packages register through the entry-point groups ``avits.generators`` and
-``avits.verifiers``: ``my_model = "my_pkg.module:MyGenerator"``. Built-ins are listed here as
+Third-party packages register through the entry-point groups ``avits.generators``,
+``avits.verifiers``, ``avits.aggregators`` and ``avits.search``: ``my_model = "my_pkg.module:MyGenerator"``.
+A class whose ``name`` attribute differs from the key it is registered under is an error at load
+(the name is what the tables record). Built-ins are listed here as
 import paths so that heavy optional dependencies (transformers, diffusers) are imported only when
 that component is asked for.
 """
@@ -66,6 +69,13 @@ class Registry:
                     f"plugin {self.kind} {name!r} ({eps[name].value}, group {self.group}) failed to load: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
+        declared = getattr(cls, "name", None)
+        if isinstance(declared, str) and declared and declared != name:
+            raise ConfigError(
+                f"{self.kind} {name!r} is registered under a name its class does not have: "
+                f"{getattr(cls, '__module__', '?')}.{getattr(cls, '__qualname__', cls)}.name = {declared!r}; "
+                f"rename the entry point (group {self.group}) or the class attribute so that they agree"
+            )
         self._classes[name] = cls
         return cls
 
@@ -98,8 +108,31 @@ VERIFIERS = Registry(
         "ib_av": "avits_core.verifiers.imagebind:IBAudioVideo",
         "avh_score": "avits_core.verifiers.imagebind:AVHScore",
         "javis_score": "avits_core.verifiers.imagebind:JavisScore",
-        "videoreward": "avits_core.verifiers.videoreward:VideoReward",
         "vqascore": "avits_core.verifiers.vqascore:VQAScore",
+        "videoreward": "avits_core.verifiers.videoreward:VideoReward",
         "desync": "avits_core.verifiers.synchformer:DeSync",
+    },
+)
+
+AGGREGATORS = Registry(
+    "aggregator",
+    "avits.aggregators",
+    {
+        "weighted": "avits_core.aggregate.simple:WeightedSum",
+        "rank": "avits_core.aggregate.simple:RankAggregator",
+        "minmax": "avits_core.aggregate.simple:MinMax",
+        "zscore": "avits_core.aggregate.simple:ZScorePrior",
+        "zscore_candidate": "avits_core.aggregate.simple:ZScoreCandidate",
+        "zscore_history": "avits_core.aggregate.simple:ZScoreHistory",
+        "arw": "avits_core.aggregate.arw:AdaptiveRewardWeighting",
+    },
+)
+
+SEARCH_METHODS = Registry(
+    "search method",
+    "avits.search",
+    {
+        "best_of_n": "avits_core.search.best_of_n:BestOfN",
+        "evosearch": "avits_core.search.evosearch:EvoSearch",
     },
 )

@@ -1,5 +1,13 @@
-"""The ``its`` flow: prompts -> generation tasks -> one scoring task per verifier -> ARW selection
--> evaluation -> report. Only wiring: every step is a function of avits_core.runner."""
+"""The ``its`` flow: one loop over (prompt, event) for every search method, then selection,
+evaluation and report. Only wiring: every step is a function of avits_core.runner.
+
+The config is validated once (by the caller, or here from a path/dict) and the run's context is
+built once; tasks receive it. The loop follows :func:`avits_core.runner.schedule`: per wave,
+generation tasks (one per shard), then one scoring task per verifier over the wave's candidates.
+When the method plans from rewards (several events per prompt), the guided verifiers' tasks are
+awaited before the next wave is planned; held-out evaluation verifiers run alongside and are
+awaited at the end (each task scores only its own wave's candidates, so no pair is scored twice).
+"""
 
 from __future__ import annotations
 
@@ -13,18 +21,53 @@ from avits_core.config import RunConfig, config_from_dict, load_config
 from tasks import its as t
 
 
-def resolve_config(config_path: str | None, overrides: list[str] | None, config: dict[str, Any] | None) -> RunConfig:
+def resolve_config(config_path: str | None, overrides: list[str] | None,
+                   config: RunConfig | dict[str, Any] | None) -> RunConfig:
+    """The validated config: as given (a RunConfig), from a dict, or from a YAML path."""
+    if isinstance(config, RunConfig):
+        if overrides:
+            from avits_core.config import apply_overrides
+
+            return config_from_dict(apply_overrides(config.model_dump(mode="json"), overrides), source="config parameter")
+        return config
     if config is not None:
         from avits_core.config import apply_overrides
 
         return config_from_dict(apply_overrides(config, overrides or []), source="config parameter")
     if not config_path:
-        raise ValueError("give config_path (a YAML file) or config (a dict)")
+        raise ValueError("give config_path (a YAML file) or config (a RunConfig or a dict)")
     return load_config(config_path, overrides)
 
 
-@flow(name="its", log_prints=False)
-def its(config_path: str | None = None, overrides: list[str] | None = None, config: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_waves(ctx: runner.RunContext) -> dict[str, Any]:
+    """Generate and score every wave of the run through tasks; returns the compute summary."""
+    logger = get_run_logger()
+    t.start(ctx)
+    specs = ctx.all_verifier_specs()
+    guided = {v.name for v in ctx.cfg.verifiers}
+    later = []
+    for wave in runner.schedule(ctx):
+        gens = [t.generate.submit(ctx, list(shard)) for shard in wave.shards]
+        now = []
+        for spec in specs:
+            fut = t.score.submit(ctx, spec.model_dump(), gens)
+            (now if spec.name in guided else later).append(fut)
+        if wave.feedback:
+            for f in now:
+                f.result()
+        else:
+            later += now
+    for f in later:
+        logger.debug("scored %s", f.result())
+    summary = t.record_compute(ctx)
+    logger.info("%s: NFE %d over %d prompts, %d decodes", ctx.cfg.search.method, summary["nfe_total"],
+                len(ctx.prompts), summary["decodes"])
+    return summary
+
+
+@flow(name="its", log_prints=False, validate_parameters=False)
+def its(config_path: str | None = None, overrides: list[str] | None = None,
+        config: RunConfig | dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one ITS config end to end; re-running the same config resumes the same run folder."""
     logger = get_run_logger()
     cfg = resolve_config(config_path, overrides, config)
@@ -33,21 +76,10 @@ def its(config_path: str | None = None, overrides: list[str] | None = None, conf
     logger.info("run %s: %d prompts, %s, verifiers %s", ctx.run_id, len(ctx.prompts), cfg.search.method,
                 [v.name for v in cfg.verifiers])
     try:
-        if cfg.search.method == "evosearch":
-            from flows.evo import run_evosearch
-
-            run_evosearch(ctx)
-        else:
-            gens = [t.generate.submit(run_path, [p.prompt_id for p in shard])
-                    for shard in runner.shards(ctx.prompts, cfg.search.prompts_per_task)]
-            scores = [t.score.submit(run_path, spec.model_dump(), wait_for=gens) for spec in ctx.all_verifier_specs()]
-            for f in scores:
-                logger.info("scored %s", f.result())
-            runner.record_compute(ctx)
-        spec = runner.default_spec(cfg)
-        sel_id = t.select(run_path, spec.to_dict())
-        results = t.evaluate(run_path, sel_id)
-        report_path = t.report(run_path, sel_id)
+        run_waves(ctx)
+        sel_id = t.select(ctx, runner.default_spec(cfg).to_dict())
+        results = t.evaluate(ctx, sel_id)
+        report_path = t.report(ctx, sel_id)
     except BaseException:
         runner.finish_run(ctx, status="failed")
         raise

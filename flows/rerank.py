@@ -35,13 +35,13 @@ def rerank(
     cached counts), results (the results table) and report (path of the Markdown report)."""
     logger = get_run_logger()
     ctx, spec, vspecs = prepare_rerank(run_path, verifiers, aggregator, params, budget)
-    futures = {vs.name: t.score.submit(run_path, vs.model_dump()) for vs in vspecs}
+    futures = {vs.name: t.score.submit(ctx, vs.model_dump()) for vs in vspecs}
     scored = {name: f.result() for name, f in futures.items()}
     for name, counts in scored.items():
         logger.info("%s: %s", name, counts)
-    sel_id = t.select(run_path, spec.to_dict())
-    results = t.evaluate(run_path, sel_id)
-    report_path = t.report(run_path, sel_id)
+    sel_id = t.select(ctx, spec.to_dict())
+    results = t.evaluate(ctx, sel_id)
+    report_path = t.report(ctx, sel_id)
     logger.info("selection %s (%s over %s, budget %s)", sel_id, spec.aggregator, spec.verifiers, spec.budget)
     return {"run_path": run_path, "selection_id": sel_id, "spec": spec.to_dict(), "scored": scored,
             "results": results, "report": report_path}

@@ -20,13 +20,12 @@ from avits_core.metrics.oracle import oracle_metrics
 from avits_core.prompts import Prompt
 from avits_core.registry import VERIFIERS
 from avits_core.verifiers.base import Verifier
-from avits_core.search.best_of_n import best_of_n
+from avits_core.search.engine import denoise_capture
+from avits_core.search.memory import best_of_n, evosearch
 from avits_core.search.evosearch import (
     PRESETS,
     EvoSearchConfig,
     EvoSearchError,
-    denoise_capture,
-    evosearch,
     mutate,
     mutate_latent_additive,
     mutate_latent_vp,
@@ -427,27 +426,33 @@ def _config(tmp_path: Path, **search):
 
 
 def test_store_backed_steps_lineage_resume_and_compute(tmp_path):
-    from avits_core import evo_runner, runner
+    from avits_core import runner
 
     cfg = _config(tmp_path)
     ctx = runner.prepare_run(cfg, check_models=False)
-    assert evo_runner.check_ready(ctx).n_generations == 3 == ctx.n_generations
+    assert runner.start_search(ctx)["n_generations"] == 3 == ctx.n_generations
     G = ctx.n_generations
     pa = ctx.prompts[0].prompt_id
-    assert evo_runner.generate_generation(ctx, pa, 0) == 3
+    assert len(runner.generate_event(ctx, pa, 0)) == 3
     with pytest.raises(EvoSearchError, match="no 'av_sync' reward yet"):
-        evo_runner.choose_parents(ctx, pa, 1)
+        runner.generate_event(ctx, pa, 1)
+    made = {}
     for p in ctx.prompts:
         for g in range(G):
-            n = evo_runner.generate_generation(ctx, p.prompt_id, g)
-            assert n == (0 if (p.prompt_id, g) == (pa, 0) else 2 if g else 3)
+            stored = ctx.state.has_event(p.prompt_id, g)
+            rows = runner.generate_event(ctx, p.prompt_id, g)
+            made[(p.prompt_id, g)] = 0 if stored else len(rows)
             for spec in ctx.all_verifier_specs():
-                runner.score_verifier(ctx, spec)
+                runner.score_rows(ctx, spec, rows)
+    assert made == {(p.prompt_id, g): (0 if (p.prompt_id, g) == (pa, 0) else 2 if g else 3)
+                    for p in ctx.prompts for g in range(G)}
     # resume: a reopened run generates nothing again, and the plans are reused
     ctx2 = runner.open_run(ctx.store.path)
-    assert all(evo_runner.generate_generation(ctx2, p.prompt_id, g) == 0 for p in ctx2.prompts for g in range(G))
-    plan1 = evo_runner.choose_parents(ctx2, pa, 1)
-    assert plan1 == evo_runner.read_plan(ctx2, pa, 1)
+    n_parts = len(list((ctx.store.path / "candidates").glob("part-*.parquet")))
+    assert all(len(runner.generate_event(ctx2, p.prompt_id, g)) for p in ctx2.prompts for g in range(G))
+    assert len(list((ctx.store.path / "candidates").glob("part-*.parquet"))) == n_parts
+    plan1 = ctx2.state.plan_for(pa, 1, 8)
+    assert plan1 == runner.read_plan(ctx2.store.path, pa, 1) == ctx.state.plans[pa][1]
 
     rows = {r["candidate_id"]: r for r in ctx.store.read("candidates").to_pylist()}
     assert len(rows) == 2 * (3 + 2 + 2)
@@ -461,40 +466,66 @@ def test_store_backed_steps_lineage_resume_and_compute(tmp_path):
             assert r["parent_ids"] == [] and r["nfe"] == r["nfe_own"] == 8
         else:
             (par,) = r["parent_ids"]
-            plan = evo_runner.read_plan(ctx, r["prompt_id"], r["generation"])
-            assert par in plan.pool and rows[par]["generation"] < r["generation"]
-            assert r["seed"] == plan.mutation_seeds[r["batch_index"]]
+            plan = runner.read_plan(ctx.store.path, r["prompt_id"], r["generation"])
+            assert par in plan.info["pool"] and rows[par]["generation"] < r["generation"]
+            assert r["seed"] == plan.info["mutation_seeds"][r["batch_index"]] == plan.candidates[r["batch_index"]].seed
             assert r["nfe_own"] == (1 + 8 - 3 if r["step"] else 8)
             assert r["nfe"] == r["nfe_own"] + (r["step"] if r["step"] else 0)
     # the stored latent at step 3 of a generation-0 candidate is the step-3 state of its noise
     gen = runner.get_generator("synth", {"num_steps": 8})
     c0 = rows[f"{pa}_g00_c000"]
-    lat = evo_runner.load_latent(ctx, c0, 3)
+    lat = ctx.state.load_latent(c0["candidate_id"], 3)
     ref = gen.denoise(gen.init_noise([c0["seed"]]), ctx.prompts[0], 0, 3)
     assert torch.equal(lat.video, ref.video) and int(lat.nfe[0]) == 3
 
-    summary = evo_runner.record_compute(ctx)
+    summary = runner.record_compute(ctx)
     info = ctx.store.read_run_json()
     assert info["compute"]["nfe_total"] == summary["nfe_total"] == 2 * (3 * 8 + 2 * 8 + 2 * 6)
     assert summary["nfe_per_prompt"][pa] == 52 and summary["decodes"] == 14
     assert summary["verifier_calls"]["synth_text"] >= 14 and summary["scoring_events"] == 6
-    assert info["evosearch"]["population_size_schedule"] == [3, 3, 3]
+    assert info["search"]["population_size_schedule"] == [3, 3, 3] and info["search"]["num_steps"] == 8
 
-    tree = evo_runner.lineage_tree(ctx, pa)
+    tree = runner.lineage_tree(ctx, pa)
     assert all(cid in tree for cid in rows if cid.startswith(pa))
     assert "* selected" in tree and "elite->g1" in tree and "└── " in tree
     with pytest.raises(ConfigError, match="unknown prompt_id"):
-        evo_runner.lineage_tree(ctx, "nope")
+        runner.lineage_tree(ctx, "nope")
+
+
+def test_online_aggregate_equals_a_replay_of_the_stored_rewards(tmp_path):
+    """The parents of every generation were ranked by the aggregates a full replay of the rewards stored
+    up to that event gives (what the former runner recomputed per generation)."""
+    from avits_core import runner
+    from avits_core.selection import replay
+
+    cfg = _config(tmp_path)
+    out = runner.run(cfg, check_models=False)
+    ctx = runner.open_run(out["run_path"])
+    spec = runner.default_spec(ctx.cfg)
+    cands = ctx.store.read("candidates", ["prompt_id", "candidate_id", "generation"]).to_pylist()
+    rewards = runner.ok_rewards(ctx, spec.verifiers)
+    order = [p.prompt_id for p in ctx.prompts]
+    G = ctx.n_generations
+    for pi, p in enumerate(order):
+        for g in range(1, G):
+            last = pi * G + g - 1
+            keep = [c for c in cands if order.index(c["prompt_id"]) < pi or (c["prompt_id"] == p and c["generation"] < g)]
+            ids = {c["candidate_id"] for c in keep}
+            res = replay(spec, keep, [r for r in rewards if r["event_seq"] <= last and r["candidate_id"] in ids],
+                         runner.higher_is_better(spec.verifiers), order)
+            plan = runner.read_plan(ctx.store.path, p, g)
+            want = [res.aggregates[c] for c in plan.info["pool"]]
+            assert plan.info["pool_scores"] == pytest.approx(want, rel=1e-12, abs=1e-12)
 
 
 def test_flow_schedule_error_before_generation(tmp_path):
-    from avits_core import evo_runner, runner
+    from avits_core import runner
 
     cfg = _config(tmp_path)
     cfg.search.params = dict(cfg.search.params, evolution_schedule=[0, 8])
     ctx = runner.prepare_run(cfg, check_models=False)
     with pytest.raises(ConfigError, match=r"evolution_schedule\[1\]: step 8"):
-        evo_runner.check_ready(ctx)
+        runner.start_search(ctx)
     assert ctx.store.read("candidates").num_rows == 0
 
 
@@ -507,15 +538,13 @@ def test_its_flow_runs_evosearch_end_to_end(tmp_path):
     info = json.loads((Path(out["run_path"]) / "run.json").read_text())
     assert info["status"] == "completed"
     assert info["compute"]["decodes"] == 14 and info["compute"]["nfe_total"] == 2 * (24 + 16 + 12)
-    assert {"generate", "select_parents"} <= set(info["timings"])
+    assert {"generate", "plan"} <= set(info["timings"])
     from avits_core import runner
 
     ctx = runner.open_run(out["run_path"])
     sels = [s for s in ctx.store.read("selections").to_pylist() if s["selection_id"] == out["selection_id"]]
     assert len(sels) == 2 and all(s["candidate_id"] for s in sels)
     # the flow's selection is the best candidate over all generations under the final aggregate
-    from avits_core.evo_runner import aggregates_so_far
-
     for s in sels:
-        agg = aggregates_so_far(ctx, s["prompt_id"], ctx.n_generations - 1)
+        agg = ctx.state.aggregates_after(s["prompt_id"], ctx.n_generations - 1)
         assert s["candidate_id"] == max(sorted(agg), key=lambda c: agg[c])

@@ -15,21 +15,7 @@ from avits_core.aggregate.base import Aggregator
 from avits_core.aggregate.pareto import pareto_front
 from avits_core.aggregate.simple import select_best
 from avits_core.errors import UnknownNameError
-from avits_core.registry import Registry
-
-AGGREGATORS = Registry(
-    "aggregator",
-    "avits.aggregators",
-    {
-        "weighted": "avits_core.aggregate.simple:WeightedSum",
-        "rank": "avits_core.aggregate.simple:RankAggregator",
-        "minmax": "avits_core.aggregate.simple:MinMax",
-        "zscore": "avits_core.aggregate.simple:ZScorePrior",
-        "zscore_candidate": "avits_core.aggregate.simple:ZScoreCandidate",
-        "zscore_history": "avits_core.aggregate.simple:ZScoreHistory",
-        "arw": "avits_core.aggregate.arw:AdaptiveRewardWeighting",
-    },
-)
+from avits_core.registry import AGGREGATORS
 
 
 def get_aggregator(

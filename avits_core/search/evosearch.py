@@ -1,4 +1,9 @@
-"""EvoSearch: evolutionary search over initial noises and intermediate latents.
+"""EvoSearch: evolutionary search over initial noises and intermediate latents - a plan-only method.
+
+This file only *plans* (:class:`EvoSearch`, registered as ``evosearch``): which pool members are
+carried as elites, which parent each child has, the branch step and the mutation seeds. Making the
+children (mutation, denoising, kept latents, NFE), scoring, the online aggregate the pool is ranked by,
+storage and resume are the search engine's (:mod:`avits_core.search.engine`), shared by every method.
 
 Generations (the interpretation this module implements)
     ``population_size_schedule = [P0, P1, ..., P_{G-1}]`` and ``evolution_schedule = [k1, ..., k_{G-1}]``
@@ -71,25 +76,29 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Mapping, Sequence
 
 import numpy as np
-import torch
+from pydantic import model_validator
 
-from avits_core.aggregate.base import Aggregator
 from avits_core.errors import ConfigError, EvoSearchError  # EvoSearchError: defined there, re-exported here
 from avits_core.generators.base import JointGenerator, Latents
-from avits_core.media import AVClip
 from avits_core.prompts import Prompt
-from avits_core.search.base import candidate_id as make_candidate_id
+from avits_core.search.base import CandidatePlan, EventPlan, MethodParams, PromptView, SearchMethod
+from avits_core.search.mutation import (  # noqa: F401 (the operators, re-exported for callers of this module)
+    LATENT_MUTATIONS,
+    MODALITIES,
+    apply_mutation,
+    mutate_latent_additive,
+    mutate_latent_vp,
+    mutate_noise,
+    split_latent,
+)
 from avits_core.seeding import candidate_seeds, derive_seed
-from avits_core.verifiers.base import Verifier
 
 log = logging.getLogger(__name__)
 
-MODALITIES: tuple[str, ...] = ("joint", "video", "audio")
-LATENT_MUTATIONS: tuple[str, ...] = ("vp", "additive")
 
 #: Named parameter sets. ``paper``: the EvoSearch paper's setting for a 30-step sampler (5 + 3 + 3
 #: new clips per prompt; NFE 150 + 90 + 3 * (1 + 20) = 303, about a Best-of-10). ``demo``: a cheap
@@ -256,109 +265,13 @@ class EvoSearchConfig:
                     f"{num_steps} the latent is clean and there is no noise left to mutate)"
                 )
 
+    def mutation(self) -> dict[str, Any]:
+        """The mutation of a child, as the engine applies it (:func:`~avits_core.search.mutation.apply_mutation`)."""
+        return {"rule": self.latent_mutation, "beta": self.mutation_rate, "modality": self.modality}
+
     def _check_generation(self, g: int) -> None:
         if not 0 <= g < self.n_generations:
             raise ValueError(f"generation {g} out of range [0, {self.n_generations - 1}]")
-
-
-# ------------------------------------------------------------------------------------------------
-# operators
-
-
-def _mix(a: torch.Tensor, b: torch.Tensor, beta: float) -> torch.Tensor:
-    return math.sqrt(max(0.0, 1.0 - beta * beta)) * a + beta * b.to(a.dtype)
-
-
-def _check_pair(lat: Latents, eps: Latents) -> None:
-    if lat.video.shape != eps.video.shape or lat.audio.shape != eps.audio.shape:
-        raise ValueError(
-            f"mutation noise shapes {tuple(eps.video.shape)}/{tuple(eps.audio.shape)} differ from the latents' "
-            f"{tuple(lat.video.shape)}/{tuple(lat.audio.shape)}"
-        )
-
-
-def _check_beta(beta: float) -> None:
-    if not 0.0 <= beta <= 1.0:
-        raise ValueError(f"mutation rate beta must be in [0, 1], got {beta}")
-
-
-def _check_modality(modality: str) -> None:
-    if modality not in MODALITIES:
-        raise ValueError(f"modality must be one of {MODALITIES}, got {modality!r}")
-
-
-def mutate_noise(z: Latents, eps: Latents, beta: float, modality: str = "joint") -> Latents:
-    """Variance-preserving mutation ``sqrt(1 - beta^2) z + beta eps`` of the selected modality(ies).
-
-    ``z`` and ``eps`` have equal shapes; the result keeps ``z``'s step, seeds and nfe (no NFE spent).
-    """
-    _check_pair(z, eps)
-    _check_beta(beta)
-    _check_modality(modality)
-    video = _mix(z.video, eps.video, beta) if modality in ("joint", "video") else z.video.clone()
-    audio = _mix(z.audio, eps.audio, beta) if modality in ("joint", "audio") else z.audio.clone()
-    return Latents(video=video, audio=audio, step=z.step, seeds=list(z.seeds), nfe=z.nfe.copy())
-
-
-def split_latent(generator: JointGenerator, lat: Latents, prompt: Prompt) -> tuple[Latents, Latents]:
-    """(x0_hat, implied noise) of latents at step k > 0: ``x_k = (1 - s) x0_hat + s n_hat``.
-
-    x0_hat comes from ``generator.predict_x0`` (its NFE is added to the returned x0_hat's nfe).
-    Both results are reported at ``lat.step``.
-    """
-    k = lat.step
-    s = float(generator.timesteps[k])
-    if not s > 0.0:
-        raise ValueError(f"cannot split a clean latent (step {k}, noise level {s})")
-    x0 = generator.predict_x0(lat, prompt, k)
-    v0 = x0.video.to(lat.video.dtype)
-    a0 = x0.audio.to(lat.audio.dtype)
-    nv = (lat.video - (1.0 - s) * v0) / s
-    na = (lat.audio - (1.0 - s) * a0) / s
-    x0_lat = Latents(video=v0, audio=a0, step=k, seeds=list(lat.seeds), nfe=np.asarray(x0.nfe).copy())
-    n_lat = Latents(video=nv, audio=na, step=k, seeds=list(lat.seeds), nfe=lat.nfe.copy())
-    return x0_lat, n_lat
-
-
-def mutate_latent_vp(
-    generator: JointGenerator, lat: Latents, prompt: Prompt, eps: Latents, beta: float, modality: str = "joint"
-) -> Latents:
-    """Variance-preserving re-noising of intermediate latents (see the module docstring).
-
-    Split ``lat`` (at step k > 0) into x0_hat and its implied noise, mutate the noise part with
-    :func:`mutate_noise`, mix again at the step's noise level. A modality that is not mutated is
-    copied from ``lat`` unchanged. The result's nfe includes the predict_x0 call.
-    """
-    _check_pair(lat, eps)
-    _check_beta(beta)
-    _check_modality(modality)
-    s = float(generator.timesteps[lat.step])
-    x0, noise = split_latent(generator, lat, prompt)
-    mutated = mutate_noise(noise, eps, beta, modality)
-    video = (1.0 - s) * x0.video + s * mutated.video if modality in ("joint", "video") else lat.video.clone()
-    audio = (1.0 - s) * x0.audio + s * mutated.audio if modality in ("joint", "audio") else lat.audio.clone()
-    return Latents(video=video, audio=audio, step=lat.step, seeds=list(lat.seeds), nfe=x0.nfe.copy())
-
-
-def mutate_latent_additive(
-    generator: JointGenerator, lat: Latents, eps: Latents, modality: str = "joint"
-) -> Latents:
-    """The reference rule: ``x_k + (t/T) eps`` with ``t/T = timesteps[k]``; no NFE; beta not used."""
-    _check_pair(lat, eps)
-    _check_modality(modality)
-    s = float(generator.timesteps[lat.step])
-    video = lat.video + s * eps.video.to(lat.video.dtype) if modality in ("joint", "video") else lat.video.clone()
-    audio = lat.audio + s * eps.audio.to(lat.audio.dtype) if modality in ("joint", "audio") else lat.audio.clone()
-    return Latents(video=video, audio=audio, step=lat.step, seeds=list(lat.seeds), nfe=lat.nfe.copy())
-
-
-def mutate(generator: JointGenerator, lat: Latents, prompt: Prompt, eps: Latents, cfg: EvoSearchConfig) -> Latents:
-    """Mutate parents' latents with ``cfg``'s rule: initial noise at step 0, else VP or additive."""
-    if lat.step == 0:
-        return mutate_noise(lat, eps, cfg.mutation_rate, cfg.modality)
-    if cfg.latent_mutation == "vp":
-        return mutate_latent_vp(generator, lat, prompt, eps, cfg.mutation_rate, cfg.modality)
-    return mutate_latent_additive(generator, lat, eps, cfg.modality)
 
 
 def mutation_seeds(run_seed: int, prompt_id: str, generation: int, n: int) -> list[int]:
@@ -466,198 +379,85 @@ def plan_generation(
     )
 
 
-def make_children(
-    generator: JointGenerator, prompt: Prompt, parent_latents: Latents, plan: GenerationPlan, cfg: EvoSearchConfig
-) -> Latents:
-    """Mutated copies of ``parent_latents`` (one row per child, at ``plan.step``); seeds = mutation seeds."""
-    if parent_latents.step != plan.step:
-        raise ValueError(f"parents' latents are at step {parent_latents.step}, the plan evolves at {plan.step}")
-    if len(parent_latents) != len(plan.parents):
-        raise ValueError(f"{len(parent_latents)} parent latents for {len(plan.parents)} children")
-    eps = generator.init_noise(plan.mutation_seeds)
-    kids = mutate(generator, parent_latents, prompt, eps, cfg)
-    return kids.with_(seeds=list(plan.mutation_seeds))
-
-
-def denoise_capture(
-    generator: JointGenerator, lat: Latents, prompt: Prompt, capture: Sequence[int]
-) -> tuple[Latents, dict[int, Latents]]:
-    """Denoise ``lat`` to the last step, keeping a copy of the batch at every step of ``capture``
-    that lies in [lat.step, num_steps). Returns (clean latents, {step: latents})."""
-    S = generator.num_steps
-    snaps: dict[int, Latents] = {}
-    cur = lat
-    for k in sorted({int(k) for k in capture if lat.step <= k < S}):
-        if k > cur.step:
-            cur = generator.denoise(cur, prompt, cur.step, k)
-        snaps[k] = cur.select(range(len(cur)))
-    if cur.step < S:
-        cur = generator.denoise(cur, prompt, cur.step, S)
-    return cur, snaps
+def mutate(generator: JointGenerator, lat: Latents, prompt: Prompt, eps: Latents, cfg: EvoSearchConfig) -> Latents:
+    """Mutate parents' latents with ``cfg``'s rule: initial noise at step 0, else VP or additive."""
+    return apply_mutation(generator, lat, prompt, eps, cfg.mutation())
 
 
 # ------------------------------------------------------------------------------------------------
-# the in-memory loop
+# the search method
 
 
-@dataclass
-class EvoCandidate:
-    """One candidate of the in-memory loop (scores are oriented: higher is better)."""
+class EvoSearchParams(MethodParams):
+    """``search.params`` of EvoSearch: a ``preset`` ("paper", "demo") overridden by explicit keys;
+    validated by :class:`EvoSearchConfig` (errors name ``search.params.<field>``)."""
 
-    candidate_id: str
-    prompt_id: str
-    generation: int
-    step: int
-    parent_ids: list[str]
-    seed: int
-    nfe: int
-    nfe_own: int
-    batch_index: int
-    scores: dict[str, float]
-    clip: AVClip = field(repr=False)
-    latents: dict[int, Latents] = field(default_factory=dict, repr=False)
+    preset: Any = None
+    evolution_schedule: Any = None
+    population_size_schedule: Any = None
+    elite_size: Any = None
+    tournament_ratio: Any = None
+    mutation_rate: Any = None
+    latent_mutation: Any = None
+    modality: Any = None
+
+    @model_validator(mode="after")
+    def _valid(self) -> "EvoSearchParams":
+        EvoSearchConfig.from_params(self.model_dump(exclude_none=True))
+        return self
 
 
-@dataclass
-class EvoSearchResult:
-    prompt_id: str
-    candidates: list[EvoCandidate]  # candidate-id order
-    aggregate: np.ndarray  # final aggregate per candidate, same order
-    selected: str
-    nfe_spent: int
-    plans: list[GenerationPlan]
-    populations: list[list[str]]  # population of each generation (elites carried + new candidates)
-    best_per_generation: list[float]  # best aggregate among candidates up to each generation, at that time
+class EvoSearch(SearchMethod):
+    """EvoSearch as a plan: event g of a prompt is generation g (see the module docstring)."""
+
+    name = "evosearch"
+    Params = EvoSearchParams
+
+    def __init__(self, params: Mapping[str, Any] | None = None):
+        super().__init__(params)
+        self.cfg = EvoSearchConfig.from_params(self.params.model_dump(exclude_none=True))
+
+    @classmethod
+    def from_evo_config(cls, cfg: EvoSearchConfig) -> "EvoSearch":
+        d = {k: v for k, v in cfg.to_dict().items() if v is not None}
+        return cls(d)
 
     @property
-    def by_id(self) -> dict[str, EvoCandidate]:
-        return {c.candidate_id: c for c in self.candidates}
+    def n_events(self) -> int:
+        return self.cfg.n_generations
 
+    def capture_steps(self, event: int) -> list[int]:
+        return self.cfg.capture_steps(event)
 
-def _score_batch(verifiers: Sequence[Verifier], clips: list[AVClip], prompt: Prompt) -> list[dict[str, float]]:
-    """Oriented scores per clip; a verifier that fails on a clip leaves NaN there (logged)."""
-    out: list[dict[str, float]] = [{} for _ in clips]
-    for v in verifiers:
-        res = v.score(clips, [prompt] * len(clips))
-        vals = res.values if v.higher_is_better else -res.values
-        for i, (x, err) in enumerate(zip(vals, res.errors)):
-            out[i][v.name] = float("nan") if err else float(x)
-            if err:
-                log.warning("%s failed on candidate %d of %s: %s", v.name, i, prompt.prompt_id, err)
-    return out
+    def check_generator(self, num_steps: int) -> None:
+        self.cfg.check_steps(num_steps)
 
+    def describe(self) -> dict[str, Any]:
+        return dict(self.cfg.to_dict(), method=self.name, n_events=self.n_events, n_generations=self.n_events)
 
-def _eligible(c: "EvoCandidate", names: Sequence[str]) -> bool:
-    return all(math.isfinite(c.scores[n]) for n in names)
+    @staticmethod
+    def population(view: PromptView, generation: int) -> list[str]:
+        """Candidate ids of the population of ``generation``: elites carried into it + its new candidates."""
+        new = view.made_at(generation)
+        if generation == 0:
+            return new
+        return list(view.plans[generation].info["elites"]) + new
 
-
-def _combine(aggregator: Aggregator, cands: Sequence["EvoCandidate"], names: Sequence[str]) -> np.ndarray:
-    """Aggregate of every candidate (candidate order); -inf for candidates lacking a reward."""
-    out = np.full(len(cands), -np.inf)
-    idx = [i for i, c in enumerate(cands) if _eligible(c, names)]
-    if idx:
-        a = aggregator.combine({n: np.array([cands[i].scores[n] for i in idx]) for n in names})
-        out[idx] = a
-    return out
-
-
-def evosearch(
-    generator: JointGenerator,
-    verifiers: Sequence[Verifier],
-    aggregator: Aggregator,
-    prompts: Sequence[Prompt],
-    cfg: EvoSearchConfig,
-    run_seed: int = 0,
-) -> list[EvoSearchResult]:
-    """The whole EvoSearch loop in memory (no store, no Prefect), mirroring :func:`best_of_n`.
-
-    Prompts in order; per prompt, generations in order; each generation is one scoring event
-    (``event_seq = prompt_index * n_generations + generation``) that the aggregator observes before
-    the next parents are chosen. A candidate on which a verifier fails is handled as the selection
-    layer does: it is left out of the event, of the pools and of the selection (aggregate -inf).
-    """
-    cfg.check_steps(generator.num_steps)
-    G = cfg.n_generations
-    S = generator.num_steps
-    names = [v.name for v in verifiers]
-    out: list[EvoSearchResult] = []
-    for pi, p in enumerate(prompts):
-        cands: list[EvoCandidate] = []
-        by_id: dict[str, EvoCandidate] = {}
-        population: list[str] = []
-        plans: list[GenerationPlan] = []
-        populations: list[list[str]] = []
-        best_so_far: list[float] = []
-        for g in range(G):
-            if g == 0:
-                seeds = candidate_seeds(run_seed, p.prompt_id, cfg.population_size_schedule[0])
-                start = generator.init_noise(seeds)
-                parents: list[str] = []
-                inherited = np.zeros(len(seeds), dtype=np.int64)
-                elites: list[str] = []
-            else:
-                agg = _combine(aggregator, cands, names)
-                agg_of = {c.candidate_id: float(a) for c, a in zip(cands, agg)}
-                pool = [c for c in population if math.isfinite(agg_of[c])]
-                plan = plan_generation(cfg, p.prompt_id, g, pool, [agg_of[c] for c in pool], run_seed)
-                plans.append(plan)
-                k = plan.step
-                parent_lat = Latents.cat([by_id[pid].latents[k] for pid in plan.parents])
-                inherited = parent_lat.nfe.copy()
-                start = make_children(generator, p, parent_lat, plan, cfg)
-                seeds = list(plan.mutation_seeds)
-                parents = list(plan.parents)
-                elites = list(plan.elites)
-            final, snaps = denoise_capture(generator, start, p, cfg.capture_steps(g))
-            clips = generator.decode(final, p)
-            scores = _score_batch(verifiers, clips, p)
-            new_ids = []
-            for i, clip in enumerate(clips):
-                cid = make_candidate_id(p.prompt_id, g, i)
-                c = EvoCandidate(
-                    candidate_id=cid,
-                    prompt_id=p.prompt_id,
-                    generation=g,
-                    step=cfg.branch_step(g),
-                    parent_ids=[parents[i]] if parents else [],
-                    seed=int(seeds[i]),
-                    nfe=int(final.nfe[i]),
-                    nfe_own=int(final.nfe[i] - inherited[i]),
-                    batch_index=i,
-                    scores=scores[i],
-                    clip=clip,
-                    latents={k: lat.select([i]) for k, lat in snaps.items()},
-                )
-                cands.append(c)
-                by_id[cid] = c
-                new_ids.append(cid)
-            ok = [s for s in scores if all(math.isfinite(s[n]) for n in names)]
-            if ok:
-                batch = {n: np.array([s[n] for s in ok]) for n in names}
-                aggregator.observe(batch, event_seq=pi * G + g, prompt_id=p.prompt_id, generation=g)
-            population = elites + new_ids
-            populations.append(list(population))
-            now = _combine(aggregator, cands, names)
-            best_so_far.append(float(now.max()))
-            log.debug("%s g%d: %d new candidates from step %d", p.prompt_id, g, len(new_ids), cfg.branch_step(g))
-        final_agg = _combine(aggregator, cands, names)
-        if not np.isfinite(final_agg).any():
-            raise EvoSearchError(f"{p.prompt_id}: no candidate has a complete set of rewards")
-        sel = int(_best_first(final_agg)[0])
-        for c in cands:  # drop kept latents: the result is for inspection, not resumption
-            c.latents = {}
-        out.append(
-            EvoSearchResult(
-                prompt_id=p.prompt_id,
-                candidates=cands,
-                aggregate=final_agg,
-                selected=cands[sel].candidate_id,
-                nfe_spent=int(sum(c.nfe_own for c in cands)),
-                plans=plans,
-                populations=populations,
-                best_per_generation=best_so_far,
-            )
-        )
-        log.info("%s: selected %s of %d candidates (NFE %d, S=%d)", p.prompt_id, cands[sel].candidate_id,
-                 len(cands), out[-1].nfe_spent, S)
-    return out
+    def plan(self, event: int, view: PromptView) -> EventPlan:
+        cfg = self.cfg
+        pid = view.prompt_id
+        if event == 0:
+            seeds = candidate_seeds(view.run_seed, pid, cfg.population_size_schedule[0])
+            return EventPlan(pid, 0, [CandidatePlan(seed=int(s)) for s in seeds])
+        pool = self.population(view, event - 1)
+        agg = view.aggregates()
+        eligible = [c for c in pool if c in agg]
+        if len(eligible) < len(pool):
+            log.warning("%s g%d: %d of %d pool members lack rewards and cannot be parents", pid, event,
+                        len(pool) - len(eligible), len(pool))
+        gp = plan_generation(cfg, pid, event, eligible, [agg[c] for c in eligible], view.run_seed)
+        mutation = cfg.mutation()
+        kids = [CandidatePlan(seed=int(s), parent=p, step=gp.step, mutation=mutation)
+                for p, s in zip(gp.parents, gp.mutation_seeds)]
+        log.info("%s g%d: elites %s, parents %s", pid, event, gp.elites, gp.parents)
+        return EventPlan(pid, event, kids, info=gp.to_dict())

@@ -39,6 +39,15 @@ Reads. ``read(table)`` concatenates every part, conformed to the current schema 
 before a nullable column existed gets nulls there; unknown extra columns are dropped). Row order
 is not meaningful; sort explicitly.
 
+One bad file. A part that cannot be read (truncated, overwritten, not Parquet, a column of an
+incompatible type) is skipped by ``read`` with a warning naming the file (once per file and
+process), and listed in ``RunStore.skipped_parts``: the rest of the table stays readable
+(``read(table, strict=True)`` raises instead). :func:`corrupt_parts` lists every such part of a run
+with the reason (it reads each part in full), and :func:`quarantine_parts` moves them aside to
+``<run>/quarantine/<table>/`` where no reader looks (``avits doctor RUN --quarantine``). The rows of
+a skipped part are missing from every reader until it is repaired and moved back; a resumed run
+redoes what they held (scores are recomputed, a missing candidate is generated again).
+
 Cache. ``scored_pairs(verifier, version)`` returns the candidate_ids that already have a rewards
 row for that verifier and version, 'ok' or 'error' (so a clip that deterministically fails is not
 retried forever); pass ``include_errors=False`` to retry errors. The DuckDB ``rewards`` view then
@@ -66,7 +75,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, NamedTuple, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -93,11 +102,48 @@ except ImportError:  # pragma: no cover - Windows
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RunStore", "list_runs", "RUN_JSON", "MEDIA_DIR", "PART_GLOB"]
+__all__ = ["RunStore", "list_runs", "RUN_JSON", "MEDIA_DIR", "PART_GLOB", "QUARANTINE_DIR", "CorruptPart",
+           "corrupt_parts", "quarantine_parts", "part_problem"]
 
 RUN_JSON = "run.json"
 MEDIA_DIR = "media"
 PART_GLOB = "part-*.parquet"
+QUARANTINE_DIR = "quarantine"
+_warned_parts: set[str] = set()
+_warned_guard = threading.Lock()
+
+
+class CorruptPart(NamedTuple):
+    """A part file no reader can use: its path, why, and its table."""
+
+    path: Path
+    reason: str
+    table: str
+
+
+def _warn_skip(path: Path, reason: str) -> None:
+    key = str(path)
+    with _warned_guard:
+        if key in _warned_parts:
+            return
+        _warned_parts.add(key)
+    log.warning("skipping unreadable part file %s (%s); the rest of the table is read. "
+                "`avits doctor <run> --quarantine` moves it aside", path, reason)
+
+
+def part_problem(path: str | os.PathLike[str], table: str | None = None) -> str | None:
+    """Why part file ``path`` cannot be read in full (conformed to ``table``'s schema when given), or None."""
+    sch = table_schema(table) if table else None
+    try:
+        if sch is None:
+            pq.read_table(path)
+        else:
+            RunStore._read_part(Path(path), sch)
+    except StoreError as exc:
+        return str(exc).split(": ", 1)[-1] if str(exc).startswith("cannot read part file") else str(exc)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return " ".join(f"{type(exc).__name__}: {exc}".split())
+    return None
 _TMP_GLOB = ".*.tmp"
 _local_locks: dict[str, threading.Lock] = {}
 _local_locks_guard = threading.Lock()
@@ -450,6 +496,8 @@ class RunStore:
         self.root = Path(root)
         self.run_id = run_id
         self.path = self.root / run_id
+        #: Part files ``read`` skipped because they could not be read (see the module docstring).
+        self.skipped_parts: list[CorruptPart] = []
 
     def __repr__(self) -> str:
         return f"RunStore({str(self.root)!r}, {self.run_id!r})"
@@ -493,8 +541,10 @@ class RunStore:
 
     # -- tables --------------------------------------------------------------------------------
 
-    def append(self, table: str, rows: Sequence[Mapping[str, Any]] | pa.Table) -> Path | None:
-        """Validate ``rows`` and write them as one new part file; returns its path (None for zero rows)."""
+    def append(self, table: str, rows: Sequence[Mapping[str, Any]] | pa.Table, *,
+               known_ids: set[str] | None = None) -> Path | None:
+        """Validate ``rows`` and write them as one new part file; returns its path (None for zero rows).
+        ``known_ids``: the stored candidate ids when the caller keeps them (saves re-reading the table)."""
         table_schema(table)
         b = _Builder(table, self.run_id)
         if isinstance(rows, pa.Table):
@@ -508,7 +558,7 @@ class RunStore:
             tbl = b.from_rows(rows)
         else:
             raise SchemaError(f"{table}: rows must be a list of dicts or a pyarrow.Table, got {type(rows).__name__}")
-        existing = self.candidate_ids() if table == "candidates" else None
+        existing = (known_ids if known_ids is not None else self.candidate_ids()) if table == "candidates" else None
         tbl = _check_rules(table, tbl, self.run_id, existing)
         d = self.table_dir(table)
         d.mkdir(parents=True, exist_ok=True)
@@ -517,8 +567,10 @@ class RunStore:
         log.debug("%s: wrote %d rows to %s", table, tbl.num_rows, final)
         return final
 
-    def read(self, table: str, columns: Sequence[str] | None = None) -> pa.Table:
-        """All rows of ``table`` (every part), conformed to the current schema; empty table when none."""
+    def read(self, table: str, columns: Sequence[str] | None = None, *, strict: bool = False) -> pa.Table:
+        """All rows of ``table`` (every readable part), conformed to the current schema; empty table when
+        none. An unreadable part is skipped with a warning and recorded in ``skipped_parts``
+        (``strict=True``: StoreError naming it instead)."""
         full = table_schema(table)
         if columns is None:
             sch = full
@@ -527,7 +579,17 @@ class RunStore:
             if bad:
                 raise StoreError(f"{table}: unknown column {bad[0]!r}; columns are {', '.join(full.names)}")
             sch = pa.schema([full.field(c) for c in columns], metadata=full.metadata)
-        parts = [self._read_part(p, sch) for p in self.parts(table)]
+        parts = []
+        for p in self.parts(table):
+            try:
+                parts.append(self._read_part(p, sch))
+            except StoreError as exc:
+                if strict:
+                    raise
+                reason = str(exc).removeprefix(f"cannot read part file {p}: ")
+                if not any(c.path == p for c in self.skipped_parts):
+                    self.skipped_parts.append(CorruptPart(p, reason, table))
+                _warn_skip(p, reason)
         if not parts:
             return sch.empty_table()
         return pa.concat_tables(parts)
@@ -538,8 +600,8 @@ class RunStore:
             pf = pq.ParquetFile(path)
             present = set(pf.schema_arrow.names)
             got = pf.read(columns=[n for n in sch.names if n in present])
-        except (OSError, pa.ArrowException) as exc:
-            raise StoreError(f"cannot read part file {path}: {exc}") from exc
+        except (OSError, pa.ArrowException, ValueError) as exc:
+            raise StoreError(f"cannot read part file {path}: {' '.join(str(exc).split())}") from exc
         arrays = []
         for field in sch:
             if field.name in present:
@@ -565,6 +627,10 @@ class RunStore:
         if not include_errors:
             mask = pc.and_(mask, pc.equal(t["status"], "ok"))
         return set(t.filter(mask)["candidate_id"].to_pylist())
+
+    def corrupt_parts(self) -> list[CorruptPart]:
+        """Every part of this run that cannot be read in full (see :func:`corrupt_parts`)."""
+        return corrupt_parts(self.path)
 
     def candidate_ids(self) -> set[str]:
         """Every candidate_id stored in this run."""
@@ -656,3 +722,44 @@ def list_runs(root: str | Path) -> list[str]:
         if (d / RUN_JSON).is_file() or any((d / t).is_dir() for t in TABLE_NAMES):
             out.append(d.name)
     return sorted(out)
+
+
+def corrupt_parts(run_path: str | os.PathLike[str], tables: Sequence[str] | None = None) -> list[CorruptPart]:
+    """(path, reason, table) of every part file of the run at ``run_path`` that cannot be read in full
+    and conformed to its table's schema, in table then file order. Reads every part: O(run size)."""
+    run = Path(run_path)
+    out = []
+    for table in tables or TABLE_NAMES:
+        d = run / table
+        if not d.is_dir():
+            continue
+        for part in sorted(d.glob(PART_GLOB)):
+            why = part_problem(part, table)
+            if why is not None:
+                out.append(CorruptPart(part, why, table))
+    return out
+
+
+def quarantine_parts(run_path: str | os.PathLike[str], parts: Sequence[CorruptPart | str | os.PathLike[str]] | None = None
+                     ) -> list[tuple[Path, Path]]:
+    """Move part files out of the tables into ``<run>/quarantine/<table>/<name>`` (the same name; a
+    numeric suffix if taken) and return (old, new) paths. ``parts``: the parts to move (default:
+    :func:`corrupt_parts`); each must be a part file of a table of this run. Nothing is deleted."""
+    run = Path(run_path).resolve()
+    todo = corrupt_parts(run) if parts is None else parts
+    moved = []
+    for item in todo:
+        part = Path(item.path if isinstance(item, CorruptPart) else item).resolve()
+        if part.parent.parent != run or part.parent.name not in TABLE_NAMES or not part.match(PART_GLOB):
+            raise StoreError(f"{part} is not a part file of a table of run {run}")
+        dest_dir = inside(run, Path(QUARANTINE_DIR) / part.parent.name)
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        dest = dest_dir / part.name
+        k = 1
+        while dest.exists():
+            dest = dest_dir / f"{part.stem}.{k}{part.suffix}"
+            k += 1
+        os.replace(part, dest)
+        log.warning("quarantined %s -> %s", part, dest)
+        moved.append((part, dest))
+    return moved
