@@ -97,6 +97,7 @@ EXPECTED: dict[str, dict[str, str]] = {
     },
     "ib_tv": {},  # tiny backbone: one frame, any picture
     "vqascore": {"one_frame": "1 frames < 8", "three_frames_in_sync": "3 frames < 8"},  # 8 frames, any size
+    "videoreward": {"one_frame": "1 frames < 2"},  # 2 frames; small pictures are upscaled, audio not read
 }
 _TINY_IB_AUDIO = {"audio_10ms": "0.010 s of audio < 0.025 s", "silence": SILENT, "stereo_antiphase": SILENT}
 for _n in ("ib_ta", "ib_av", "avh_score", "javis_score"):
@@ -123,6 +124,9 @@ def learned_params(tmp_path_factory):
     from tiny_vqascore import build_tiny_vqascore
 
     params["vqascore"] = {"model_path": str(build_tiny_vqascore(root / "vqascore")), "video_policy": "tile"}
+    from tiny_videoreward import build_tiny_videoreward
+
+    params["videoreward"] = build_tiny_videoreward(root / "videoreward").params()
     return params
 
 
