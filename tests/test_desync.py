@@ -330,6 +330,27 @@ def test_missing_weights_name_file_and_source(tmp_path):
         v.check_ready()
 
 
+def test_doctor_lists_missing_synchformer_weights(tmp_path, tiny_path):
+    import yaml
+
+    from avits_core.doctor import run_doctor
+
+    missing = tmp_path / "ckpt" / "synchformer_state_dict.pth"
+    data = dict(name="doc", output_root=str(tmp_path / "runs"), generator=dict(name="synth"),
+                prompts=dict(source=["a small red ball bounces twice"]), verifiers=[dict(name="av_sync")],
+                evaluation=dict(oracle=False, verifiers=[dict(name="desync", params=dict(model_path=str(missing)))]))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(data))
+    lines, ok = run_doctor(cfg)
+    miss = [ln for ln in lines if ln.startswith("MISSING:")]
+    assert not ok and len(miss) == 1
+    assert "desync" in miss[0] and str(missing) in miss[0] and "MMAudio/releases/download/v0.1" in miss[0]
+    data["evaluation"]["verifiers"][0]["params"]["model_path"] = str(tiny_path)
+    cfg.write_text(yaml.safe_dump(data))
+    lines, ok = run_doctor(cfg)
+    assert not [ln for ln in lines if ln.startswith(("MISSING:", "ERROR:"))], lines
+
+
 def test_params_identity_and_direction():
     from avits_core.verifiers.synchformer import DeSync
 
@@ -385,14 +406,14 @@ def test_batch_equals_single_clip(tiny_path, policy):
     clips = [_clip(s, fps=f, sr=r, seed=i) for i, (s, f, r) in enumerate([(5.0, 12, 16000), (8.0, 24, 22050), (6.0, 25, 16000)])]
     v = DeSync(policy=policy, model_path=str(tiny_path), batch_size=3, segment_batch=7)
     s = DeSync(policy=policy, model_path=str(tiny_path), batch_size=1, segment_batch=64)
-    batch = v.window_logits(clips)
-    single = [s.window_logits([c])[0] for c in clips]
-    for (pb, lb), (ps, ls) in zip(batch, single):
-        assert pb == ps
-        assert torch.allclose(lb, ls, atol=1e-5)
     rb = v.score(clips, [Prompt("p", "x")] * 3)
     rs = [s.score([c], [Prompt("p", "x")]) for c in clips]
+    assert rb.errors == [None] * 3
     assert rb.values.tolist() == [r.values[0] for r in rs]
+    for db, r in zip(rb.details, rs):
+        ds = r.details[0]
+        assert db["offsets_s"] == ds["offsets_s"] and db["segments"] == ds["segments"]
+        assert np.allclose(db["p_top"] + db["p_sync"], ds["p_top"] + ds["p_sync"], atol=1e-5)
 
 
 def test_windows_gather_segment_features_as_upstream(tiny_path):
