@@ -276,10 +276,13 @@ def test_crash_mid_write_leaves_only_complete_parts(store: RunStore, monkeypatch
     assert store.cleanup_temp(max_age_s=0) == 1 and not junk.exists()
 
 
-def test_corrupt_part_is_a_clear_error(store: RunStore):
+def test_corrupt_part_is_skipped_by_name_or_a_clear_error_when_strict(store: RunStore):
+    store.append("metrics", [met(None, "p0", "c0", "m", 1.0)])
     (store.path / "metrics" / "part-broken.parquet").write_bytes(b"not parquet")
+    assert store.read("metrics")["value"].to_pylist() == [1.0]  # more in tests/test_corrupt_parts.py
+    assert [c.path.name for c in store.skipped_parts] == ["part-broken.parquet"]
     with pytest.raises(StoreError, match="part-broken.parquet"):
-        store.read("metrics")
+        store.read("metrics", strict=True)
 
 
 def test_two_threads_append_concurrently(store: RunStore):

@@ -23,6 +23,14 @@ The views are bound when ``connect`` runs: parts added later ARE seen by later q
 is re-evaluated), except for a table that had no part at connect time, or a column that appeared
 after it - reconnect for those. Temp files of in-flight writers (``.part-*.tmp``) never match.
 The session time zone is set to UTC so timestamps come back as ``timestamp[us, tz=UTC]``.
+
+One bad file. ``read_parquet`` over a glob fails as a whole when one file is not Parquet, so
+``connect`` first opens the footer of every part (cheap: no data is read). A part whose footer
+cannot be read (truncated, overwritten, not Parquet) is left out with a warning naming it, and
+that table's view then reads the explicit list of the good parts (so it does not see parts added
+after connect); the other tables are untouched. ``skipped_parts(con)`` lists what was left out.
+Damage inside a part with an intact footer surfaces as an error of the query that reads it;
+:func:`avits_core.store.parquet.corrupt_parts` finds those too (it reads every part in full).
 Use ``con.sql(sql).to_arrow_table()`` for Arrow results (``.df()`` would need pandas).
 """
 
@@ -34,13 +42,14 @@ from typing import Any, Mapping, Sequence
 
 import duckdb
 import pyarrow as pa
+import pyarrow.parquet as pq
 
-from avits_core.store.parquet import PART_GLOB, RUN_JSON
+from avits_core.store.parquet import PART_GLOB, RUN_JSON, CorruptPart
 from avits_core.store.schemas import SCHEMAS, TABLE_NAMES, StoreError
 
 log = logging.getLogger(__name__)
 
-__all__ = ["connect", "query", "is_run_folder", "sql_type", "VIEWS"]
+__all__ = ["connect", "query", "is_run_folder", "sql_type", "skipped_parts", "VIEWS"]
 
 #: The views connect() creates.
 VIEWS: tuple[str, ...] = ("candidates", "rewards", "rewards_all", "arw_trace", "selections", "metrics")
@@ -92,6 +101,22 @@ def _projection(table: str, present: Sequence[str] | None) -> str:
     return ", ".join(cols)
 
 
+_SKIPPED: dict[int, list[CorruptPart]] = {}
+
+
+def skipped_parts(con: duckdb.DuckDBPyConnection) -> list[CorruptPart]:
+    """The part files ``connect`` left out of this connection's views (unreadable footers)."""
+    return list(_SKIPPED.get(id(con), []))
+
+
+def _footer_problem(path: Path) -> str | None:
+    try:
+        pq.read_metadata(path)
+    except (OSError, pa.ArrowException, ValueError) as exc:
+        return " ".join(f"{type(exc).__name__}: {exc}".split())
+    return None
+
+
 def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the views ``candidates, rewards, rewards_all, arw_trace, selections, metrics``.
 
@@ -105,10 +130,21 @@ def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -
     if con is None:
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
+    skipped: list[CorruptPart] = []
     for table in TABLE_NAMES:
         rel = f"{table}/{PART_GLOB}" if run else f"*/{table}/{PART_GLOB}"
-        has_parts = next(iter(root.glob(rel)), None) is not None
-        glob = _lit((root / rel).as_posix())
+        files = sorted(root.glob(rel))
+        bad = [(f, why) for f, why in ((f, _footer_problem(f)) for f in files) if why is not None]
+        for f, why in bad:
+            log.warning("%s view: skipping unreadable part file %s (%s)", table, f, why)
+            skipped.append(CorruptPart(f, why, table))
+        if bad:
+            good = [f for f in files if f not in {b for b, _ in bad}]
+            has_parts = bool(good)
+            glob = "[" + ", ".join(_lit(f.as_posix()) for f in good) + "]"
+        else:
+            has_parts = bool(files)
+            glob = _lit((root / rel).as_posix())
         extra = ", filename=true, file_row_number=true" if table == "rewards" else ""
         if has_parts:
             src = f"read_parquet({glob}, union_by_name=true, hive_partitioning=false{extra})"
@@ -135,6 +171,7 @@ def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -
             " ORDER BY (status = 'ok') DESC, scored_at DESC, _part DESC, _row DESC) AS _rn"
             " FROM _rewards_raw) WHERE _rn = 1"
         )
+    _SKIPPED[id(con)] = skipped
     log.debug("duckdb views over %s (%s)", root, "run" if run else "runs root")
     return con
 
