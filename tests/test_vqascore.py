@@ -270,8 +270,7 @@ def test_cuda_oom_halves_the_batch(tiny, monkeypatch):
 
 
 def test_params_are_validated():
-    with pytest.raises(ConfigError, match="video_policy is required"):
-        VQAScore(model_path="x")
+    assert VQAScore(model_path="x").cache_version == "1+video_policy=tile"  # the policy is always recorded
     with pytest.raises(ConfigError, match="video_policy must be one of"):
         VQAScore(model_path="x", video_policy="median")
     with pytest.raises(ConfigError, match="frames"):

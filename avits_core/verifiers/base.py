@@ -103,6 +103,9 @@ class Verifier(ABC):
     min_input: ClassVar[MinInput] = MinInput()
     #: Constructor parameters that change the numbers; recorded in ``cache_version``.
     identity_params: ClassVar[tuple[str, ...]] = ()
+    #: Identity parameters recorded in ``cache_version`` even at their default value (a policy that a
+    #: reader of the table must always see, e.g. VQAScore's ``video_policy``).
+    identity_always: ClassVar[tuple[str, ...]] = ()
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -123,7 +126,7 @@ class Verifier(ABC):
         for p in self.identity_params:
             value = getattr(self, p)
             default = sig[p].default if p in sig else inspect.Parameter.empty
-            if default is inspect.Parameter.empty or value != default:
+            if p in self.identity_always or default is inspect.Parameter.empty or value != default:
                 parts.append(f"{p}={value}")
         return ("+" + ",".join(parts)) if parts else ""
 

@@ -93,12 +93,13 @@ class VQAScore(Verifier):
     needs_weights = True
     min_input: ClassVar[MinInput] = MinInput(frames=8, modalities=("video", "text"))
     identity_params = ("frames", "video_policy", "question_template", "answer_template")
+    identity_always = ("video_policy",)
     cache_kind: ClassVar[str] = "CLIPFlanT5"
 
     def __init__(
         self,
         model_path: str = ckpt.DEFAULT_MODEL,
-        video_policy: str | None = None,
+        video_policy: str = "tile",
         frames: int = 8,
         device: str = "cpu",
         dtype: str | None = None,
@@ -110,10 +111,6 @@ class VQAScore(Verifier):
         tokenizer_path: str | None = None,
         cache_dir: str | None = None,
     ) -> None:
-        if video_policy is None:
-            raise ConfigError("vqascore: params.video_policy is required (recorded on every rewards row): "
-                              "'tile' (JavisBench's evaluator: one picture of the frames side by side) or "
-                              "'mean' (the ITS paper's reward code: mean over per-frame scores)")
         if video_policy not in POLICIES:
             raise ConfigError(f"vqascore: video_policy must be one of {POLICIES}, got {video_policy!r}")
         self.video_policy = video_policy
