@@ -13,10 +13,12 @@ NFE accounting: every call that runs the denoiser adds its forward passes to ``L
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Any, Protocol, Sequence, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, Sequence, runtime_checkable
 
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where used: commands that only read a run's tables stay light
+    import torch
 
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
@@ -70,6 +72,8 @@ class Latents:
         steps = {p.step for p in parts}
         if len(steps) != 1:
             raise ValueError(f"cannot concatenate latents at different steps {sorted(steps)}")
+        import torch
+
         return Latents(
             video=torch.cat([p.video for p in parts]),
             audio=torch.cat([p.audio for p in parts]),

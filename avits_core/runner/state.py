@@ -26,8 +26,6 @@ import threading
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
-import torch
-
 from avits_core.aggregate import get_aggregator
 from avits_core.errors import EvoSearchError
 from avits_core.generators.base import Latents
@@ -60,12 +58,16 @@ def save_latents(path: Path, snaps: Mapping[int, Latents], row: int = 0) -> None
                                "nfe": int(lat.nfe[row])} for k, lat in snaps.items()}}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
+    import torch
+
     torch.save(data, tmp)
     tmp.replace(path)
 
 
 def load_latent_file(path: Path, cid: str, seed: int, step: int) -> Latents:
     """The one-row latent of candidate ``cid`` at ``step`` from its latent file."""
+    import torch
+
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:

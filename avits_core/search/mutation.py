@@ -22,9 +22,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
-import torch
+if TYPE_CHECKING:  # annotations only
+    import torch
 
 from avits_core.generators.base import JointGenerator, Latents
 from avits_core.prompts import Prompt
