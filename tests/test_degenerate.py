@@ -97,6 +97,9 @@ EXPECTED: dict[str, dict[str, str]] = {
     },
     "ib_tv": {},  # tiny backbone: one frame, any picture
     "vqascore": {"one_frame": "1 frames < 8", "three_frames_in_sync": "3 frames < 8"},  # 8 frames, any size
+    "desync": {k: f"{s} < 0.64 s" for k, s in (  # javisbench: one 0.64 s segment of real content; pads the rest
+        ("one_frame", "0.083 s of video"), ("three_frames_in_sync", "0.250 s of video"), ("audio_10ms", "0.010 s of audio"),
+        ("audio_23ms", "0.023 s of audio"), ("audio_shorter_0.6s", "0.600 s of audio"))},
     "videoreward": {"one_frame": "1 frames < 2"},  # 2 frames; small pictures are upscaled, audio not read
 }
 _TINY_IB_AUDIO = {"audio_10ms": "0.010 s of audio < 0.025 s", "silence": SILENT, "stereo_antiphase": SILENT}
@@ -127,6 +130,9 @@ def learned_params(tmp_path_factory):
     from tiny_videoreward import build_tiny_videoreward
 
     params["videoreward"] = build_tiny_videoreward(root / "videoreward").params()
+    from tiny_synchformer import build_tiny_synchformer
+
+    params["desync"] = {"policy": "javisbench", "model_path": str(build_tiny_synchformer(root / "synchformer.pth"))}
     return params
 
 

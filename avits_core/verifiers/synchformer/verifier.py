@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -114,7 +115,7 @@ class DeSync(Verifier):
         self.batch_size = hf.check_batch_size(batch_size)
         self.segment_batch = hf.check_batch_size(segment_batch, "segment_batch")
         self.min_input = _min_input(policy, max_length_s)  # type: ignore[misc]
-        self._details: list[dict[str, Any]] | None = None
+        self._last = threading.local()  # details of the last score_clips call, per thread
 
     # -- identity ----------------------------------------------------------------------------------
     def identity_suffix(self) -> str:
@@ -226,11 +227,11 @@ class DeSync(Verifier):
                 "windows": len(offsets),
                 "segments": plan.video_segments,
             })
-        self._details = details
+        self._last.details = details
         return values
 
     def score_details(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[dict[str, Any]] | None:
-        return self._details
+        return getattr(self._last, "details", None)
 
     def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
         return self.score_clips([clip], [prompt])[0]
