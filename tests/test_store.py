@@ -514,3 +514,18 @@ def test_candidates_per_prompt_and_summary(demo: RunStore):
         assert run_canned(con, name).num_rows > 0
     with pytest.raises(UnknownNameError, match="winners"):
         run_canned(con, "nope")
+
+
+def test_names_that_become_paths_are_checked_on_write(store: RunStore):
+    """Issue 10 case 6: the store refuses ids that would leave the run folder as file names."""
+    for bad in ["../x", "/abs", "a/b", ".hidden", "x" * 201]:
+        with pytest.raises(SchemaError, match="not a safe name"):
+            store.append("candidates", [cand("c0", prompt=bad)])
+        with pytest.raises(SchemaError, match="candidate_id"):
+            store.append("candidates", [cand(bad)])
+        with pytest.raises(SchemaError, match="selection_id"):
+            store.append("selections", [sel(bad, "p0", "c0", 1.0)])
+    with pytest.raises(SchemaError, match="leaves the run folder"):
+        store.append("candidates", [cand("c0", media_path="media/../../escape.mp4")])
+    assert store.read("candidates").num_rows == 0 and store.read("selections").num_rows == 0
+    assert store.append("candidates", [cand("c0", prompt="-0Gj8-vB1q4_000030")]) is not None

@@ -25,7 +25,9 @@ refused), a null in a non-nullable column, and per-table rules:
 - every table: ``run_id`` equals this store's run (filled in when left out);
 - candidates: ``candidate_id`` unique in the batch and not already stored (checked against the
   stored parts; two writers racing to add the same id are not detected), counts >= 0,
-  ``media_path``/``latent_path`` relative;
+  ``media_path``/``latent_path`` relative and without ``..``; ``prompt_id`` and ``candidate_id``
+  safe names (:mod:`avits_core.names`: they become folder and file names);
+- selections: ``selection_id`` a safe name;
 - rewards: ``status`` is 'ok' (finite value, no error) or 'error' (value null - a NaN is stored as
   null - and a non-empty error message); ``wall_s`` finite and >= 0;
 - selections: ``weights`` as long as ``verifiers``; ``score`` null exactly when ``candidate_id`` is
@@ -419,6 +421,10 @@ def _check_rules(table: str, tbl: pa.Table, run_id: str, existing_ids: set[str] 
             if existing_ids is not None and c in existing_ids:
                 raise _fail(table, "candidate_id", i, f"{c!r} is already stored in this run")
             seen.add(c)
+        for name in ("prompt_id", "candidate_id"):  # both become file and folder names under media/
+            for i, v in enumerate(tbl.column(name).to_pylist()):
+                if not is_safe_name(v, NAME_MAX):
+                    raise _fail(table, name, i, f"{v!r} is not a safe name (see avits_core.names): it becomes a path")
         for i, (c, parents) in enumerate(zip(ids, tbl.column("parent_ids").to_pylist())):
             if c in parents:
                 raise _fail(table, "parent_ids", i, f"candidate {c!r} lists itself as a parent")
@@ -456,6 +462,9 @@ def _check_rules(table: str, tbl: pa.Table, run_id: str, existing_ids: set[str] 
             tbl = tbl.set_column(idx, tbl.schema.field(idx), pa.array(values, type=pa.float64()))
         nonneg("wall_s", "event_seq", "generation")
     elif table == "selections":
+        for i, v in enumerate(tbl.column("selection_id").to_pylist()):
+            if not is_safe_name(v, NAME_MAX):  # report folders are named by it
+                raise _fail(table, "selection_id", i, f"{v!r} is not a safe name (see avits_core.names): it becomes a path")
         for i, (v, w) in enumerate(zip(tbl.column("verifiers").to_pylist(), tbl.column("weights").to_pylist())):
             if len(v) != len(w):
                 raise _fail(table, "weights", i, f"has {len(w)} entries but verifiers has {len(v)} ({v!r})")
