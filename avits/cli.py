@@ -270,17 +270,27 @@ def run(
             n = "EvoSearch" if cfg.search.method == "evosearch" else f"Best-of-{cfg.search.n}"
             typer.echo(f"avits run {cfg.resolved_run_id()}: {cfg.generator.name}, {n}, {cfg.aggregator.name} over "
                        f"{'+'.join(v.name for v in cfg.verifiers)} -> {folder}", err=True)
-        preflight.check_run(cfg, force=force)
+        info = preflight.read_run_json(folder)
+        # a finished run of this config was generated with these generator params: its check (which
+        # imports the generator and torch) waits until there is generation to do
+        finished = bool(info and info.get("status") == "completed" and info.get("config_hash") == cfg.config_hash())
+        preflight.check_run(cfg, force=force, skip=("generator",) if finished else ())
     except AvitsError as exc:
         _fail(str(exc))
     _setup_logging(not quiet)
     lk = _lock_run(folder, break_lock)
     try:
-        try:
-            done = _finished_results(folder)
-        except AvitsError as exc:
-            log.info("stored results not usable (%s); running the flow", exc)
-            done = None
+        done = None
+        if finished:
+            try:
+                done = _finished_results(folder)
+            except AvitsError as exc:
+                log.info("stored results not usable (%s); running the flow", exc)
+            if done is None:
+                try:
+                    preflight.check_run(cfg, force=force, only=("generator",))
+                except AvitsError as exc:
+                    _fail(str(exc))
         if done is not None:
             ctx, info, results = done
             _print_table(_results_rows(results), title=f"run {ctx.run_id} (finished; baseline = first candidate per prompt)")
