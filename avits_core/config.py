@@ -187,7 +187,13 @@ class DistributionConfig(_Strict):
                 reader = csv.DictReader(f)
                 if "path" not in (reader.fieldnames or []):
                     raise ConfigError(f"{field}: {str(ref)!r} has no 'path' column (columns: {reader.fieldnames})")
-                items = [(row["path"] or "").strip() for row in reader]
+                items = []
+                for row in reader:
+                    if None in row or None in row.values():  # more or fewer fields than the header
+                        raise ConfigError(f"{field}: {str(ref)!r} line {reader.line_num}: the row has "
+                                          f"{'more' if None in row else 'fewer'} fields than the header")
+                    if any((v or "").strip() for v in row.values()):  # empty rows are skipped
+                        items.append((row["path"] or "").strip())
             if any(not x for x in items):
                 raise ConfigError(f"{field}: {str(ref)!r} has an empty 'path' cell")
         else:

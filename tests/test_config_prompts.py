@@ -203,3 +203,17 @@ def test_overrides_refuse_bad_paths_without_touching_the_input():
                          ("seed=[1, 2", "not valid YAML")]:
         with pytest.raises(ConfigError, match=needle):
             apply_overrides(data, [item])
+
+
+def test_reference_list_csv_is_strict_and_bom_safe(tmp_path):
+    from avits_core.config import DistributionConfig
+
+    for name in ("a.mp4", "b.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    ref = tmp_path / "ref.csv"
+    ref.write_bytes(b"\xef\xbb\xbfpath\r\na.mp4\r\n\r\nb.mp4\r\n")  # Excel: BOM, CRLF, an empty row
+    dist = DistributionConfig(reference=str(ref), video={"path": "i3d.pt"})
+    assert [p.name for p in dist.reference_files()] == ["a.mp4", "b.mp4"]
+    ref.write_text("path\na.mp4\nb.mp4,extra\n")
+    with pytest.raises(ConfigError, match=r"line 3: the row has more fields than the header"):
+        dist.reference_files()
