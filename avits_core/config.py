@@ -70,7 +70,7 @@ class PromptsConfig(_Strict):
 
 
 class SearchConfig(_Strict):
-    method: Literal["best_of_n", "evosearch"] = "best_of_n"
+    method: str = Field(default="best_of_n", description="a search method of avits_core.registry.SEARCH_METHODS")
     n: int = Field(default=8, ge=1, description="Best-of-N: candidates per prompt")
     prompts_per_task: int = Field(default=8, ge=1, description="prompts per generation task")
     params: dict[str, Any] = Field(default_factory=dict, description="method parameters (EvoSearch)")

@@ -1,0 +1,1 @@
+"""A toy avits search method, installed only by the tests."""
