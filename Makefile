@@ -17,6 +17,7 @@ $(BIN)/python:
 # torch first: 2.13.0 (the CPU build on local disk here); pyproject asks for a range it satisfies,
 # so a GPU user who already has their own torch build keeps it.
 $(STAMP): pyproject.toml | $(BIN)/python
+	@echo "== installing avits into $(VENV) (first time, or pyproject.toml changed): a few minutes"
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/python -m pip install -q torch==2.13.0
 	$(BIN)/python -m pip install -q -e ".[$(EXTRAS)]"
