@@ -126,7 +126,13 @@ def corrupt_parts(run_path: str | Path) -> list[tuple[Path, str]]:
 
 
 def quarantine_part(run_path: str | Path, part: Path) -> Path:
-    """Move ``part`` to ``<run>/quarantine/<table>/`` (out of the table's glob); returns the new path."""
+    """Move ``part`` to ``<run>/quarantine/<table>/`` (out of the table's glob); returns the new path.
+    Uses the store's ``quarantine_parts`` when it has one."""
+    from avits_core.store import parquet as pqstore
+
+    mover = getattr(pqstore, "quarantine_parts", None)
+    if callable(mover):
+        return Path(mover(run_path, [part])[0][1])
     run_path = Path(run_path)
     dest = run_path / "quarantine" / part.parent.name / part.name
     dest.parent.mkdir(parents=True, exist_ok=True)
@@ -169,7 +175,8 @@ def run_folder_lines(run_path: str | Path, *, quarantine: bool = False) -> list[
         rel = part.relative_to(run_path) if part.is_relative_to(run_path) else part
         if quarantine:
             dest = quarantine_part(run_path, part)
-            out.append(f"WARNING: corrupt part {rel} ({why}) moved to {dest.relative_to(run_path)}; "
+            dest = dest.relative_to(run_path.resolve()) if dest.is_relative_to(run_path.resolve()) else dest
+            out.append(f"WARNING: corrupt part {rel} ({why}) moved to {dest}; "
                        f"rerun the run's command to regenerate or rescore its rows")
         else:
             out.append(f"ERROR: corrupt part {rel}: {why}; `avits doctor {run_path} --quarantine` moves it aside")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -134,3 +135,64 @@ def test_doctor_javisbench_recipe_names_its_downloads():
     gen = [ln for ln in lines if "generator ltx2:" in ln]
     assert any(ln.startswith("ok: generator ltx2: model folder") for ln in gen) or any(
         ln.startswith("MISSING:") and "hf download Lightricks/LTX-2" in ln for ln in gen), gen
+
+
+def _run_folder(tmp_path: Path) -> Path:
+    """A run folder with run.json and two candidates parts, the second truncated."""
+    from avits_core.store import RunStore
+
+    store = RunStore(tmp_path / "runs", "r1").create()
+    store.write_run_json({"run_id": "r1", "status": "completed"})
+    rows = [dict(run_id="r1", prompt_id="p0", prompt_index=0, prompt_text="a ball", candidate_id=f"p0-g0-c{i}",
+                 search="best_of_n", generation=0, step=0, parent_ids=[], seed=i, generator="synth", nfe=4,
+                 media_path=f"media/p0/p0-g0-c{i}.mp4", latent_path=None, truth=None) for i in range(2)]
+    store.append("candidates", rows[:1])
+    bad = store.append("candidates", rows[1:])
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])  # truncated: footer gone
+    return store.path, bad
+
+
+def test_doctor_run_folder_lists_and_quarantines_corrupt_parts(tmp_path):
+    run, bad = _run_folder(tmp_path)
+    code, lines = _doctor(run)
+    assert code == 1
+    text = "\n".join(lines)
+    assert "ok: run r1: status completed" in text and "ok: lock: no command holds this run" in text
+    errors = [ln for ln in lines if ln.startswith("ERROR:")]
+    assert len(errors) == 1 and f"candidates/{bad.name}" in errors[0] and "--quarantine" in errors[0], lines
+    code, lines = _doctor(run, "--quarantine")
+    assert code == 0, lines
+    assert any(ln.startswith("WARNING: corrupt part candidates/") and "moved to quarantine/candidates/" in ln for ln in lines)
+    assert not bad.exists() and (run / "quarantine" / "candidates" / bad.name).exists()
+    code, lines = _doctor(run)
+    assert code == 0 and "ok: 1 Parquet part files, all readable" in "\n".join(lines)
+
+
+def test_doctor_run_folder_reports_the_lock_and_a_failure(tmp_path):
+    from avits_core.lock import hold
+    from avits_core.preflight import record_failure
+
+    run, bad = _run_folder(tmp_path)
+    bad.unlink()
+    record_failure(run, "score-av_sync", OSError(28, "No space left on device"))
+    with hold(run, "avits rerank r1"):
+        code, lines = _doctor(run)
+    text = "\n".join(lines)
+    assert code == 0, lines
+    assert "status failed; failed at score-av_sync: OSError: [Errno 28] No space left on device" in text
+    assert "ok: lock: `avits rerank r1` (pid" in text and "(held)" in text
+
+
+def test_bare_doctor_is_quick_and_imports_no_torch_without_a_gpu():
+    import subprocess
+    import sys
+    import time
+
+    if Path("/proc/driver/nvidia/version").exists():
+        pytest.skip("a GPU machine imports torch to query CUDA")
+    code = "import sys; from avits_core.doctor import run_doctor; run_doctor(); print('torch' in sys.modules)"
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "False", out.stdout + out.stderr
+    print(f"bare doctor in a fresh process: {time.perf_counter() - t0:.2f} s")
