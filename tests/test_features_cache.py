@@ -201,3 +201,22 @@ def test_clip_cache_size_from_the_environment(monkeypatch):
     monkeypatch.setenv("AVITS_CLIP_CACHE_MB", "lots")
     with pytest.raises(ValueError, match="AVITS_CLIP_CACHE_MB.*'lots'"):
         ClipCache()
+
+
+def test_digest_of_a_frozen_array_is_remembered_and_forgotten_with_it():
+    import gc
+
+    a = np.arange(1000, dtype=np.float32)
+    a.setflags(write=False)
+    d = F.array_digest(a)
+    assert F.array_digest(a) == d == F.array_digest(a.copy())  # same content, same key
+    assert id(a) in F._digests
+    b = np.arange(1000, dtype=np.float32)  # writable: never remembered (it may change)
+    F.array_digest(b)
+    assert id(b) not in F._digests
+    b[0] = 5
+    assert F.array_digest(b) != d
+    key = id(a)
+    del a
+    gc.collect()
+    assert key not in F._digests

@@ -70,6 +70,7 @@ import logging
 import math
 import sys
 import threading
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -275,9 +276,36 @@ def _freeze(value: Any) -> None:
 
 
 def array_digest(a: np.ndarray) -> tuple:
-    """Content key of an array: (blake2b-128 of its bytes, shape, dtype). ~1 ms per MB."""
-    a = np.ascontiguousarray(a)
-    return (hashlib.blake2b(a.data, digest_size=16).hexdigest(), a.shape, str(a.dtype))
+    """Content key of an array: (blake2b-128 of its bytes, shape, dtype). ~1 ms per MB.
+
+    A read-only array that owns its memory (what :mod:`avits_core.clipcache` hands out) cannot
+    change, so its digest is remembered by identity (while the array lives): a 140 MB LTX-2 clip is
+    hashed once, not once per verifier and feature.
+    """
+    frozen = isinstance(a, np.ndarray) and not a.flags.writeable and a.base is None
+    if frozen:
+        with _digest_lock:
+            hit = _digests.get(id(a))
+        if hit is not None and hit[0]() is a:
+            return hit[1]
+    c = np.ascontiguousarray(a)
+    d = (hashlib.blake2b(c.data, digest_size=16).hexdigest(), c.shape, str(c.dtype))
+    if frozen:
+        key = id(a)
+
+        def forget(_ref: Any, key: int = key) -> None:
+            with _digest_lock:
+                entry = _digests.get(key)
+                if entry is not None and entry[0]() is None:
+                    del _digests[key]
+
+        with _digest_lock:
+            _digests[key] = (weakref.ref(a, forget), d)
+    return d
+
+
+_digest_lock = threading.Lock()
+_digests: dict[int, tuple[Any, tuple]] = {}
 
 
 #: The process-wide feature cache every verifier shares.
