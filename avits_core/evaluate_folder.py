@@ -249,7 +249,7 @@ def prepare(spec: EvalSpec) -> EvalPlan:
             raise ConfigError(f"{sorted(set_metrics)} need --reference DIR (real clips to compare against)")
         if not Path(spec.reference).is_dir():
             raise ConfigError(f"--reference {spec.reference} is not a folder")
-        _set_extractors(set_metrics)  # raises for missing weights before any work
+        _set_extractors(set_metrics, spec.protocol)  # raises for missing weights before any work
     out = Path(spec.out) if spec.out else Path.cwd() / f"eval-{folder.resolve().name}-{spec.protocol}"
     if not _RUN_ID.match(out.name):
         raise ConfigError(f"--out {out}: the folder name must start with a letter or digit and use only "
@@ -409,7 +409,10 @@ def _latest_rewards(plan: EvalPlan, store: Any) -> dict[tuple[str, str], dict[st
 # set-level metrics
 
 
-def _set_extractors(set_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, Any]:
+def _set_extractors(set_metrics: Mapping[str, Mapping[str, Any]], protocol: str = "avits") -> dict[str, Any]:
+    """Feature extractors of the set-level metrics. FAD: ``extractor: audioclip`` (``path`` = an AudioCLIP
+    checkpoint; the default with the javisbench protocol) or ``extractor: clap`` (``model_path``)."""
+    from avits_core.metrics.audioclip import AudioClipEmbedding
     from avits_core.metrics.features import ClapAudioEmbedding, I3DVideoFeatures
 
     ex: dict[str, Any] = {}
@@ -423,7 +426,15 @@ def _set_extractors(set_metrics: Mapping[str, Mapping[str, Any]]) -> dict[str, A
         ex["video"].check_ready()
     if "fad" in set_metrics:
         p = dict(set_metrics["fad"])
-        ex["audio"] = ClapAudioEmbedding(**p)
+        kind = p.pop("extractor", "audioclip" if protocol == "javisbench" else "clap")
+        if kind == "audioclip":
+            if "path" not in p:
+                raise ConfigError("fad with AudioCLIP needs its checkpoint: --metric-param fad.path=AudioCLIP-Full-Training.pt")
+            ex["audio"] = AudioClipEmbedding(p.pop("path"), **p)
+        elif kind == "clap":
+            ex["audio"] = ClapAudioEmbedding(**p)
+        else:
+            raise ConfigError(f"fad: extractor must be audioclip or clap, got {kind!r}")
         ex["audio"].check_ready()
     return ex
 
@@ -433,7 +444,7 @@ def set_level_rows(plan: EvalPlan, clips: Sequence[AVClip], ids: Sequence[str]) 
     from avits_core.media import read_mp4
     from avits_core.metrics.features import audio_features, fad, fvd, kvd_video, video_features
 
-    ex = _set_extractors(plan.set_metrics)
+    ex = _set_extractors(plan.set_metrics, plan.spec.protocol)
     ref_paths = sorted(p for p in Path(plan.spec.reference).rglob("*.mp4"))
     if len(ref_paths) < 2 or len(clips) < 2:
         raise ConfigError(f"set-level metrics need >= 2 clips on each side (generated {len(clips)}, "

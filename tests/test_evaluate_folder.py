@@ -207,3 +207,55 @@ def test_protocol_reaches_every_verifier_with_a_published_variant():
     assert "video_policy=tile" in make_verifier("vqascore", {}, "javisbench").cache_version
     assert make_verifier("temporal_flickering", {}, "javisbench").cache_version == "1"  # no counterpart
     assert make_verifier("clip", {"model_path": "/nowhere"}, "javisbench").protocol == "javisbench"
+
+
+def test_set_level_metrics_with_tiny_i3d_and_audioclip(tmp_path):
+    import torch
+
+    from avits_core.metrics.audioclip import build_audio_tower
+    from avits_core.metrics.features import FeatureSet, fad, fvd, kvd_video
+    from avits_core.metrics.frechet import frechet_distance_javisbench
+
+    class TinyI3D(torch.nn.Module):
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = True) -> torch.Tensor:
+            return x.mean(dim=(3, 4)).flatten(1)
+
+    i3d = tmp_path / "i3d.pt"
+    torch.jit.script(TinyI3D()).save(str(i3d))
+    arch = dict(embed_dim=8, layers=[1, 1, 1, 1], groups=2, width_per_group=4, n_fft=64, hop_length=16, win_length=48)
+    torch.manual_seed(0)
+    ac = tmp_path / "ac.pt"
+    torch.save({f"audio.{k}": v for k, v in build_audio_tower(**arch).state_dict().items()}, ac)
+    gen, ref = tmp_path / "gen", tmp_path / "ref"
+    gen.mkdir()
+    ref.mkdir()
+    for i in range(4):
+        write_mp4(jump_clip(seed=i, video_noise=2.0, audio_noise=0.01), gen / f"p{i}.mp4")
+    for i in range(3):
+        write_mp4(bounce_clip(seed=i), ref / f"r{i}.mp4")
+    prompts = _csv(tmp_path / "p.csv", [{"id": f"p{i}", "text": "x"} for i in range(4)])
+    metrics = {"fvd": {"path": str(i3d), "num_frames": 4, "size": 16}, "kvd": {}, "fad": {"path": str(ac), **arch}}
+    res = evaluate_folder(EvalSpec(folder=gen, prompts=prompts, out=tmp_path / "ev", protocol="javisbench",
+                                   metrics=metrics, reference=ref))
+    rows = {r["metric"]: r for r in RunStore(tmp_path, "ev").read("metrics").to_pylist()}
+    assert set(rows) == {"fvd", "kvd", "fad"} and all(r["prompt_id"] is None for r in rows.values())
+    assert rows["fad"]["extractor"] == "audioclip:ac.pt/16k-4s+protocol=javisbench"
+    assert res["summary"]["fvd"] == rows["fvd"]["value"]
+    # the same numbers from the library functions on the same features (both sets cut to 3 rows)
+    from avits_core.evaluate_folder import _set_extractors, read_entry, prepare
+
+    plan = prepare(EvalSpec(folder=gen, prompts=prompts, out=tmp_path / "ev", protocol="javisbench",
+                            metrics=metrics, reference=ref))
+    ex = _set_extractors(plan.set_metrics, "javisbench")
+    from avits_core.media import read_mp4
+
+    g = [read_entry(e, "javisbench")[0] for e in plan.entries]
+    r = [read_mp4(ref / f"r{i}.mp4") for i in range(3)]
+    ga = ex["audio"].embed([c.audio for c in g], [c.sample_rate for c in g])
+    ra = ex["audio"].embed([c.audio for c in r], [c.sample_rate for c in r])
+    assert rows["fad"]["value"] == pytest.approx(1e4 * frechet_distance_javisbench(ga[:3], ra), rel=1e-6)
+    gv, rv = ex["video"](g), ex["video"](r)
+    assert rows["fvd"]["value"] == pytest.approx(fvd(gv, rv, protocol="javisbench").value, rel=1e-9)
+    assert rows["kvd"]["value"] == pytest.approx(kvd_video(gv, rv, protocol="javisbench").value, rel=1e-9)
+    assert fad(FeatureSet(ga, "a"), FeatureSet(ra, "a")).value != pytest.approx(rows["fad"]["value"])

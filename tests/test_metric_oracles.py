@@ -149,3 +149,79 @@ def test_frechet_on_full_512d_clap_statistics():
     args = (z["clap-laion-audio.mu"], z["clap-laion-audio.cov"], z["clap-laion-music.mu"], z["clap-laion-music.cov"])
     assert frechet_distance_from_stats(*args) == pytest.approx(1.475600778, rel=1e-9)
     assert frechet_distance_from_stats(*args) == pytest.approx(_torchmetrics_frechet(*args), rel=1e-10)
+
+
+# ---------------------------------------------------------------------------------------------------
+# AudioCLIP audio tower (JavisBench's FAD features): tiny random model of the same structure
+# ---------------------------------------------------------------------------------------------------
+TINY_AC = dict(embed_dim=8, layers=(1, 1, 1, 1), groups=2, width_per_group=4, n_fft=64, hop_length=16,
+               win_length=48)
+
+
+def test_audioclip_fbsp_at_init_is_a_shifted_grid_dft():
+    from avits_core.metrics.audioclip import build_audio_tower
+
+    torch.manual_seed(0)
+    m = build_audio_tower(**TINY_AC)
+    n = 64
+    with torch.no_grad():
+        re, im = m.fbsp.weights(n, torch.float32, "cpu")  # m = 0, fb = 1, fc = k: window power 0 -> 1
+    t = np.pi * np.linspace(-1.0, 1.0, n) + 1e-8
+    k = np.arange(33)[:, None]
+    want = np.exp(-1j * k * t[None, :]) / np.sqrt(n)
+    np.testing.assert_allclose(re.numpy(), want.real, atol=2e-6)
+    np.testing.assert_allclose(im.numpy(), want.imag, atol=2e-6)
+
+
+def test_audioclip_framing_and_input_scaling_by_hand():
+    from avits_core.metrics.audioclip import build_audio_tower
+
+    m = build_audio_tower(**TINY_AC)
+    x = torch.arange(1, 60, dtype=torch.float32)[None]  # 59 samples, frames of 48 every 16
+    fr = m.frames(x)
+    # n = 1 + ceil((59 - 48) / 16) = 2 frames; padded to (2 - 1) * 16 + 48 = 64: 2 zeros in front, 3 behind;
+    # each frame windowed, then 8 zeros on each side up to n_fft = 64
+    assert fr.shape == (1, 2, 64)
+    padded = np.concatenate([[0, 0], np.arange(1, 60), [0, 0, 0]])
+    win = m.window.numpy()
+    np.testing.assert_allclose(fr[0, 1, 8:56].numpy(), padded[16:64] * win, rtol=1e-6)
+    assert float(fr[0, 0, :8].abs().sum()) == 0.0
+    lp = m.log_power(torch.zeros(1, 300))  # silence in [-1, 1] becomes ~ -1.5e-5 after the int16 rescale
+    assert lp.shape == (1, 3, 33 // 3, 1 + int(np.ceil((300 - 48) / 16)))  # 33 bins -> 3 bands of 11
+    assert torch.isfinite(lp).all()
+
+
+def test_audioclip_checkpoint_loading_is_strict_and_fad_scales(tmp_path):
+    from avits_core.errors import ConfigError
+    from avits_core.metrics.audioclip import AudioClipEmbedding, build_audio_tower, load_audio_tower
+    from avits_core.metrics.features import FeatureSet, fad
+
+    torch.manual_seed(1)
+    ref = build_audio_tower(**TINY_AC)
+    for mod in ref.modules():  # non-trivial batch-norm statistics
+        if isinstance(mod, torch.nn.BatchNorm2d):
+            mod.running_mean.uniform_(-0.1, 0.1)
+            mod.running_var.uniform_(0.5, 1.5)
+    sd = {f"audio.{k}": v for k, v in ref.state_dict().items()}
+    sd["audio.fbsp.bias"] = torch.empty(0)  # as AudioCLIP stores it
+    sd["visual.conv1.weight"] = torch.zeros(1)  # other towers are ignored
+    ckpt = tmp_path / "AudioCLIP-tiny.pt"
+    torch.save(sd, ckpt)
+    loaded = load_audio_tower(ckpt, **TINY_AC)
+    x = torch.randn(3, 4000) * 0.2
+    with torch.inference_mode():
+        np.testing.assert_array_equal(loaded(x).numpy(), ref(x).numpy())
+    bad = dict(sd)
+    del bad["audio.att3.bn.weight"]
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(ConfigError, match="att3.bn.weight"):
+        load_audio_tower(tmp_path / "bad.pt", **TINY_AC)
+    emb = AudioClipEmbedding(ckpt, **TINY_AC)
+    assert emb.name == "audioclip:AudioCLIP-tiny.pt/16k-4s"
+    rng = np.random.default_rng(0)
+    waves = [0.1 * rng.standard_normal(16000 * 5).astype(np.float32), 0.1 * rng.standard_normal(8000).astype(np.float32)]
+    assert [emb.prepare(w, 16000).shape[0] for w in waves] == [64000, 64000]  # cut / zero-padded to 4 s
+    a = FeatureSet(emb.embed(waves * 3, [16000] * 6), emb.name)
+    b = FeatureSet(emb.embed([w[::-1].copy() for w in waves] * 3, [16000] * 6), emb.name)
+    r = fad(a, b, protocol="javisbench")
+    assert r.value == pytest.approx(1e4 * frechet_distance_javisbench(a.features, b.features), rel=1e-9)
