@@ -482,3 +482,28 @@ def test_dtype_auto_and_importing_needs_no_transformers():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     assert out[0] == "False"
     assert hf.parse_device("cpu") == "cpu"
+
+
+def test_vision_rotary_angles_follow_the_reference_dtype(tiny):
+    """transformers 4.45 (VideoAlign's) formed the vision tower's angles position * inv_freq and their
+    cos in the buffer's dtype; in bf16 that rounds, in float32 it equals transformers 5.x."""
+    import torch
+    from transformers.models.qwen2_vl.modeling_qwen2_vl import Qwen2VLVisionRotaryEmbedding
+
+    from avits_core.verifiers.videoreward.model import reference_vision_rope
+
+    pos = torch.tensor([[0, 1], [3, 5], [17, 9], [40, 53]])  # (patches, 2): row and column of each patch
+    x = torch.zeros(1)
+    stock = Qwen2VLVisionRotaryEmbedding(tiny.config.vision_config)
+    want_cos, want_sin = stock(x, pos)
+    ours = reference_vision_rope(Qwen2VLVisionRotaryEmbedding(tiny.config.vision_config))
+    got_cos, got_sin = ours(x, pos)
+    assert torch.equal(got_cos, want_cos) and torch.equal(got_sin, want_sin)  # float32: unchanged
+    ours.to(torch.bfloat16)
+    inv = ours.inv_freq  # bf16 after the cast, as after the reference's model.to(torch.bfloat16)
+    by_hand = (pos[..., None].to(torch.bfloat16) * inv).cos()  # bf16 product, bf16 cos
+    cos, _ = ours(x, pos)
+    assert cos.dtype == torch.bfloat16
+    assert torch.equal(cos[:, : inv.numel()], by_hand[:, 0]) and torch.equal(cos[:, inv.numel(): 2 * inv.numel()],
+                                                                             by_hand[:, 1])
+    assert not torch.equal(cos.float(), stock(x, pos)[0])  # float32 angles give other numbers

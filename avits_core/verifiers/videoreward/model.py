@@ -21,8 +21,10 @@ weights) and then assigned from the assembled state dict (see :mod:`.checkpoint`
 missing or an unexpected tensor is an error naming it. Then ``model.to(device, dtype)``: like the
 reference's ``model.to(torch.bfloat16)``, this also casts the rotary ``inv_freq`` buffers.
 
-Known difference to the reference in bf16: transformers 4.45 built the vision tower's rotary angles
-in the buffer's dtype (bf16), 5.x multiplies in float32; the effect is at bf16 rounding level.
+Rotary angles as the reference: transformers 4.45 built the vision tower's rotary angles (and their
+cos/sin) in the buffer's dtype, bf16 after the cast; 5.x computes them in float32.
+:func:`reference_vision_rope` restores the 4.45 arithmetic (a no-op in float32). Checked against
+transformers 4.45.2 running VideoAlign's forward on the tiny model (see docs/videoreward.md).
 """
 
 from __future__ import annotations
@@ -112,6 +114,23 @@ def empty_parameters() -> Iterator[None]:
             yield
     finally:
         nn.Module.register_parameter = original  # type: ignore[method-assign]
+
+
+def reference_vision_rope(rope: Any) -> Any:
+    """Make the vision tower's rotary angles follow transformers 4.45 (the reference): the angle
+    ``position * inv_freq`` and its cos/sin are computed in the dtype of the ``inv_freq`` buffer (bf16
+    after ``.to(torch.bfloat16)``), then used in float32. transformers 5.x computes them in float32;
+    with a float32 buffer both are the same. Patches the module instance; returns it."""
+
+    def forward(x: Any, position_ids: Any) -> tuple[Any, Any]:
+        inv = rope.inv_freq.to(device=x.device)
+        freqs = position_ids[..., None].to(inv.dtype) * inv
+        cos = freqs.cos() * rope.attention_scaling
+        sin = freqs.sin() * rope.attention_scaling
+        return rope.recomposition_frequencies(cos), rope.recomposition_frequencies(sin)
+
+    rope.forward = forward
+    return rope
 
 
 def build_config(base_dir: Path, vocab_size: int) -> Any:
@@ -249,6 +268,7 @@ def load_reward_model(base_dir: Path, reward_dir: Path, device: str, dtype: Any,
     net.load_state_dict(sd, strict=True, assign=True)
     del sd
     net = net.to(device=device, dtype=dtype).eval()
+    reference_vision_rope(net.model.visual.rotary_pos_emb)
     log.info("VideoReward: %d LoRA pairs folded; %.2f B parameters", folded,
              sum(p.numel() for p in net.parameters()) / 1e9)
     return LoadedRewardModel(net=net, tokenizer=tok, reward_ids=reward_ids, video_token_id=video_id,
