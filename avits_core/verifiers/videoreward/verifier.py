@@ -25,7 +25,7 @@ One forward for all heads (cache)
     template hash, device, dtype, frame settings), the media content (a BLAKE2 hash of the sampled
     frames with their shape and indices) and the prompt text. Verifier objects with other heads or
     ``normalize`` (same model) reuse the entry: scoring VQ, MQ and TA of one run costs one forward
-    per clip. The cache is bounded (LRU, ``CACHE_SIZE`` entries of three floats).
+    per clip. The cache is bounded (LRU, ``CACHE_SIZE`` entries; a key is three 128-bit hashes).
 
 Input
     The clip's frames (uint8, its own fps): frame sampling at 2 fps, resize, patches and the chat
@@ -68,7 +68,7 @@ log = logging.getLogger(__name__)
 
 HEAD_NAMES = ("VQ", "MQ", "TA", "overall")
 CACHE_SIZE = 100_000
-_HEADS: "OrderedDict[tuple, np.ndarray]" = OrderedDict()
+_HEADS: "OrderedDict[tuple[str, str, str], np.ndarray]" = OrderedDict()  # (model, media, text) hashes -> raw
 _HEADS_LOCK = threading.Lock()
 
 
@@ -216,7 +216,7 @@ class VideoReward(Verifier):
         return dict(fps=fps, nframes=self.nframes, min_pixels=self.min_pixels,
                     max_pixels=int(self.max_pixels if self.max_pixels is not None else cfg.max_pixels))
 
-    def _components(self) -> tuple[Any, ck.RewardConfig, str, dict[str, Any], tuple]:
+    def _components(self) -> tuple[Any, ck.RewardConfig, str, dict[str, Any], str]:
         """(loaded model, reward config, template, frame settings, model cache key)."""
         from avits_core.verifiers.videoreward.model import load_reward_model
 
@@ -233,7 +233,8 @@ class VideoReward(Verifier):
         model = hf.cached("VideoReward", key_path, self.device, self.dtype,
                           lambda: load_reward_model(base, reward, self.device, hf.parse_dtype(self.dtype), cfg))
         settings = self._settings(cfg)
-        model_key = (key_path, self.device, self.dtype, tp.sha256_text(template), tuple(sorted(settings.items())))
+        model_key = hashlib.blake2b(repr((key_path, self.device, self.dtype, tp.sha256_text(template),
+                                          sorted(settings.items()))).encode(), digest_size=16).hexdigest()
         return model, cfg, template, settings, model_key
 
     # -- scoring -------------------------------------------------------------------------------
@@ -256,11 +257,12 @@ class VideoReward(Verifier):
     def raw_heads(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> np.ndarray:
         """Raw (B, 3) VQ, MQ, TA for the clips, from the cache or from the model (one forward per missing clip)."""
         model, _, template, settings, model_key = self._components()
-        keys = []
+        keys, texts = [], []
         for c, p in zip(clips, prompts):
             text = tp.format_prompt(template, hf.prompt_text(p, self.text_field))
             digest, _, _ = self._media_key(c, settings)
-            keys.append((model_key, digest, text))
+            texts.append(text)
+            keys.append((model_key, digest, hashlib.blake2b(text.encode(), digest_size=16).hexdigest()))
         out = np.full((len(clips), 3), np.nan)
         todo: list[int] = []
         with _HEADS_LOCK:
@@ -274,7 +276,7 @@ class VideoReward(Verifier):
         first: dict[tuple, int] = {}
         uniq = [i for i in todo if first.setdefault(keys[i], i) == i]
         if uniq:
-            values = self._forward(model, [clips[i] for i in uniq], [keys[i][2] for i in uniq], settings)
+            values = self._forward(model, [clips[i] for i in uniq], [texts[i] for i in uniq], settings)
             with _HEADS_LOCK:
                 for i, v in zip(uniq, values):
                     _HEADS[keys[i]] = v
