@@ -25,8 +25,8 @@ from avits_core.generators.synth import SynthAVGenerator  # noqa: E402
 from avits_core.metrics.oracle import ORACLE_METRICS, oracle_metrics  # noqa: E402
 from avits_core.prompts import load_prompts  # noqa: E402
 from avits_core.registry import VERIFIERS  # noqa: E402
-from avits_core.search.best_of_n import generate_candidates  # noqa: E402
-from avits_core.seeding import candidate_seeds  # noqa: E402
+from avits_core.search.best_of_n import BestOfN  # noqa: E402
+from avits_core.search.memory import run_in_memory  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 VERIFIERS_USED = ["av_align", "av_sync", "synth_text", "quality"]
@@ -54,16 +54,18 @@ def main() -> dict:
     prompts = load_prompts(REPO / "data/prompts/synth-24.csv", limit=args.prompts)
     gen = SynthAVGenerator(num_steps=20)
     verifiers = {n: VERIFIERS.create(n) for n in VERIFIERS_USED}
+    # the search engine over memory (the pipeline's own loop): Best-of-N, every verifier scoring every candidate
+    searched = run_in_memory(gen, list(verifiers.values()), get_aggregator("weighted", VERIFIERS_USED), prompts,
+                             BestOfN({"n": args.n}), args.seed)
     data = []  # per prompt: scores per verifier, oracle per candidate
-    for p in prompts:
-        _, clips = generate_candidates(gen, p, candidate_seeds(args.seed, p.prompt_id, args.n))
-        scores = {}
-        for n, v in verifiers.items():
-            res = v.score(clips, [p] * len(clips))
-            if not res.ok.all():
-                raise SystemExit(f"{n} failed on {p.prompt_id}: {[e for e in res.errors if e]}")
-            scores[n] = res.values
-        data.append((p.prompt_id, scores, [oracle_metrics(c.meta["truth"]) for c in clips]))
+    for r in searched:
+        ids = [c.candidate_id for c in r.records]
+        scores = {n: np.array([r.scores[c][n] if verifiers[n].higher_is_better else -r.scores[c][n] for c in ids])
+                  for n in verifiers}
+        bad = [n for n, v in scores.items() if np.isnan(v).any()]
+        if bad:
+            raise SystemExit(f"{bad[0]} failed on a candidate of {r.prompt_id}")
+        data.append((r.prompt_id, scores, [oracle_metrics(r.clips[c].meta["truth"]) for c in ids]))
     rows = []
     for label, vs, agg_name in RULES:
         agg = get_aggregator(agg_name, vs) if vs else None
