@@ -410,19 +410,30 @@ def _latest_rewards(plan: EvalPlan, store: Any) -> dict[tuple[str, str], dict[st
 
 
 def _set_extractors(set_metrics: Mapping[str, Mapping[str, Any]], protocol: str = "avits") -> dict[str, Any]:
-    """Feature extractors of the set-level metrics. FAD: ``extractor: audioclip`` (``path`` = an AudioCLIP
-    checkpoint; the default with the javisbench protocol) or ``extractor: clap`` (``model_path``)."""
+    """Feature extractors of the set-level metrics. FVD/KVD: ``extractor: i3d-jb`` (JavisBench's I3D state
+    dict at ``path``; the default with the javisbench protocol) or ``i3d`` (a StyleGAN-V TorchScript).
+    FAD: ``extractor: audioclip`` (``path`` = an AudioCLIP checkpoint; the default with the javisbench
+    protocol) or ``extractor: clap`` (``model_path``)."""
     from avits_core.metrics.audioclip import AudioClipEmbedding
     from avits_core.metrics.features import ClapAudioEmbedding, I3DVideoFeatures
 
     ex: dict[str, Any] = {}
     if "fvd" in set_metrics or "kvd" in set_metrics:
         p = dict(set_metrics.get("fvd") or set_metrics.get("kvd") or {})
+        kind = p.pop("extractor", "i3d-jb" if protocol == "javisbench" else "i3d")
         if "path" not in p:
-            raise ConfigError("fvd/kvd need the I3D TorchScript file: --metric-param fvd.path=<i3d_torchscript.pt>")
+            raise ConfigError("fvd/kvd need the I3D weights: --metric-param fvd.path=<i3d_torchscript.pt "
+                              "(extractor i3d) or i3d_pretrained_400.pt (extractor i3d-jb, JavisBench's)>")
         path = p.pop("path")
         p.pop("subset_size", None)
-        ex["video"] = I3DVideoFeatures(path, **p)
+        if kind == "i3d":
+            ex["video"] = I3DVideoFeatures(path, **p)
+        elif kind == "i3d-jb":
+            from avits_core.metrics.i3d_javisbench import JavisBenchI3DFeatures
+
+            ex["video"] = JavisBenchI3DFeatures(path, **p)
+        else:
+            raise ConfigError(f"fvd: extractor must be i3d or i3d-jb, got {kind!r}")
         ex["video"].check_ready()
     if "fad" in set_metrics:
         p = dict(set_metrics["fad"])

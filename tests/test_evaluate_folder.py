@@ -235,7 +235,8 @@ def test_set_level_metrics_with_tiny_i3d_and_audioclip(tmp_path):
     for i in range(3):
         write_mp4(bounce_clip(seed=i), ref / f"r{i}.mp4")
     prompts = _csv(tmp_path / "p.csv", [{"id": f"p{i}", "text": "x"} for i in range(4)])
-    metrics = {"fvd": {"path": str(i3d), "num_frames": 4, "size": 16}, "kvd": {}, "fad": {"path": str(ac), **arch}}
+    metrics = {"fvd": {"path": str(i3d), "extractor": "i3d", "num_frames": 4, "size": 16}, "kvd": {},
+               "fad": {"path": str(ac), **arch}}
     res = evaluate_folder(EvalSpec(folder=gen, prompts=prompts, out=tmp_path / "ev", protocol="javisbench",
                                    metrics=metrics, reference=ref))
     rows = {r["metric"]: r for r in RunStore(tmp_path, "ev").read("metrics").to_pylist()}
