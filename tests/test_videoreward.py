@@ -507,3 +507,44 @@ def test_vision_rotary_angles_follow_the_reference_dtype(tiny):
     assert torch.equal(cos[:, : inv.numel()], by_hand[:, 0]) and torch.equal(cos[:, inv.numel(): 2 * inv.numel()],
                                                                              by_hand[:, 1])
     assert not torch.equal(cos.float(), stock(x, pos)[0])  # float32 angles give other numbers
+
+
+def test_full_size_key_mapping_on_meta_tensors():
+    """At the released size (Qwen2-VL-2B: text 1536/8960, 28 layers; vision 1280, depth 32) the PEFT
+    layout has 1,123 tensors, 196 LoRA pairs fold, and the renamed keys are exactly the model's (no
+    memory used: every tensor lives on the meta device)."""
+    import torch
+    from transformers import Qwen2VLConfig
+
+    from avits_core.verifiers.videoreward.model import _reward_model_class, empty_parameters
+    from tiny_videoreward import LORA_TARGETS, old_name
+
+    cfg = Qwen2VLConfig(
+        text_config=dict(vocab_size=151660, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28,
+                         num_attention_heads=12, num_key_value_heads=2, rope_parameters={
+                             "rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]}),
+        vision_config=dict(depth=32, embed_dim=1280, hidden_size=1536, num_heads=16, mlp_ratio=4, patch_size=14,
+                           temporal_patch_size=2, spatial_merge_size=2, in_channels=3))
+    with empty_parameters():
+        net = _reward_model_class()(cfg)
+    model_sd = net.state_dict()
+    n_params = sum(v.numel() for v in model_sd.values())
+    assert 2.0e9 < n_params < 2.3e9, n_params  # "2B" (no lm_head)
+    peft = {}
+    for k, v in model_sd.items():
+        mod = k[: -len(".weight")] if k.endswith(".weight") else k[: -len(".bias")]
+        target = mod.startswith("model.language_model.layers.") and mod.endswith(LORA_TARGETS)
+        key = "base_model.model." + old_name(k)
+        if target:
+            key = key.replace(".weight", ".base_layer.weight").replace(".bias", ".base_layer.bias")
+            if k.endswith(".weight"):
+                old = "base_model.model." + old_name(mod)
+                peft[f"{old}.lora_A.default.weight"] = torch.empty(64, v.shape[1], device="meta")
+                peft[f"{old}.lora_B.default.weight"] = torch.empty(v.shape[0], 64, device="meta")
+        peft[key] = v
+    peft["base_model.model.lm_head.weight"] = torch.empty(151660, 1536, device="meta")
+    assert len(peft) == 1123  # the released model.pth holds 1,123 tensors
+    out, folded = ck.fold_lora(ck.remap_keys(ck.strip_peft_prefix(peft)), 2.0)
+    out.pop("lm_head.weight")
+    assert folded == 196 and sorted(out) == sorted(model_sd)
+    assert all(tuple(out[k].shape) == tuple(model_sd[k].shape) for k in out)
