@@ -213,12 +213,17 @@ def write_mp4(clip: AVClip, path: str | os.PathLike[str], *, crf: int = 18,
 VFR_TOLERANCE = 0.1
 
 
-def _frame_times(frames: list[Any], path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(presentation times in s, durations in s or NaN) of decoded video frames; NaN time where absent."""
-    times = np.array([np.nan if f.time is None else float(f.time) for f in frames], dtype=np.float64)
-    durs = np.array([np.nan if getattr(f, "duration", None) in (None, 0) or f.time_base is None
-                     else float(f.duration * f.time_base) for f in frames], dtype=np.float64)
-    return times, durs
+def _stamp(frame: Any) -> tuple[float, float]:
+    """(presentation time in s, duration in s) of a decoded frame; NaN where the file has none."""
+    t = np.nan if frame.time is None else float(frame.time)
+    dur = getattr(frame, "duration", None)
+    d = np.nan if dur in (None, 0) or frame.time_base is None else float(dur * frame.time_base)
+    return t, d
+
+
+def _frame_times(stamps: list[tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    a = np.asarray(stamps, dtype=np.float64).reshape(-1, 2)
+    return a[:, 0], a[:, 1]
 
 
 def constant_rate(images: list[np.ndarray], times: np.ndarray, nominal_fps: Any, path: Path | str,
@@ -313,7 +318,7 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
             raise MediaFormatError(f"{path}: audio stream has no sample rate")
         resampler = av.AudioResampler(format="fltp", rate=sr)
 
-        vframes: list[Any] = []
+        stamps: list[tuple[float, float]] = []
         images: list[np.ndarray] = []
         chunks: list[np.ndarray] = []
         n_audio = 0
@@ -323,7 +328,7 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
             for packet in container.demux(vs, aus):
                 for frame in packet.decode():
                     if packet.stream.type == "video":
-                        vframes.append(frame)
+                        stamps.append(_stamp(frame))
                         images.append(frame.to_ndarray(format="rgb24"))
                         continue
                     if frame.time is not None:
@@ -351,10 +356,10 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
             raise MediaFormatError(f"{path}: the audio stream decoded to no samples")
 
         nominal = [vs.average_rate, vs.guessed_rate, vs.base_rate]  # declared rates, best first
-        times, durs = _frame_times(vframes, path)
+        times, durs = _frame_times(stamps)
         video_t0 = float(np.nanmin(times)) if np.any(np.isfinite(times)) else 0.0
         video, fps, vinfo = constant_rate(images, times, nominal, path, durs)
-        del vframes, images
+        del images
 
         audio = np.concatenate(chunks).astype(np.float32, copy=False)
         if aus.duration is not None and aus.time_base is not None:
@@ -494,11 +499,12 @@ def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[
             if not container.streams.video:
                 raise MediaFormatError(f"{path} has no video stream")
             vs = container.streams.video[0]
-            vframes = list(container.decode(vs))
-            frames = [f.to_ndarray(format="rgb24") for f in vframes]
+            frames, stamps = [], []
+            for f in container.decode(vs):
+                frames.append(f.to_ndarray(format="rgb24"))
+                stamps.append(_stamp(f))
             fps_q, guessed, base = vs.average_rate, vs.guessed_rate, vs.base_rate
-            times, durs = _frame_times(vframes, path)
-            del vframes
+            times, durs = _frame_times(stamps)
     except av.error.FFmpegError as exc:
         raise MediaFormatError(f"cannot read {path} as a video file: {exc}") from exc
     if not frames:
