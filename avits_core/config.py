@@ -64,7 +64,8 @@ class GeneratorConfig(_Strict):
 
 
 class PromptsConfig(_Strict):
-    source: str | list[str] = Field(description="a .csv/.txt path, or a list of prompt texts")
+    source: str | list[str] = Field(description="a .csv/.tsv/.jsonl/.txt path, or a list of prompt texts "
+                                                "(how files are read: docs/inputs.md)")
     text_column: str = "text"
     limit: int | None = Field(default=None, ge=1)
 
