@@ -245,3 +245,40 @@ def test_plugin_search_method_runs_through_avits_run(search_plugin, tmp_path):
     r = _avits(["run", str(tmp_path / "bad.yaml"), "-q"], search_plugin, tmp_path, timeout=120)
     assert r.returncode == 2 and "registered under a name its class does not have" in r.stdout + r.stderr
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+# --------------------------------------------------------------------------- cost of a step
+
+
+@pytest.mark.parametrize("method", ["best_of_n", "evosearch"])
+def test_table_reads_of_a_run_do_not_grow_with_its_size(method, tmp_path, monkeypatch):
+    """Each (prompt, event) step works from the run state read once, not from the tables: a run of 6
+    prompts reads the tables as often as a run of 2 (the old runner re-read candidates on every append
+    and EvoSearch replayed every table per generation)."""
+    from avits_core import runner
+    from avits_core.config import config_from_dict
+    from avits_core.store import RunStore
+
+    calls = {"n": 0}
+    real = RunStore.read
+
+    def counting(self, table, columns=None):
+        calls["n"] += 1
+        return real(self, table, columns)
+
+    monkeypatch.setattr(RunStore, "read", counting)
+    search = {"method": "best_of_n", "n": 2, "prompts_per_task": 1} if method == "best_of_n" else \
+        {"method": "evosearch", "params": {"evolution_schedule": [1], "population_size_schedule": [2, 2], "elite_size": 1}}
+    reads = []
+    for n in (2, 6):
+        cfg = config_from_dict(dict(
+            name=f"cost-{n}", output_root=str(tmp_path), seed=0, generator=dict(name="synth", params=dict(num_steps=3)),
+            prompts=dict(source=[f"a small red ball bounces {w} times" for w in ["one", "two", "three", "four", "five", "six"][:n]]),
+            search=search, verifiers=[dict(name="synth_text")], aggregator=dict(name="arw", params=dict(max_iter=3)),
+            evaluation=dict(oracle=False, verifiers=[])))
+        ctx = runner.prepare_run(cfg, check_models=False)
+        calls["n"] = 0
+        runner.run_search(ctx)
+        reads.append(calls["n"])
+        assert ctx.store.read("candidates").num_rows == n * (2 if method == "best_of_n" else 3)
+    assert reads[0] == reads[1] and reads[0] <= 6, reads

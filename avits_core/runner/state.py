@@ -107,11 +107,13 @@ class RunState(SearchState):
         params = {v.name: dict(v.params) for v in ctx.all_verifier_specs()}
         self.guided_version = {n: get_verifier(n, params.get(n, {})).cache_version for n in spec.verifiers}
         self.rows: dict[str, dict[str, Any]] = {}
+        self.ids: set[str] = set()  # the stored candidate ids (handed to the store's duplicate check)
         self.scored: dict[tuple[str, str], dict[str, str]] = {}
         self._write_lock = threading.Lock()
         cands = ctx.store.read("candidates").to_pylist()
         for r in cands:
             self.rows[r["candidate_id"]] = r
+            self.ids.add(r["candidate_id"])
         self.add_records([record_of(r) for r in cands])
         rew = ctx.store.read("rewards", ["candidate_id", "verifier", "verifier_version", "status", "value"]).to_pylist()
         for r in rew:  # 'ok' wins over 'error'; the value of an ok row is the same on every retry
@@ -120,12 +122,14 @@ class RunState(SearchState):
 
     # -- candidates ---------------------------------------------------------------------------------
     def candidate_ids(self) -> set[str]:
-        return set(self.rows)
+        """The stored candidate ids (the live set, not a copy: do not modify)."""
+        return self.ids
 
     def add_rows(self, rows: Sequence[Mapping[str, Any]]) -> None:
         with self.lock:
             for r in rows:
                 self.rows[r["candidate_id"]] = dict(r)
+                self.ids.add(r["candidate_id"])
             self.add_records([record_of(r) for r in rows])
 
     def event_rows(self, prompt_id: str, event: int) -> list[dict[str, Any]]:
