@@ -204,3 +204,31 @@ def test_txt_and_jsonl_prompt_files_load_or_refuse_with_one_line(lines, suffix, 
         f = root / f"p{suffix}"
         f.write_bytes((codecs.BOM_UTF8 if bom else b"") + "\n".join(lines).encode("utf-8") + raw)
         _check_prompts(_check_outcome(lambda: load_prompts(f), root))
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(items=overrides)
+def test_cli_refuses_bad_overrides_with_exit_2_one_line_and_nothing_written(items):
+    """The same overrides through ``avits run``: an input the config module refuses exits 2 with one
+    line on stderr, before any run folder exists. (Inputs that load are not run here: too slow.)"""
+    from typer.testing import CliRunner
+
+    from avits.cli import app
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        cfg_file = root / "c.yaml"
+        cfg_file.write_text(yaml.safe_dump({**BASE, "output_root": str(root / "runs")}))
+        try:
+            load_config(cfg_file, items)
+            return  # a valid config would start a run
+        except ConfigError:
+            pass
+        args = ["run", str(cfg_file)]
+        for it in items:
+            args += ["--set", it]
+        res = CliRunner().invoke(app, args)
+        err = [ln for ln in (res.stderr or res.output).splitlines() if ln.strip()]
+        assert res.exit_code == 2, (items, res.output, res.exception)
+        assert len(err) == 1 and err[0].startswith("error: "), err
+        assert not (root / "runs").exists()
