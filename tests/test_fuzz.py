@@ -206,6 +206,17 @@ def test_txt_and_jsonl_prompt_files_load_or_refuse_with_one_line(lines, suffix, 
         _check_prompts(_check_outcome(lambda: load_prompts(f), root))
 
 
+def _check_cli_refusal(res, root: Path) -> None:
+    """Exit code 2, one ``error: ...`` line (the last one; a start banner may precede it), no
+    traceback, and no run folder written."""
+    lines = [ln for ln in res.output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if ln.startswith("error: ")]
+    assert res.exit_code == 2, (res.output, res.exception)
+    assert len(errors) == 1 and lines[-1] == errors[0], lines
+    assert "Traceback" not in res.output
+    assert not (root / "runs").exists(), sorted(str(p) for p in (root / "runs").rglob("*"))
+
+
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
 @given(items=overrides)
 def test_cli_refuses_bad_overrides_with_exit_2_one_line_and_nothing_written(items):
@@ -228,7 +239,25 @@ def test_cli_refuses_bad_overrides_with_exit_2_one_line_and_nothing_written(item
         for it in items:
             args += ["--set", it]
         res = CliRunner().invoke(app, args)
-        err = [ln for ln in (res.stderr or res.output).splitlines() if ln.strip()]
-        assert res.exit_code == 2, (items, res.output, res.exception)
-        assert len(err) == 1 and err[0].startswith("error: "), err
-        assert not (root / "runs").exists()
+        _check_cli_refusal(res, root)
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow], database=None)
+@given(data=csv_files())
+def test_cli_refuses_bad_prompt_files_with_exit_2_one_line_and_nothing_written(data):
+    from typer.testing import CliRunner
+
+    from avits.cli import app
+
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        (root / "p.csv").write_bytes(data)
+        try:
+            load_prompts(root / "p.csv")
+            return  # a valid prompt file would start a run
+        except ConfigError:
+            pass
+        cfg_file = root / "c.yaml"
+        cfg_file.write_text(yaml.safe_dump({**BASE, "output_root": str(root / "runs"), "prompts": {"source": "p.csv"}}))
+        res = CliRunner().invoke(app, ["run", str(cfg_file)])
+        _check_cli_refusal(res, root)
