@@ -247,8 +247,12 @@ def prepare(spec: EvalSpec) -> EvalPlan:
     if set_metrics:
         if spec.reference is None:
             raise ConfigError(f"{sorted(set_metrics)} need --reference DIR (real clips to compare against)")
-        if not Path(spec.reference).is_dir():
-            raise ConfigError(f"--reference {spec.reference} is not a folder")
+        ref = Path(spec.reference)
+        if not (ref.is_dir() or (ref.is_file() and ref.suffix == ".pt")):
+            raise ConfigError(f"--reference {ref} is neither a folder of mp4 files nor a .pt feature cache")
+        if ref.is_file() and spec.protocol != "javisbench":
+            raise ConfigError(f"--reference {ref} is a JavisBench feature cache: use --protocol javisbench "
+                              "(its features come from the evaluator's I3D and AudioCLIP)")
         _set_extractors(set_metrics, spec.protocol)  # raises for missing weights before any work
     out = Path(spec.out) if spec.out else Path.cwd() / f"eval-{folder.resolve().name}-{spec.protocol}"
     if not _RUN_ID.match(out.name):
@@ -450,29 +454,105 @@ def _set_extractors(set_metrics: Mapping[str, Mapping[str, Any]], protocol: str 
     return ex
 
 
-def set_level_rows(plan: EvalPlan, clips: Sequence[AVClip], ids: Sequence[str]) -> list[dict[str, Any]]:
-    """FVD/KVD/FAD of the readable clips against the reference folder (one metrics row each)."""
+def load_reference_cache(path: Path) -> dict[str, np.ndarray]:
+    """JavisBench's pre-extracted reference features (``cache/fvd_fad/<set>-vanilla-max4s.pt``): a dict
+    with ``video`` (N, 400) I3D logits and/or ``audio`` (N, 1024) AudioCLIP features, row i = CSV row i."""
+    import torch
+
+    try:
+        d = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001
+        raise ConfigError(f"--reference {path}: cannot read it as a torch feature cache: {exc}") from None
+    if not isinstance(d, Mapping) or not ({"video", "audio"} & set(d)):
+        raise ConfigError(f"--reference {path}: expected a dict with 'video' and/or 'audio' feature tensors")
+    out = {}
+    for k in ("video", "audio"):
+        if k in d:
+            a = np.asarray(d[k].detach().cpu().double().numpy() if hasattr(d[k], "detach") else d[k], dtype=np.float64)
+            if a.ndim != 2:
+                raise ConfigError(f"--reference {path}: {k!r} features must be 2-D, got shape {a.shape}")
+            out[k] = a
+    return out
+
+
+def set_level_rows(plan: EvalPlan, clips: Sequence[AVClip], index: Sequence[int]) -> list[dict[str, Any]]:
+    """FVD/KVD/FAD of the readable clips (``index``: their CSV rows) against the reference: a folder of
+    real clips, or JavisBench's feature cache (rows paired with the CSV rows, as the evaluator pairs
+    them). One metrics row per metric; the features are saved for the per-category breakdown."""
     from avits_core.media import read_mp4
-    from avits_core.metrics.features import audio_features, fad, fvd, kvd_video, video_features
+    from avits_core.metrics.features import FeatureSet, audio_features, fad, fvd, kvd_video, video_features
 
     ex = _set_extractors(plan.set_metrics, plan.spec.protocol)
-    ref_paths = sorted(p for p in Path(plan.spec.reference).rglob("*.mp4"))
-    if len(ref_paths) < 2 or len(clips) < 2:
-        raise ConfigError(f"set-level metrics need >= 2 clips on each side (generated {len(clips)}, "
-                          f"reference {len(ref_paths)} in {plan.spec.reference})")
-    refs = [read_mp4(p) for p in ref_paths]
+    ref = Path(plan.spec.reference)
+    if len(clips) < 2:
+        raise ConfigError(f"set-level metrics need >= 2 readable clips, got {len(clips)}")
+    feats: dict[str, np.ndarray] = {"index": np.asarray(index, np.int64)}
+    if ref.is_file():
+        cache = load_reference_cache(ref)
+        for kind in ("video", "audio"):
+            if kind in ex and kind not in cache:
+                raise ConfigError(f"--reference {ref} has no {kind!r} features")
+            if kind in cache and len(cache[kind]) <= max(index):
+                raise ConfigError(f"--reference {ref}: {len(cache[kind])} {kind} rows for a CSV row {max(index)}")
+        real = {k: FeatureSet(v[list(index)], ex[k].name) for k, v in cache.items() if k in ex}
+        feats["paired"] = np.ones(1, bool)
+        log.warning("reference features from %s are taken to come from %s; only JavisBench's own cache "
+                    "with the javisbench extractors is comparable", ref, {k: e.name for k, e in ex.items()})
+    else:
+        ref_paths = sorted(p for p in ref.rglob("*.mp4"))
+        if len(ref_paths) < 2:
+            raise ConfigError(f"--reference {ref}: need >= 2 mp4 files, found {len(ref_paths)}")
+        refs = [read_mp4(p) for p in ref_paths]
+        real = {}
+        if "video" in ex:
+            real["video"] = video_features(refs, ex["video"])
+        if "audio" in ex:
+            real["audio"] = audio_features(refs, ex["audio"])
+        feats["paired"] = np.zeros(1, bool)
     rows = []
     proto = plan.spec.protocol
     if "video" in ex:
-        g, r = video_features(clips, ex["video"]), video_features(refs, ex["video"])
+        g = video_features(clips, ex["video"])
+        feats["video_gen"], feats["video_ref"] = g.features, real["video"].features
         if "fvd" in plan.set_metrics:
-            rows.append(fvd(g, r, protocol=proto))
+            rows.append(fvd(g, real["video"], protocol=proto))
         if "kvd" in plan.set_metrics:
-            rows.append(kvd_video(g, r, protocol=proto))
+            rows.append(kvd_video(g, real["video"], protocol=proto))
     if "audio" in ex:
-        rows.append(fad(audio_features(clips, ex["audio"]), audio_features(refs, ex["audio"]), protocol=proto))
+        g = audio_features(clips, ex["audio"])
+        feats["audio_gen"], feats["audio_ref"] = g.features, real["audio"].features
+        rows.append(fad(g, real["audio"], protocol=proto))
+    np.savez(plan.out / f"set-features-{plan.evaluation_id}.npz", **feats)
     return [{"selection_id": plan.evaluation_id, "prompt_id": None, "candidate_id": None, "metric": d.metric,
              "value": d.value, "held_out": True, "extractor": d.extractor} for d in rows]
+
+
+def set_level_by_category(plan: EvalPlan, metric: str, indices: Sequence[int]) -> float | None:
+    """One set metric on the prompts at CSV rows ``indices`` (the evaluator's per-category FVD/KVD/FAD:
+    generated and reference rows of those prompts). None without paired reference rows (a folder of
+    real clips is not paired with prompts) or with fewer than 2 rows."""
+    from avits_core.metrics.features import FeatureSet, fad, fvd, kvd_video
+
+    path = plan.out / f"set-features-{plan.evaluation_id}.npz"
+    if not path.is_file():
+        return None
+    z = np.load(path)
+    if not bool(z["paired"][0]):
+        return None
+    pos = {int(i): k for k, i in enumerate(z["index"])}
+    rows = [pos[i] for i in indices if i in pos]
+    if len(rows) < 2:
+        return None
+    kind = "audio" if metric == "fad" else "video"
+    if f"{kind}_gen" not in z:
+        return None
+    a, b = FeatureSet(z[f"{kind}_gen"][rows], "x"), FeatureSet(z[f"{kind}_ref"][rows], "x")
+    fn = {"fvd": fvd, "kvd": kvd_video, "fad": fad}[metric]
+    try:
+        return float(fn(a, b, protocol=plan.spec.protocol).value)
+    except ValueError as exc:
+        log.warning("%s on %d prompts: %s", metric, len(rows), exc)
+        return None
 
 
 # ------------------------------------------------------------------------------------------------
@@ -518,8 +598,16 @@ def summarize(plan: EvalPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[s
         by_metric.setdefault(r["metric"], []).append(r)
     for metric, rs in by_metric.items():
         key = JAVISBENCH_KEYS.get(metric, metric)
-        if rs[0]["prompt_id"] is None:  # set-level
-            summary[key] = rs[0]["value"]
+        if rs[0]["prompt_id"] is None:  # set-level: {"overall", "<aspect>": [per category]} like the evaluator
+            if not verbose:
+                summary[key] = rs[0]["value"]
+                continue
+            d = {"overall": rs[0]["value"]}
+            for k in sorted(aspects):
+                d[str(k)] = [set_level_by_category(plan, metric, [order[pid] for pid, cs in cats.items()
+                                                                  if any(c.k == k and c.index == i for c in cs)])
+                             for i in range(aspects[k])]
+            summary[key] = d
             continue
         rs = sorted(rs, key=lambda r: order[r["prompt_id"]])
         values = [r["value"] for r in rs]
@@ -550,13 +638,13 @@ def finish(plan: EvalPlan, store: Any) -> dict[str, Any]:
         existing = {(r["metric"], r["candidate_id"]) for r in store.read("metrics").to_pylist()
                     if r["selection_id"] == plan.evaluation_id}
     if plan.set_metrics and not any(c is None for _, c in existing):
-        readable, ids = [], []
+        readable, index = [], []
         for e in plan.entries:
             clip, _ = read_entry(e, plan.spec.protocol)
             if isinstance(clip, AVClip):
                 readable.append(clip)
-                ids.append(e.candidate_id)
-        set_rows = set_level_rows(plan, readable, ids)
+                index.append(e.index)
+        set_rows = set_level_rows(plan, readable, index)
     else:
         set_rows = [r for r in store.read("metrics").to_pylist()
                     if r["selection_id"] == plan.evaluation_id and r["candidate_id"] is None]

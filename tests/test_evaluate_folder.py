@@ -260,3 +260,49 @@ def test_set_level_metrics_with_tiny_i3d_and_audioclip(tmp_path):
     assert rows["fvd"]["value"] == pytest.approx(fvd(gv, rv, protocol="javisbench").value, rel=1e-9)
     assert rows["kvd"]["value"] == pytest.approx(kvd_video(gv, rv, protocol="javisbench").value, rel=1e-9)
     assert fad(FeatureSet(ga, "a"), FeatureSet(ra, "a")).value != pytest.approx(rows["fad"]["value"])
+
+
+def test_javisbench_reference_cache_pairs_rows_and_breaks_down_by_category(tmp_path):
+    import torch
+
+    from avits_core.metrics.audioclip import build_audio_tower
+    from avits_core.metrics.features import FeatureSet, fvd
+
+    class TinyI3D(torch.nn.Module):
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = True) -> torch.Tensor:
+            return x.mean(dim=(3, 4)).flatten(1)
+
+    i3d = tmp_path / "i3d.pt"
+    torch.jit.script(TinyI3D()).save(str(i3d))
+    arch = dict(embed_dim=8, layers=[1, 1, 1, 1], groups=2, width_per_group=4, n_fft=64, hop_length=16, win_length=48)
+    torch.manual_seed(0)
+    ac = tmp_path / "ac.pt"
+    torch.save({f"audio.{k}": v for k, v in build_audio_tower(**arch).state_dict().items()}, ac)
+    gen = tmp_path / "gen"
+    gen.mkdir()
+    for i in range(6):
+        write_mp4(jump_clip(seed=i, video_noise=2.0, audio_noise=0.01), gen / f"p{i}.mp4")
+    cats = ["0", "1", "0", "1", "0", "0,1"]
+    prompts = _csv(tmp_path / "p.csv", [{"id": f"p{i}", "text": "x", "cat0_ind": c} for i, c in enumerate(cats)])
+    rng = np.random.default_rng(0)
+    cache = {"video": torch.from_numpy(rng.standard_normal((7, 12))), "audio": torch.from_numpy(rng.standard_normal((7, 8)))}
+    torch.save(cache, tmp_path / "JavisBench-mini-vanilla-max4s.pt")
+    metrics = {"fvd": {"path": str(i3d), "extractor": "i3d", "num_frames": 4, "size": 16}, "fad": {"path": str(ac), **arch}}
+    spec = EvalSpec(folder=gen, prompts=prompts, out=tmp_path / "ev", protocol="javisbench", metrics=metrics,
+                    reference=tmp_path / "JavisBench-mini-vanilla-max4s.pt")
+    res = evaluate_folder(spec)
+    s = res["summary"]["fvd"]
+    assert set(s) == {"overall", "0"} and len(s["0"]) == 2
+    z = np.load(tmp_path / "ev" / f"set-features-{res['evaluation']['evaluation_id']}.npz")
+    g = z["video_gen"]
+    np.testing.assert_array_equal(z["video_ref"], cache["video"].numpy()[:6])  # real row i pairs with CSV row i
+    cat0 = [0, 2, 4, 5]
+    want = fvd(FeatureSet(g[cat0], "f"), FeatureSet(cache["video"].numpy()[cat0], "f"), protocol="javisbench").value
+    assert s["0"][0] == pytest.approx(want, rel=1e-9)
+    assert s["overall"] == pytest.approx(fvd(FeatureSet(g, "f"), FeatureSet(cache["video"].numpy()[:6], "f"),
+                                             protocol="javisbench").value, rel=1e-9)
+    assert isinstance(res["summary"]["fad"]["overall"], float)
+    with pytest.raises(ConfigError, match="--protocol javisbench"):
+        prepare(EvalSpec(folder=gen, prompts=prompts, out=tmp_path / "ev2", metrics=metrics,
+                         reference=tmp_path / "JavisBench-mini-vanilla-max4s.pt"))
