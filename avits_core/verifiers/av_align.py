@@ -41,6 +41,9 @@ evaluator (JavisDiT ``eval/javisbench/src/av_align.py``) on the same arrays, qui
   onsets on 3 motion peaks, 6 hits: 6 / 4 = 1.5); it is >= 0 with no upper bound. A clip with no
   peaks at all scores 0.0 (the evaluator's own value, not a failure; ``score_details`` records the peak counts so such rows can be found);
 * no overlap restriction: peaks over the whole of each track count.
+* not reproduced on purpose: clips below ``min_input`` (fewer than 6 frames, under 0.5 s, smaller
+  than 16x16 px, audio under 8 kHz) and silent audio are error rows in both protocols, where the
+  evaluator returns 0.0 (silence: no onsets) or a number from a handful of frames.
 The evaluator reads frames with OpenCV (BGR, converted to grey with BGR2GRAY); on RGB frames we use
 RGB2GRAY, which gives the same grey image. ``avits evaluate --protocol javisbench`` also decodes the
 video with OpenCV and reads a sibling ``.wav`` when present, as the evaluator does.
