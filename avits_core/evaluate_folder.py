@@ -72,6 +72,9 @@ JAVISBENCH_KEYS = {
     "ib_av": "ib_av", "avh_score": "avh_score", "javis_score": "javis_score", "desync": "desync",
     "fvd": "fvd", "kvd": "kvd", "fad": "fad", "vqascore": "vqascore",
 }
+#: Categories per aspect in JavisBench's taxonomy (its configs/category.json): cat0 event scenario 5,
+#: cat1 visual style 3, cat2 sound type 5, cat3 temporal composition 3, cat4 spatial composition 3.
+JAVISBENCH_CATEGORIES = {0: 5, 1: 3, 2: 5, 3: 3, 4: 3}
 #: Verifiers whose published variants are chosen by another parameter: name -> (parameter, {protocol: value}).
 PROTOCOL_PARAMS: dict[str, tuple[str, dict[str, str]]] = {
     "desync": ("policy", {"javisbench": "javisbench"}),
@@ -590,6 +593,9 @@ def summarize(plan: EvalPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[s
     for cs in cats.values():
         for c in cs:
             aspects[c.k] = max(aspects.get(c.k, 0), c.index + 1)
+    if plan.spec.protocol == "javisbench":  # the evaluator's lists have one entry per category of its taxonomy
+        for k in aspects:
+            aspects[k] = max(aspects[k], JAVISBENCH_CATEGORIES.get(k, 0))
     order = {e.prompt.prompt_id: e.index for e in plan.entries}
     summary: dict[str, Any] = {}
     cat_rows: list[dict[str, Any]] = []
