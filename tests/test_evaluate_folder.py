@@ -293,7 +293,8 @@ def test_javisbench_reference_cache_pairs_rows_and_breaks_down_by_category(tmp_p
                     reference=tmp_path / "JavisBench-mini-vanilla-max4s.pt")
     res = evaluate_folder(spec)
     s = res["summary"]["fvd"]
-    assert set(s) == {"overall", "0"} and len(s["0"]) == 2
+    assert set(s) == {"overall", "0"} and len(s["0"]) == 5  # JavisBench has 5 event-scenario categories
+    assert s["0"][2:] == [None, None, None]  # no prompt in them
     z = np.load(tmp_path / "ev" / f"set-features-{res['evaluation']['evaluation_id']}.npz")
     g = z["video_gen"]
     np.testing.assert_array_equal(z["video_ref"], cache["video"].numpy()[:6])  # real row i pairs with CSV row i
