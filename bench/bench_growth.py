@@ -55,15 +55,16 @@ def one_run(root: Path, n_prompts: int, n: int, steps: int, verifiers: list[str]
         generator=dict(name="synth", params=dict(num_steps=steps)), prompts=dict(source=str(src)),
         search=dict(method="best_of_n", n=n), verifiers=[dict(name=v) for v in verifiers],
         aggregator=dict(name="arw"), evaluation=dict(oracle=True, verifiers=[])))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     out = runner.run(cfg)
-    total = time.perf_counter() - t0
+    total, cpu = time.perf_counter() - t0, time.process_time() - c0
     timings = dict(out["ctx"].store.read_run_json().get("timings") or {})
     t1 = time.perf_counter()
     runner.evaluate(out["ctx"], out["selection_id"])  # already stored: the cost of the cache check
     timings["evaluate (cached)"] = time.perf_counter() - t1
     timings["rest (evaluate, run.json)"] = total - sum(v for k, v in timings.items() if k != "evaluate (cached)")
     timings["total"] = total
+    timings["total CPU"] = cpu
     shutil.rmtree(root / "runs", ignore_errors=True)
     return timings
 
