@@ -37,7 +37,7 @@ def evaluate(
         spec = ef.EvalSpec(folder=folder, prompts=prompts, out=out, protocol=protocol,
                            metrics=ef.parse_metrics(metrics, metric_param), reference=reference, naming=naming,
                            allow_extra=allow_extra, batch_size=batch_size)
-        plan = ef.cached_plan(ef.spec_to_dict(spec))  # every cheap check before any work; the flow reuses it
+        plan = ef.prepare(spec)  # every cheap check before any work
     except AvitsError as exc:
         _fail(str(exc))
     try:

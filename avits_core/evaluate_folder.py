@@ -719,13 +719,20 @@ def spec_from_dict(d: Mapping[str, Any]) -> EvalSpec:
 _PLANS: dict[str, EvalPlan] = {}
 
 
+def refresh_plan(spec: Mapping[str, Any]) -> EvalPlan:
+    """:func:`prepare` now (the folder may have changed since an earlier run in this process) and keep
+    the plan for the tasks of this run (:func:`cached_plan`)."""
+    key = json.dumps(dict(spec), sort_keys=True, default=str)
+    plan = _PLANS[key] = prepare(spec_from_dict(spec))
+    return plan
+
+
 def cached_plan(spec: Mapping[str, Any]) -> EvalPlan:
-    """:func:`prepare` once per process per spec (tasks of one flow run share the plan and its models)."""
+    """The plan :func:`refresh_plan` made for ``spec`` in this process (prepared now when there is none):
+    the tasks of one flow run share it and its models."""
     key = json.dumps(dict(spec), sort_keys=True, default=str)
     plan = _PLANS.get(key)
-    if plan is None:
-        plan = _PLANS[key] = prepare(spec_from_dict(spec))
-    return plan
+    return plan if plan is not None else refresh_plan(spec)
 
 
 def parse_metrics(text: str | None, params: Sequence[str] = ()) -> dict[str, dict[str, Any]]:

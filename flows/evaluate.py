@@ -21,7 +21,7 @@ def evaluate(spec: dict[str, Any]) -> dict[str, Any]:
     """Evaluate ``spec`` (see :func:`avits_core.evaluate_folder.spec_to_dict`); returns summary,
     evaluation (provenance and errors) and categories, and the output folder."""
     logger = get_run_logger()
-    plan = ef.cached_plan(spec)
+    plan = ef.refresh_plan(spec)  # the folder as it is now; the tasks share this plan
     logger.info("evaluate %s: %d prompts, protocol %s, metrics %s -> %s", plan.spec.folder, len(plan.prompts),
                 plan.spec.protocol, sorted(plan.spec.metrics), plan.out)
     futures = [t.score_clips.submit(spec, [e.prompt.prompt_id for e in b], first=b[0].prompt.prompt_id)

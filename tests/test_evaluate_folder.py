@@ -180,6 +180,11 @@ def test_tasks_and_cli(messy, tmp_path):
     assert t.score_clips.fn(spec, ["p0", "p1"]) == 0  # cached
     res = t.finish.fn(spec)
     assert res["evaluation"]["n_errors"] == {"av_align": 3, "temporal_flickering": 2}
+    before = {e.prompt.prompt_id: e.candidate_id for e in ef.cached_plan(spec).entries}
+    write_mp4(jump_clip(audio_shift=0.2), folder / "p0.mp4")
+    assert ef.cached_plan(spec).entries[0].candidate_id == before["p0"]  # the run's plan
+    assert ef.refresh_plan(spec).entries[0].candidate_id != before["p0"]  # a new flow run sees the new file
+    assert ef.cached_plan(spec).entries[1].candidate_id == before["p1"]
 
     runner = CliRunner()
     r = runner.invoke(app, ["evaluate", str(folder), "--prompts", str(prompts), "--out", str(tmp_path / "ev2"), "--local"])
