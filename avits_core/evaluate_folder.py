@@ -32,6 +32,10 @@ Tables (an ``avits`` run folder at ``out``: DuckDB, ``avits sql`` work on it)
     protocol, the metric specs and the clip set), ``held_out`` true, ``value`` null for an error
     row and ``extractor`` naming the model and protocol (``clip:openai/clip-vit-base-patch32+
     protocol=javisbench``); set-level rows (FVD, KVD, FAD) have null prompt/candidate.
+    Set-level metrics compare the readable clips with ``reference``: a folder of real mp4 clips
+    (unpaired), or JavisBench's feature cache ``<set>-vanilla-max4s.pt`` (javisbench protocol only;
+    reference row i pairs with CSV row i as in the evaluator, which also gives per-category values);
+    the features are kept in ``set-features-<evaluation id>.npz``.
     ``summary.json``: laid out like JavisBench's evaluator output (metric keys ``clip_score``,
     ``clap_score``, ``av_align``, ``ib_tv``...; with category columns ``{"overall", "all", "0": [...],
     ...}``, the per-aspect lists indexed by category; without them, one number per metric), so the
