@@ -258,6 +258,39 @@ class SynthAVGenerator:
         self.nfe_total += spent * len(latents)
         return self._latents(x, latents, stop, latents.nfe + spent)
 
+    def denoise_sde(self, latents: Latents, prompt: Prompt, start: int, stop: int, noise_scale: float) -> Latents:
+        """Stochastic sampler with the flow's marginals (``avits_core.generators.base.sde_coefficients``):
+        per step x_next = (1 - t') x0_hat + c_eps eps_hat + sigma z, with the exact mixture posterior
+        mean x0_hat (so eps_hat, and the score -eps_hat / t, are exact) and z drawn per (row seed,
+        step) from ``init_noise``. Same NFE as :meth:`denoise`; ``noise_scale`` = 0 is :meth:`denoise`.
+        The math runs in float64 and the state is rounded to float32 after every step, as in denoise."""
+        from avits_core.generators.base import sde_coefficients, sde_noise_seeds
+
+        if float(noise_scale) == 0.0:
+            return self.denoise(latents, prompt, start, stop)
+        self._check_step(start, "start")
+        self._check_step(stop, "stop")
+        if not start < stop:
+            raise ValueError(f"synth: denoise_sde needs start < stop, got start={start}, stop={stop}")
+        if latents.step != start:
+            raise ValueError(f"synth: latents are at step {latents.step}, but denoise_sde was asked to start at {start}")
+        x = self._joint(latents)
+        ts = self._timesteps
+        for k in range(start, stop):
+            t, t_next = float(ts[k]), float(ts[k + 1])
+            c_eps, sigma = sde_coefficients(t, t_next, float(noise_scale))
+            x64 = x.astype(np.float64)
+            x0 = self._x0_hat(x64, t, prompt)
+            eps = (x64 - (1.0 - t) * x0) / t
+            nxt = (1.0 - t_next) * x0 + c_eps * eps
+            if sigma > 0.0:
+                z = self.init_noise(sde_noise_seeds(latents.seeds, k))
+                nxt = nxt + sigma * torch.cat([z.video, z.audio], dim=1).numpy().astype(np.float64)
+            x = nxt.astype(np.float32)
+        spent = (stop - start) * self.nfe_per_step
+        self.nfe_total += spent * len(latents)
+        return self._latents(x, latents, stop, latents.nfe + spent)
+
     def predict_x0(self, latents: Latents, prompt: Prompt, step: int) -> Latents:
         """Posterior mean of the clean latent (CFG-combined when guidance != 1), at step num_steps."""
         self._check_step(step, "step")

@@ -503,6 +503,56 @@ class LTX2Generator:
             nfe=latents.nfe + spent,
         )
 
+    def denoise_sde(self, latents: Latents, prompt: Prompt, start: int, stop: int, noise_scale: float) -> Latents:
+        """Stochastic sampler with the flow's marginals: the standard flow-matching conversion of the
+        guided velocity (``avits_core.generators.base.sde_coefficients``): x0_hat is the guided x0 of
+        the step loop, eps_hat = (x - (1 - sigma) x0_hat) / sigma, the fresh noise z comes from
+        ``init_noise`` seeded per (row seed, step). Same NFE as :meth:`denoise`; ``noise_scale`` = 0 is
+        :meth:`denoise` itself."""
+        from avits_core.generators.base import sde_coefficients, sde_noise_seeds
+
+        if float(noise_scale) == 0.0:
+            return self.denoise(latents, prompt, start, stop)
+        self._check_latents(latents, "denoise_sde")
+        if not (0 <= start < stop <= self._num_steps):
+            raise ValueError(
+                f"ltx2.denoise_sde: need 0 <= start < stop <= {self._num_steps}, got start={start}, stop={stop}"
+            )
+        if latents.step != start:
+            raise ValueError(f"ltx2.denoise_sde: latents are at step {latents.step}, not at start={start}")
+        enc = self._encode(_prompt_text(prompt))
+        V_all = latents.video.to(self._exec_device, torch.float32)
+        A_all = latents.audio.to(self._exec_device, torch.float32)
+        sig = self.timesteps
+
+        def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
+            V, A = V_all[lo:hi], A_all[lo:hi]
+            ctx = self._context(enc, hi - lo)
+            with torch.no_grad():
+                for i in range(start, stop):
+                    t, t_next = float(sig[i]), float(sig[i + 1])
+                    c_eps, s_noise = sde_coefficients(t, t_next, float(noise_scale))
+                    g_v, g_a = self._guided_x0(V, A, ctx, i)
+                    V = (1.0 - t_next) * g_v + c_eps * (V - (1.0 - t) * g_v) / t
+                    A = (1.0 - t_next) * g_a + c_eps * (A - (1.0 - t) * g_a) / t
+                    if s_noise > 0.0:
+                        z = self.init_noise(sde_noise_seeds(latents.seeds[lo:hi], i))
+                        V = V + s_noise * z.video.to(V.device, V.dtype)
+                        A = A + s_noise * z.audio.to(A.device, A.dtype)
+                    V, A = V.to(torch.float32), A.to(torch.float32)
+            return V, A
+
+        parts = self._chunked(len(latents), run, "denoise_sde")
+        spent = self.nfe_per_step * (stop - start)
+        self.nfe_total += spent * len(latents)
+        return Latents(
+            video=torch.cat([p[0] for p in parts]),
+            audio=torch.cat([p[1] for p in parts]),
+            step=stop,
+            seeds=list(latents.seeds),
+            nfe=latents.nfe + spent,
+        )
+
     def predict_x0(self, latents: Latents, prompt: Prompt, step: int) -> Latents:
         """The guided x0 estimate at step index ``step`` (0 <= step < num_steps); returned at step num_steps."""
         self._check_latents(latents, "predict_x0")
