@@ -25,7 +25,8 @@ What is never silently skipped
 
 Tables (an ``avits`` run folder at ``out``: DuckDB, ``avits sql`` work on it)
     ``rewards``: the per-clip cache, one row per (clip, metric): ``candidate_id`` is
-    ``<prompt_id>@<12 hex of the file's blake2b>``, so a clip replaced by a new file is scored again;
+    ``<prompt_id>+<12 hex of the file's blake2b>`` (a safe name, should it become a path), so a clip
+    replaced by a new file is scored again;
     ``verifier_version`` is the verifier's ``cache_version``, which includes the protocol. An ``ok``
     row is never recomputed; error rows are retried by the next evaluation.
     ``metrics``: one row per (clip, metric) with ``selection_id`` = the evaluation id (a hash of the
@@ -173,11 +174,11 @@ def locate_clips(folder: Path, prompts: Sequence[Prompt], naming: str = "auto") 
         e = ClipEntry(index=i, prompt=p, path=path if path.is_file() else None)
         if e.path is None:
             e.problem = f"missing: no file {name!r} for prompt {p.prompt_id!r} in {folder}"
-            e.candidate_id = f"{p.prompt_id}@missing"
+            e.candidate_id = f"{p.prompt_id}+missing"
         else:
             wav = path.with_suffix(".wav")
             e.wav = wav if wav.is_file() else None
-            e.candidate_id = f"{p.prompt_id}@{_file_digest(path)}"
+            e.candidate_id = f"{p.prompt_id}+{_file_digest(path)}"
         entries.append(e)
     used = {e.path.name for e in entries if e.path is not None}
     extra = [f for f in files if f not in used]
