@@ -41,6 +41,11 @@ Mutation (``beta = mutation_rate``)
       the default.
     * ``modality = "joint"`` (default) mutates video and audio latents together (one draw of eps for
       both); ``"video"`` / ``"audio"`` mutate that modality only and copy the other from the parent.
+    * ``route_by_modality = true`` chooses the modality per child from its parent's rewards: the video
+      noise when the parent's video-side verifiers are weak, the audio noise when its audio-side ones
+      are (rule and verifier sides: :mod:`avits_core.search.routing`; ``modality`` is the fallback when
+      no verifier reads only one track). ``verifier_modalities`` names the tracks of verifiers that are
+      not registered. The plan's ``info["modalities"]`` records the choice per child.
     * eps is ``generator.init_noise([mutation_seed])``: a standard normal of the generator's own
       latent shapes, dtype and device, deterministic per seed.
 
@@ -95,6 +100,7 @@ from avits_core.search.mutation import (  # noqa: F401 (the operators, re-export
     mutate_noise,
     split_latent,
 )
+from avits_core.search.routing import Router, check_verifier_modalities
 from avits_core.seeding import candidate_seeds, derive_seed
 
 log = logging.getLogger(__name__)
@@ -167,6 +173,8 @@ class EvoSearchConfig:
     mutation_rate: float = 0.2
     latent_mutation: str = "vp"
     modality: str = "joint"
+    route_by_modality: bool = False
+    verifier_modalities: Any = None
     preset: str | None = None
 
     def __post_init__(self) -> None:
@@ -185,6 +193,9 @@ class EvoSearchConfig:
                               f"got {self.latent_mutation!r}")
         if self.modality not in MODALITIES:
             raise ConfigError(f"{_field('modality')}: must be one of {list(MODALITIES)}, got {self.modality!r}")
+        if not isinstance(self.route_by_modality, bool):
+            raise ConfigError(f"{_field('route_by_modality')}: must be true or false, got {self.route_by_modality!r}")
+        check_verifier_modalities(_field("verifier_modalities"), self.verifier_modalities)
         if not pops:
             raise ConfigError(f"{_field('population_size_schedule')}: needs at least one population size")
         if len(pops) != len(sched) + 1:
@@ -235,6 +246,10 @@ class EvoSearchConfig:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        if not d["route_by_modality"]:  # the routing keys appear only when routing is on
+            d.pop("route_by_modality")
+            if d["verifier_modalities"] is None:
+                d.pop("verifier_modalities")
         d["evolution_schedule"] = list(self.evolution_schedule)
         d["population_size_schedule"] = list(self.population_size_schedule)
         return d
@@ -400,6 +415,8 @@ class EvoSearchParams(MethodParams):
     mutation_rate: Any = None
     latent_mutation: Any = None
     modality: Any = None
+    route_by_modality: Any = None
+    verifier_modalities: Any = None
 
     @model_validator(mode="after")
     def _valid(self) -> "EvoSearchParams":
@@ -416,6 +433,7 @@ class EvoSearch(SearchMethod):
     def __init__(self, params: Mapping[str, Any] | None = None):
         super().__init__(params)
         self.cfg = EvoSearchConfig.from_params(self.params.model_dump(exclude_none=True))
+        self.router = Router(self.cfg.modality, self.cfg.route_by_modality, self.cfg.verifier_modalities)
 
     @classmethod
     def from_evo_config(cls, cfg: EvoSearchConfig) -> "EvoSearch":
@@ -457,7 +475,14 @@ class EvoSearch(SearchMethod):
                         len(pool) - len(eligible), len(pool))
         gp = plan_generation(cfg, pid, event, eligible, [agg[c] for c in eligible], view.run_seed)
         mutation = cfg.mutation()
-        kids = [CandidatePlan(seed=int(s), parent=p, step=gp.step, mutation=mutation)
-                for p, s in zip(gp.parents, gp.mutation_seeds)]
+        info = gp.to_dict()
+        if cfg.route_by_modality:  # one modality per child, from its parent's video-/audio-side rewards
+            mods = self.router.for_parents(view, gp.parents)
+            kids = [CandidatePlan(seed=int(s), parent=p, step=gp.step, mutation=dict(mutation, modality=m))
+                    for p, s, m in zip(gp.parents, gp.mutation_seeds, mods)]
+            info["modalities"] = mods
+        else:
+            kids = [CandidatePlan(seed=int(s), parent=p, step=gp.step, mutation=mutation)
+                    for p, s in zip(gp.parents, gp.mutation_seeds)]
         log.info("%s g%d: elites %s, parents %s", pid, event, gp.elites, gp.parents)
-        return EventPlan(pid, event, kids, info=gp.to_dict())
+        return EventPlan(pid, event, kids, info=info)
