@@ -158,3 +158,16 @@ def test_video_peaks_prominence_rule_handles_continuous_motion():
     assert len(video_peaks(Series(t, humps))) == 2
     np.testing.assert_allclose(video_peaks(Series(t, humps), smooth_frames=1.5), t[[10]])
     assert len(video_peaks(Series(t, np.ones(23)))) == 0
+
+
+def test_static_textured_picture_is_an_error_row_not_a_zero():
+    """Farnebäck reports ~0.005 px/frame on identical textured frames; av_align once stored ok 0.0 there."""
+    from avclips import bounce_clip
+
+    from avits_core.prompts import Prompt
+
+    clip = static(bounce_clip())
+    for v in (AVAlign(), AVSync(), AVAlign(protocol="javisbench")):
+        res = v.score([clip, bounce_clip()], [Prompt("p", "x")] * 2)
+        assert np.isnan(res.values[0]) and "video is static" in res.errors[0], (v.name, res.errors)
+        assert res.errors[1] is None and np.isfinite(res.values[1])
