@@ -53,6 +53,13 @@ from avits_core.search.routing import verifier_sides  # noqa: E402
 from avits_core.verifiers.base import MinInput  # noqa: E402
 from avits_core.verifiers.synth_text import AUDIO_ATTRS, VIDEO_ATTRS, SynthText, requested_attributes  # noqa: E402
 
+try:  # one intra-op thread: the tiny per-clip work gains nothing from more, and the machine is shared
+    import torch
+
+    torch.set_num_threads(1)
+except ImportError:  # pragma: no cover
+    pass
+
 STEPS = 20
 GUIDED = ["av_align", "av_sync", "synth_text"]
 SPLIT = ["av_align", "av_sync", "synth_text_video", "synth_text_audio"]
@@ -126,8 +133,9 @@ def _oracle(clip) -> dict[str, float]:
 
 
 def _row(seed, label, budget, vset, picks, nfe, wall, n_prompts, extra=None) -> dict[str, Any]:
+    """``wall``: (wall seconds, CPU seconds of this process) per prompt."""
     row = {"seed": seed, "method": label, "budget": budget, "verifiers": vset, "prompts": n_prompts,
-           "nfe_per_prompt": nfe, "wall_s_per_prompt": wall}
+           "nfe_per_prompt": nfe, "wall_s_per_prompt": wall[0], "cpu_s_per_prompt": wall[1]}
     for k in METRICS:
         row[k] = float(np.mean([p[k] for p in picks]))
     row.update(extra or {})
@@ -137,9 +145,10 @@ def _row(seed, label, budget, vset, picks, nfe, wall, n_prompts, extra=None) -> 
 def run_method(gen, verifiers, prompts, method_name, params, seed):
     """(picks' oracle metrics, first candidates' oracle metrics, mean NFE, wall per prompt, results)."""
     names = [v.name for v in verifiers]
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     res = run_in_memory(gen, verifiers, get_aggregator("arw", names), prompts, get_search(method_name, params), seed)
     wall = (time.perf_counter() - t0) / len(prompts)
+    cpu = (time.process_time() - c0) / len(prompts)
     picks, firsts = [], []
     for r in res:
         if r.selected is None:
@@ -147,7 +156,7 @@ def run_method(gen, verifiers, prompts, method_name, params, seed):
         picks.append(_oracle(r.clips[r.selected]))
         firsts.append(_oracle(r.clips[min(r.clips)]))
     nfe = float(np.mean([r.nfe_spent for r in res]))
-    return picks, firsts, nfe, wall, res
+    return picks, firsts, nfe, (wall, cpu), res
 
 
 def bon_replay(res, names, k):
@@ -172,7 +181,8 @@ def summarise(rows: list[dict[str, Any]], vset: str, labels: list[str], budgets:
                 continue
             s = {"method": label, "budget": b, "seeds": len(rs),
                  "nfe": float(np.mean([r["nfe_per_prompt"] for r in rs])),
-                 "wall": float(np.mean([r["wall_s_per_prompt"] for r in rs]))}
+                 "wall": float(np.mean([r["wall_s_per_prompt"] for r in rs])),
+                 "cpu": float(np.mean([r.get("cpu_s_per_prompt", float("nan")) for r in rs]))}
             for k in METRICS:
                 v = np.array([r[k] for r in rs])
                 s[k] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
@@ -182,14 +192,14 @@ def summarise(rows: list[dict[str, Any]], vset: str, labels: list[str], budgets:
 
 def markdown(summary: list[dict[str, Any]], title: str) -> str:
     arrows = {k: ("↓" if k in LOWER else "↑") for k in METRICS}
-    head = ["method", "budget", "NFE/prompt", *[f"{k} {arrows[k]}" for k in METRICS], "wall s/prompt", "seeds"]
+    head = ["method", "budget", "NFE/prompt", *[f"{k} {arrows[k]}" for k in METRICS], "wall s/prompt", "CPU s/prompt", "seeds"]
     lines = [f"**{title}** (mean over run seeds ± sample std across seeds)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         fmt = {"faithful": "{:.3f} ± {:.3f}", "sync_error_ms": "{:.1f} ± {:.1f}",
                "attribute_accuracy": "{:.3f} ± {:.3f}", "noise_level": "{:.3f} ± {:.3f}"}
         cells = [s["method"], "-" if s["budget"] == 0 else str(s["budget"]), f"{s['nfe']:.0f}",
-                 *[fmt[k].format(*s[k]) for k in METRICS], f"{s['wall']:.2f}", str(s["seeds"])]
+                 *[fmt[k].format(*s[k]) for k in METRICS], f"{s['wall']:.2f}", f"{s['cpu']:.2f}", str(s["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -226,7 +236,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=4, help="run seeds 0..SEEDS-1")
     ap.add_argument("--budgets", default="80,160,320", help="NFE budgets per prompt (keys of GRID)")
     ap.add_argument("--methods", default=",".join(GRID), help="labels of GRID")
-    ap.add_argument("--no-routing-study", action="store_true")
+    ap.add_argument("--studies", default="guided,split",
+                    help="guided (the main table), split (the routing study); comma-separated")
     ap.add_argument("--out", default=str(REPO / "runs/bench_search_methods"))
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
@@ -250,10 +261,12 @@ def main() -> None:
               f"faithful {row['faithful']:.3f} sync {row['sync_error_ms']:.1f} ms  NFE {row['nfe_per_prompt']:.0f}  "
               f"{row['wall_s_per_prompt']:.2f} s/prompt", flush=True)
 
-    studies = [("guided", GUIDED, labels)]
-    if not args.no_routing_study:
-        studies.append(("split", SPLIT, ["evosearch", "evosearch+route"]))
+    wanted = [x for x in args.studies.split(",") if x]
+    studies = [st for st in (("guided", GUIDED, labels), ("split", SPLIT, ["evosearch", "evosearch+route"]))
+               if st[0] in wanted]
     t_start = time.perf_counter()
+    # warm-up (imports, first-call costs of the verifiers), so that no timed row pays for it
+    run_method(gen, _verifiers(GUIDED), prompts[:1], "best_of_n", {"n": 2}, 0)
     for seed in range(args.seeds):
         for vset, vnames, vlabels in studies:
             verifiers = _verifiers(vnames)
@@ -267,11 +280,13 @@ def main() -> None:
                     m, p = GRID[label][top]
                     picks, firsts, nfe, wall, res = run_method(gen, verifiers, prompts, m, p, seed)
                     if (seed, "first", 0, vset, len(prompts)) not in have:
-                        keep(_row(seed, "first", 0, vset, firsts, float(STEPS), wall / p["n"], len(prompts)))
+                        keep(_row(seed, "first", 0, vset, firsts, float(STEPS), (wall[0] / p["n"], wall[1] / p["n"]),
+                                  len(prompts)))
                     for b in todo:
                         k = GRID[label][b][1]["n"]
                         bp = picks if k == p["n"] else bon_replay(res, vnames, k)
-                        keep(_row(seed, label, b, vset, bp, nfe * k / p["n"], wall * k / p["n"], len(prompts),
+                        keep(_row(seed, label, b, vset, bp, nfe * k / p["n"], (wall[0] * k / p["n"], wall[1] * k / p["n"]),
+                                  len(prompts),
                                   {"replayed": k != p["n"]}))
                     continue
                 for b in budgets:
@@ -291,14 +306,16 @@ def main() -> None:
                     keep(_row(seed, label, b, vset, picks, nfe, wall, len(prompts)))
                     if (seed, "first", 0, vset, len(prompts)) not in have and not any(
                             r["method"] == "first" and r["seed"] == seed and r["verifiers"] == vset for r in rows):
-                        keep(_row(seed, "first", 0, vset, firsts, float(STEPS), 0.0, len(prompts)))
+                        keep(_row(seed, "first", 0, vset, firsts, float(STEPS), (0.0, 0.0), len(prompts)))
+    if store.exists():  # another process may have added rows (one process per study)
+        rows = [json.loads(x) for x in store.read_text().splitlines()]
     rows = [r for r in rows if r["prompts"] == len(prompts) and r["seed"] < args.seeds]
     text = [f"SynthAV, {len(prompts)} prompts, {STEPS} steps, ARW; run seeds 0..{args.seeds - 1}; "
             f"bench wall {time.perf_counter() - t_start:.0f} s this call.", ""]
     main_sum = summarise(rows, "guided", ["first", *labels], budgets)
     text.append(markdown(main_sum, "Guided: av_align + av_sync + synth_text"))
     plot(main_sum, out / "faithful_vs_nfe.png", f"SynthAV, {len(prompts)} prompts, ARW over {' + '.join(GUIDED)}")
-    if not args.no_routing_study:
+    if any(r["verifiers"] == "split" for r in rows):
         split_sum = summarise(rows, "split", ["first", "evosearch", "evosearch+route"], budgets)
         text.append(markdown(split_sum, "Routing study: av_align + av_sync + synth_text_video + synth_text_audio"))
         plot(split_sum, out / "faithful_vs_nfe_routing.png", "routing study (split synth_text)")
