@@ -93,7 +93,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-from scipy.signal import lfilter
 
 # --------------------------------------------------------------------------------------------
 # Vocabulary
@@ -590,6 +589,8 @@ def render_audio(p: dict[str, Any], rng: np.random.Generator, duration: float,
         audio += w_rain * 0.01 * np.diff(white) / math.sqrt(2.0)
     if w_wind > 1e-3:
         a = math.exp(-2 * math.pi * 300.0 / sr)
+        from scipy.signal import lfilter  # on first use: importing the world (prompt grammar) stays light
+
         lp = lfilter([1.0 - a], [1.0, -a], rng.standard_normal(n))
         lp /= math.sqrt((1.0 - a) / (1.0 + a))
         audio += w_wind * 0.015 * lp * (0.6 + 0.4 * np.sin(2 * np.pi * 0.7 * t + ph))
