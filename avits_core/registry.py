@@ -134,6 +134,9 @@ SEARCH_METHODS = Registry(
     {
         "best_of_n": "avits_core.search.best_of_n:BestOfN",
         "evosearch": "avits_core.search.evosearch:EvoSearch",
+        "smc": "avits_core.search.smc:SMC",
+        "beam": "avits_core.search.beam:BeamSearch",
+        "prune": "avits_core.search.prune:PrunedBestOfN",
         "zero_order": "avits_core.search.zero_order:ZeroOrder",
         "search_over_paths": "avits_core.search.paths:SearchOverPaths",
     },

@@ -15,6 +15,10 @@ Policies (documented decisions):
   eligible candidate gets a selection row with a null candidate_id and a null score.
 - Ties: exact ties go to the lowest candidate_id (ids sort in (generation, index) order).
 - Budget k: only the first k candidates of each prompt (in candidate_id order) exist for the replay.
+- Intermediate candidates (``candidates.kind = 'intermediate'``: clean estimates decoded mid-way by
+  SMC, beam search or pruning) are observed by the aggregator in their events like any candidate,
+  but the final ``combine`` pools only the prompt's final candidates, so an answer is always a fully
+  denoised clip.
 - Weights are normalised to sum 1 before use; orientation flips lower-is-better verifiers.
 """
 
@@ -128,11 +132,12 @@ def replay(
     vidx = {v: j for j, v in enumerate(V)}
 
     # candidates, sorted by candidate_id (the tie-break and budget order)
-    cc = _columns(candidates, ("prompt_id", "candidate_id", "generation"), {"generation": 0})
+    cc = _columns(candidates, ("prompt_id", "candidate_id", "generation", "kind"), {"generation": 0, "kind": None})
     order = sorted(range(len(cc["candidate_id"])), key=cc["candidate_id"].__getitem__)
     cids = [cc["candidate_id"][i] for i in order]
     cpid = [cc["prompt_id"][i] for i in order]
     gens = np.array([int(cc["generation"][i] or 0) for i in order], dtype=np.int64)
+    final = np.array([(cc["kind"][i] or "final") == "final" for i in order], dtype=bool)  # only these can win
     n = len(cids)
     by_prompt: dict[str, list[int]] = {}
     for i, pid in enumerate(cpid):
@@ -193,6 +198,9 @@ def replay(
         seen.setdefault(pid, []).append(ids)
         if last_event[pid] == e:
             pool = np.sort(np.concatenate(seen[pid]))
+            pool = pool[final[pool]]  # intermediate candidates fed the aggregator but are never answers
+            if not pool.size:
+                continue
             a = agg.combine({v: cols[j][pool] for v, j in vidx.items()})
             best = int(np.flatnonzero(a == a.max())[0])
             for i, x in zip(pool.tolist(), a.tolist()):

@@ -70,10 +70,11 @@ def evaluate(ctx: "RunContext", selection_id: str) -> int:
         raise ConfigError(f"no selection {selection_id!r} in run {ctx.run_id}")
     metrics = ctx.store.read("metrics", ["selection_id", "candidate_id", "metric"]).to_pylist()
     have = {(m["selection_id"], m["candidate_id"], m["metric"]) for m in metrics}
-    cands = ctx.store.read("candidates").select(["prompt_id", "candidate_id"]).to_pylist()
+    cands = ctx.store.read("candidates").select(["prompt_id", "candidate_id", "kind"]).to_pylist()
     first: dict[str, str] = {}
     for c in sorted(cands, key=lambda c: c["candidate_id"]):
-        first.setdefault(c["prompt_id"], c["candidate_id"])
+        if (c["kind"] or "final") == "final":  # the baseline is a fully denoised clip
+            first.setdefault(c["prompt_id"], c["candidate_id"])
     data = _evaluation_inputs(ctx)
     rows = _metric_rows(ctx, None, first, {v.name for v in ctx.cfg.verifiers}, *data)
     rows += _metric_rows(ctx, selection_id, {s["prompt_id"]: s["candidate_id"] for s in sels}, set(sels[0]["verifiers"]), *data)

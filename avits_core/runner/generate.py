@@ -76,7 +76,8 @@ def generate_event(ctx: "RunContext", prompt_id: str, event: int) -> list[dict[s
             run_id=ctx.run_id, prompt_id=prompt_id, prompt_index=pi, prompt_text=prompt.text, candidate_id=cid,
             search=method.name, generation=rec.generation, step=rec.step, parent_ids=list(rec.parent_ids),
             seed=rec.seed, generator=ctx.cfg.generator.name, nfe=rec.nfe, nfe_own=rec.nfe_own,
-            batch_index=rec.batch_index, media_path=str(rel), latent_path=str(lrel) if lrel else None,
+            batch_index=rec.batch_index, kind=rec.kind, x0_step=rec.x0_step,
+            media_path=str(rel), latent_path=str(lrel) if lrel else None,
             truth=json.dumps(truth) if truth is not None else None, wall_s=ge.wall_s,
         ))
     with state._write_lock:

@@ -63,7 +63,7 @@ def select(ctx: "RunContext", spec: SelectionSpec | None = None) -> str:
     if existing.num_rows and sel_id in set(existing.column("selection_id").to_pylist()):
         log.info("selection %s already stored", sel_id)
         return sel_id
-    cands = ctx.store.read("candidates", ["prompt_id", "candidate_id", "generation"]).to_pylist()
+    cands = ctx.store.read("candidates", ["prompt_id", "candidate_id", "generation", "kind"]).to_pylist()
     rewards = ok_rewards(ctx, spec.verifiers)
     res = replay(spec, cands, rewards, higher_is_better(spec.verifiers), [p.prompt_id for p in ctx.prompts])
     trace = ctx.store.read("arw_trace", ["selection_id"])

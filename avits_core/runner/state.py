@@ -88,7 +88,8 @@ def record_of(row: Mapping[str, Any]) -> CandidateRecord:
         candidate_id=row["candidate_id"], prompt_id=row["prompt_id"], generation=int(row.get("generation") or 0),
         step=int(row.get("step") or 0), parent_ids=tuple(row.get("parent_ids") or ()), seed=int(row["seed"]),
         nfe=nfe, nfe_own=int(own) if own is not None else nfe,
-        batch_index=int(bi) if bi is not None else int(row["candidate_id"].rsplit("_c", 1)[-1]))
+        batch_index=int(bi) if bi is not None else int(row["candidate_id"].rsplit("_c", 1)[-1]),
+        kind=row.get("kind") or "final", x0_step=row.get("x0_step"))
 
 
 class RunState(SearchState):

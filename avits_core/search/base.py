@@ -62,19 +62,45 @@ class CandidatePlan:
     latent of ``parent`` at ``step`` changed by ``mutation`` with noise drawn from ``seed``.
 
     ``mutation``: ``{"rule": "vp" | "additive", "beta": float, "modality": "joint" | "video" |
-    "audio"}`` (a step-0 parent is always mixed with the variance-preserving noise rule).
+    "audio"}`` (a step-0 parent is always mixed with the variance-preserving noise rule), or
+    ``{"rule": "continue"}``: the parent's latent at ``step`` unchanged (a particle continued; with
+    ``noise_scale`` > 0 the candidate's ``seed`` drives its stochastic transitions).
+
+    Intermediate-step fields (optional; the defaults give the behaviour above):
+
+    * ``stop``: None = denoise to the end (a *final* candidate). An integer ``step < stop <
+      num_steps`` = denoise only to ``stop``, keep that latent, and decode the model's estimate of the
+      clean sample from it: an *intermediate* candidate, scored like any other but never selected as
+      an answer (later events continue it with ``{"rule": "continue"}``).
+    * ``lookahead``: model evaluations of an intermediate candidate's clean estimate (1 =
+      ``predict_x0``; L > 1 = L coarse ODE steps, :func:`avits_core.generators.base.lookahead_x0`).
+    * ``noise_scale``: 0 = the ODE sampler; in (0, 1] = the stochastic sampler with the same
+      marginals (:func:`avits_core.generators.base.denoise_sde`), noise drawn per (seed, step).
     """
 
     seed: int
     parent: str | None = None
     step: int = 0
     mutation: Mapping[str, Any] | None = None
+    stop: int | None = None
+    lookahead: int = 1
+    noise_scale: float = 0.0
 
     def __post_init__(self) -> None:
         if (self.parent is None) != (self.mutation is None):
             raise ValueError("a branch needs both a parent and a mutation; a fresh candidate has neither")
         if self.parent is None and self.step != 0:
             raise ValueError(f"a fresh candidate starts at step 0, not {self.step}")
+        if self.stop is not None and int(self.stop) <= int(self.step):
+            raise ValueError(f"an intermediate candidate stops after its start step: stop={self.stop}, step={self.step}")
+        if int(self.lookahead) < 1:
+            raise ValueError(f"lookahead must be >= 1, got {self.lookahead}")
+        if not 0.0 <= float(self.noise_scale) <= 1.0:
+            raise ValueError(f"noise_scale must be in [0, 1], got {self.noise_scale}")
+
+    @property
+    def intermediate(self) -> bool:
+        return self.stop is not None
 
     @property
     def fresh(self) -> bool:
@@ -83,6 +109,9 @@ class CandidatePlan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mutation"] = dict(self.mutation) if self.mutation is not None else None
+        for k, default in (("stop", None), ("lookahead", 1), ("noise_scale", 0.0)):  # written only when used
+            if d[k] == default:
+                d.pop(k)
         return d
 
 
@@ -119,6 +148,8 @@ class CandidateRecord:
     nfe: int
     nfe_own: int
     batch_index: int
+    kind: str = "final"  # "final" (denoised to the end) or "intermediate" (a clean estimate at x0_step)
+    x0_step: int | None = None  # intermediate candidates: the step whose clean estimate was decoded
 
 
 class PromptView:
@@ -151,6 +182,13 @@ class PromptView:
     def made_at(self, event: int) -> list[str]:
         """Ids of the candidates created by ``event`` (candidate-id order)."""
         return [c.candidate_id for c in self.candidates if c.generation == event]
+
+    def record(self, candidate_id: str) -> CandidateRecord:
+        """The stored record of ``candidate_id`` (KeyError when unknown)."""
+        for c in self.candidates:
+            if c.candidate_id == candidate_id:
+                return c
+        raise KeyError(candidate_id)
 
 
 # --------------------------------------------------------------------------- the protocol
@@ -236,3 +274,30 @@ def search_from_config(search: Any) -> SearchMethod:
     from avits_core.registry import SEARCH_METHODS
 
     return SEARCH_METHODS.get_class(search.method).from_config(search)
+
+
+# --------------------------------------------------------------------------- helpers of step-wise methods
+# (SMC, beam search, pruned Best-of-N: methods that score clean estimates at intermediate steps)
+
+
+def check_step_list(field_name: str, steps: Sequence[int], num_steps: int) -> None:
+    """ConfigError naming ``field_name`` unless ``steps`` is strictly increasing within [1, num_steps - 1]
+    (an intermediate step must leave noise to denoise and come after the pure-noise step 0)."""
+    for i, k in enumerate(steps):
+        if not 1 <= int(k) <= num_steps - 1:
+            raise ConfigError(f"{field_name}[{i}]: step {k} is outside [1, {num_steps - 1}] for a generator with "
+                              f"num_steps={num_steps} (an intermediate step lies strictly between noise and data)")
+        if i and int(k) <= int(steps[i - 1]):
+            raise ConfigError(f"{field_name}[{i}]: steps must be strictly increasing, got {list(steps)}")
+
+
+def lookahead_cost(lookahead: int, step: int, num_steps: int) -> int:
+    """Model evaluations of a clean estimate with ``lookahead`` at ``step`` (capped by the steps left)."""
+    return min(int(lookahead), int(num_steps) - int(step))
+
+
+def rank_by_aggregate(ids: Sequence[str], aggregates: Mapping[str, float]) -> list[str]:
+    """``ids`` best first: eligible ones (with an aggregate) by descending aggregate, exact ties to the
+    lowest id, then the ineligible ones (no aggregate: a verifier failed on them) in id order."""
+    ok = sorted((c for c in ids if c in aggregates), key=lambda c: (-aggregates[c], c))
+    return ok + sorted(c for c in ids if c not in aggregates)

@@ -38,7 +38,7 @@ import numpy as np
 
 from avits_core.aggregate.base import Aggregator
 from avits_core.errors import ConfigError, EvoSearchError
-from avits_core.generators.base import JointGenerator, Latents
+from avits_core.generators.base import JointGenerator, Latents, lookahead_x0
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.search.base import CandidateRecord, EventPlan, PromptView, SearchMethod, candidate_id
@@ -78,8 +78,38 @@ class GeneratedEvent:
     wall_s: float  # generation wall time per candidate
 
 
+def denoise_to(
+    generator: JointGenerator, lat: Latents, prompt: Prompt, stop: int, capture: Sequence[int],
+    noise_scale: float = 0.0,
+) -> tuple[Latents, dict[int, Latents]]:
+    """Like :func:`denoise_capture` but to step ``stop`` and with the sampler of ``noise_scale``
+    (0: the ODE; > 0: :func:`~avits_core.generators.base.denoise_sde`, whose noise depends on (row
+    seed, step) only, so cutting the path at capture steps does not change it)."""
+    from avits_core.generators.base import denoise_sde
+
+    snaps: dict[int, Latents] = {}
+    cur = lat
+    for k in sorted({int(k) for k in capture if lat.step <= k < stop}):
+        if k > cur.step:
+            cur = denoise_sde(generator, cur, prompt, cur.step, k, noise_scale)
+        snaps[k] = cur.select(range(len(cur)))
+    if cur.step < stop:
+        cur = denoise_sde(generator, cur, prompt, cur.step, stop, noise_scale)
+    return cur, snaps
+
+
 def _group_key(c: Any) -> tuple:
-    return ("fresh",) if c.fresh else ("branch", int(c.step), json.dumps(dict(c.mutation), sort_keys=True))
+    key = ("fresh",) if c.fresh else ("branch", int(c.step), json.dumps(dict(c.mutation), sort_keys=True))
+    if c.stop is None and c.lookahead == 1 and c.noise_scale == 0.0:
+        return key  # the key of a plain candidate, as before the intermediate-step fields
+    return key + (("stop", c.stop), ("lookahead", int(c.lookahead)), ("noise_scale", float(c.noise_scale)))
+
+
+def _check_stop(plan: EventPlan, num_steps: int) -> None:
+    for i, c in enumerate(plan.candidates):
+        if c.stop is not None and not int(c.step) < int(c.stop) < num_steps:
+            raise EvoSearchError(f"{plan.prompt_id} event {plan.event} candidate {i}: an intermediate candidate "
+                                 f"must stop at a step in ({c.step}, {num_steps}), got stop={c.stop}")
 
 
 def generate_event(
@@ -92,7 +122,10 @@ def generate_event(
     if not plan.candidates:
         raise EvoSearchError(f"{plan.prompt_id}: the plan of event {plan.event} creates no candidate")
     t0 = time.perf_counter()
+    S = generator.num_steps
+    _check_stop(plan, S)
     n = len(plan.candidates)
+    kinds: list[tuple[str, int | None]] = [("final", None)] * n
     groups: dict[tuple, list[int]] = {}
     for i, c in enumerate(plan.candidates):
         groups.setdefault(_group_key(c), []).append(i)
@@ -111,9 +144,23 @@ def generate_event(
             if parents.step != step:
                 raise EvoSearchError(f"parents' latents are at step {parents.step}, the plan branches at {step}")
             inherited = parents.nfe.copy()
-            eps = generator.init_noise(seeds)
-            start = apply_mutation(generator, parents, prompt, eps, plan.candidates[idx[0]].mutation).with_(seeds=seeds)
-        final, snaps = denoise_capture(generator, start, prompt, capture)
+            mutation = plan.candidates[idx[0]].mutation
+            if mutation.get("rule") == "continue":  # the parent's latent as it is (a particle continued)
+                start = parents.with_(seeds=seeds)
+            else:
+                eps = generator.init_noise(seeds)
+                start = apply_mutation(generator, parents, prompt, eps, mutation).with_(seeds=seeds)
+        c0 = plan.candidates[idx[0]]
+        if c0.stop is None and c0.noise_scale == 0.0:
+            final, snaps = denoise_capture(generator, start, prompt, capture)
+        else:
+            target = S if c0.stop is None else int(c0.stop)
+            final, snaps = denoise_to(generator, start, prompt, target, capture, float(c0.noise_scale))
+            if target < S:  # intermediate: keep the latent at stop, decode the clean estimate from it
+                snaps[target] = final.select(range(len(final)))
+                final = lookahead_x0(generator, final, prompt, int(c0.lookahead))
+                for i in idx:
+                    kinds[i] = ("intermediate", target)
         for j, clip in enumerate(generator.decode(final, prompt)):
             i = idx[j]
             clips[i] = clip
@@ -131,6 +178,8 @@ def generate_event(
             nfe=int(nfe[i]),
             nfe_own=int(own[i]),
             batch_index=i,
+            kind=kinds[i][0],
+            x0_step=kinds[i][1],
         )
         for i, c in enumerate(plan.candidates)
     ]
@@ -171,13 +220,22 @@ class OnlineSelection:
             self._pool.setdefault(prompt_id, []).extend(ok)
         return len(ok)
 
-    def aggregates(self, prompt_id: str) -> dict[str, float]:
+    def aggregates(self, prompt_id: str, among: set[str] | None = None) -> dict[str, float]:
+        """Aggregates of the prompt's eligible candidates (``among``: only those ids, e.g. the final
+        candidates, combined as a pool of their own - as the replay's selection does)."""
         pool = sorted(self._pool.get(prompt_id, []), key=lambda r: r[0])
+        if among is not None:
+            pool = [r for r in pool if r[0] in among]
         if not pool:
             return {}
         cols = np.asarray([vec for _, vec in pool], dtype=np.float64)
         a = self.aggregator.combine({v: np.ascontiguousarray(cols[:, j]) for j, v in enumerate(self.verifiers)})
         return {cid: float(x) for (cid, _), x in zip(pool, np.asarray(a).tolist())}
+
+
+def final_ids(records: Sequence[CandidateRecord]) -> set[str]:
+    """Ids of the fully denoised candidates among ``records`` (the only ones an answer may be)."""
+    return {r.candidate_id for r in records if r.kind == "final"}
 
 
 def best_of(aggregates: Mapping[str, float]) -> str | None:
@@ -302,6 +360,13 @@ class SearchState:
                 seq, pid, e = self._pending.pop(0)
                 self._feed(seq, pid, e, prompt_id, event)
             return self.online.aggregates(prompt_id)
+
+    def final_aggregates_after(self, prompt_id: str, event: int) -> dict[str, float]:
+        """:meth:`aggregates_after` restricted to the prompt's final (fully denoised) candidates,
+        combined as their own pool: what the answer of the prompt is chosen from."""
+        with self.lock:
+            self.aggregates_after(prompt_id, event)
+            return self.online.aggregates(prompt_id, among=final_ids(self.records.get(prompt_id, [])))
 
     def _feed(self, seq: int, pid: str, e: int, for_prompt: str, for_event: int) -> None:
         cands = self.event_records(pid, e)

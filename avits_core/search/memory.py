@@ -104,8 +104,10 @@ def run_in_memory(
             aggs.append(state.aggregates_after(p.prompt_id, e))
         for r in state.records.get(p.prompt_id, []):  # kept latents are for the search, not the result
             state.latents.pop(r.candidate_id, None)
+        # the answer: the best *final* candidate (intermediate clean estimates are never answers)
+        final = state.final_aggregates_after(p.prompt_id, method.n_events - 1)
         out.append(PromptResult(p.prompt_id, list(state.records.get(p.prompt_id, [])), clips, scores, aggs, plans,
-                                best_of(aggs[-1])))
+                                best_of(final)))
         log.debug("%s: selected %s", p.prompt_id, out[-1].selected)
     return out
 

@@ -20,6 +20,7 @@ Conventions
 
 Decisions where the brief was silent (documented here because this is the documentation):
 - Added columns: ``candidates.nfe_own``, ``candidates.batch_index``, ``candidates.wall_s``,
+  ``candidates.kind``/``x0_step`` (intermediate-step scoring, issue 16),
   ``rewards.higher_is_better``, ``arw_trace.run_id/weight/created_at``, ``selections.n_candidates``.
   All added columns are nullable except ``arw_trace.run_id`` (filled automatically by the store).
 - ``metrics.prompt_id``/``candidate_id`` became nullable (a relaxation, not a retype) for set-level
@@ -122,6 +123,13 @@ TABLES: dict[str, tuple[Column, ...]] = {
            "the writer did not record it.", null=True),
         _c("batch_index", pa.int32(), "0-based position of the candidate within its (prompt, generation) batch. "
            "The 'first candidate' of a prompt (the baseline) is the lowest (generation, batch_index).", null=True),
+        _c("kind", pa.string(), "'final': denoised to the end of the schedule (an answer may only be a final "
+           "candidate); 'intermediate': the decoded clean-sample estimate of a latent stopped at step x0_step "
+           "(SMC particles, beam candidates, pruned Best-of-N), scored like any candidate and fed to the "
+           "aggregator in event_seq order, never selected. Null (older runs) = 'final'.", null=True),
+        _c("x0_step", pa.int32(), "Intermediate candidates: the step (index into the generator's timesteps) "
+           "whose latent the decoded clean estimate came from; the latent kept at that step is what later "
+           "events continue. Null for final candidates.", null=True),
         _c("media_path", pa.string(), "Path of the decoded clip (mp4, H.264 + AAC), relative to the run folder "
            "(normally under media/). Absolute paths are refused."),
         _c("latent_path", pa.string(), "Path of the saved latents (relative to the run folder), or null when "
