@@ -1,7 +1,20 @@
-"""The ``avits`` command line (typer).
+"""The ``avits`` command line (typer). Decisions (also in docs/commands.md):
 
-Every user error (bad config, unknown name, missing file, unwritable output) prints one clear
-message and exits with code 2, before anything is generated or written.
+- Refusals. Every user error (bad config, unknown name, bad component parameter, budget above the
+  limits of :mod:`avits_core.preflight` without ``--force``, missing file, unwritable output, a run
+  held by another command) prints one line and exits with code 2, before anything is created.
+- Failures after the start print one line, ``error: failed at step <task>: <cause>``, exit 1, and
+  are recorded in ``run.json`` (``status: failed``, ``failure: {step, cause}``); ``--verbose`` adds
+  the traceback (Prefect's own error logs are hidden otherwise).
+- A Prefect server only where there is orchestration to do: ``avits run`` of an unfinished run,
+  ``avits rerank`` with (candidate, verifier) pairs left to score, ``avits benchmark``. These use
+  ``PREFECT_API_URL`` if set, else the ``avits server`` if one runs, else a private server that dies
+  with the command (:mod:`avits.server`). A finished run prints its stored results, a rerank whose
+  rewards are all stored runs the same select/evaluate/report calls in this process, and ``sql``,
+  ``report``, ``budget``, ``ablate``, ``diagnose``, ``lineage``, ``doctor`` never start one.
+- One owner per run: commands that write to a run hold its lock (:mod:`avits_core.lock`).
+- Heavy libraries are imported inside the commands that use them (``python -X importtime``), so a
+  refusal costs about 0.3 s of CPU.
 """
 
 from __future__ import annotations
