@@ -235,8 +235,10 @@ def _run_flow(call, *, quiet: bool, verbose: bool, folder: Path | None):
                 return call()
             finally:
                 capture.uninstall()
-    except (typer.Exit, KeyboardInterrupt):
+    except typer.Exit:
         raise
+    except KeyboardInterrupt:
+        _fail("interrupted; run the same command again to resume", code=130)
     except BaseException as exc:  # noqa: BLE001 - every failure ends in one line
         from avits_core.preflight import one_line, record_failure
 
