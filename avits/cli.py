@@ -170,8 +170,12 @@ def _lock_run(folder: Path, break_lock: bool):
     """Hold ``folder``'s run lock (creating the folder if needed); one line and exit 2 when held."""
     from avits_core.lock import RunLock, RunLockedError, command_line
 
+    from avits_core.store.fs import as_path, is_remote
+
+    folder = as_path(folder)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
+        if not is_remote(folder):
+            folder.mkdir(parents=True, exist_ok=True)
         lk = RunLock(folder, command_line()).acquire(break_lock=break_lock)
     except RunLockedError as exc:
         _fail(str(exc))
@@ -187,7 +191,9 @@ class _locked:
     that writes to it; a path that is not a run folder is left to the command's own error."""
 
     def __init__(self, run_path: Path, break_lock: bool = False):
-        self.run_path, self.break_lock, self.lk = Path(run_path), break_lock, None
+        from avits_core.store.fs import as_path
+
+        self.run_path, self.break_lock, self.lk = as_path(run_path), break_lock, None
 
     def __enter__(self):
         if (self.run_path / "run.json").is_file():
@@ -310,7 +316,7 @@ def run(
             ctx, info, results = done
             _print_table(_results_rows(results), title=f"run {ctx.run_id} (finished; baseline = first candidate per prompt)")
             typer.echo(f"run folder: {folder}")
-            report_md = Path(folder) / "report" / "report.md"
+            report_md = folder / "report" / "report.md"
             typer.echo(f"report:     {report_md if report_md.exists() else '(none; `avits report` writes it)'}")
             return
 
@@ -369,6 +375,9 @@ def sql(
     from avits_core.store.duck import connect
     from avits_core.store.queries import CANNED
 
+    from avits_core.store.fs import as_path
+
+    path = as_path(path)
     if not path.exists():
         _fail(f"no such run folder or runs root: {path}")
     con = connect(path)

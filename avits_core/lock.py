@@ -21,7 +21,13 @@ Storage. The lock talks to a :class:`LockBackend` with create-if-absent, read, c
 and compare-and-delete on one key. :class:`LocalBackend` implements them on a local or NFS folder with
 ``O_CREAT|O_EXCL`` (create) and a ``flock``-guarded read-compare-write (replace, delete). An object
 store implements the same four calls with conditional requests (``If-None-Match: *`` on create,
-``If-Match: <etag>`` on replace and delete), so the lock logic above does not change.
+``If-Match: <etag>`` on replace and delete), so the lock logic above does not change:
+:class:`ObjectStoreBackend` does exactly that for a run on ``s3://`` (through s3fs; AWS S3 and moto
+honour both conditions), and :func:`backend_for` picks the backend from the run path. Replace and
+delete first read the object with its ETag, compare the content, then send the request conditional
+on that ETag: a writer that changed the lock in between makes the request fail (no lost update).
+On a store that ignores the conditions the create would silently overwrite a concurrent lock; the
+backend cannot detect that, so use a store that supports conditional writes (S3 does since 2024).
 """
 
 from __future__ import annotations
@@ -135,6 +141,70 @@ class LocalBackend:
             return True
 
 
+class ObjectStoreBackend:
+    """The lock object ``<run>/<key>`` on an object store, with conditional requests (see the module docstring)."""
+
+    def __init__(self, folder: Any):
+        from avits_core.store import fs as sfs
+
+        self.folder = sfs.as_path(folder)
+        self.fs = self.folder.fs
+
+    def _key(self, key: str) -> str:
+        return (self.folder / key).path
+
+    def create(self, key: str, data: bytes) -> bool:
+        from avits_core.store import fs as sfs
+
+        return sfs.put_if_absent(self.folder / key, data)
+
+    def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
+        from avits_core.store import fs as sfs
+
+        return sfs.read_with_etag(self.folder / key)
+
+    def read(self, key: str) -> bytes | None:
+        got = self._read_tagged(key)
+        return None if got is None else got[0]
+
+    def _conditional(self, fn: Any) -> bool:
+        from avits_core.store import fs as sfs
+
+        try:
+            fn()
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # noqa: BLE001 - s3fs wraps botocore errors as OSError
+            if isinstance(sfs._translate(exc), sfs.PreconditionFailed):
+                return False
+            raise
+        return True
+
+    def replace_if(self, key: str, expected: bytes, data: bytes) -> bool:
+        got = self._read_tagged(key)
+        if got is None or got[0] != expected:
+            return False
+        return self._conditional(lambda: self.fs.pipe_file(self._key(key), data, IfMatch=got[1]))
+
+    def delete_if(self, key: str, expected: bytes) -> bool:
+        from fsspec.asyn import sync
+
+        got = self._read_tagged(key)
+        if got is None or got[0] != expected:
+            return False
+        bucket, _, k = self._key(key).partition("/")
+        return self._conditional(lambda: sync(self.fs.loop, self.fs._call_s3, "delete_object",
+                                              Bucket=bucket, Key=k, IfMatch=got[1]))
+
+
+def backend_for(run_path: Any) -> LockBackend:
+    """:class:`ObjectStoreBackend` for a run on an object store, else :class:`LocalBackend`."""
+    from avits_core.store import fs as sfs
+
+    p = sfs.as_path(run_path)
+    return ObjectStoreBackend(p) if sfs.is_remote(p) else LocalBackend(p)
+
+
 # --------------------------------------------------------------------------- who holds it
 
 
@@ -227,7 +297,7 @@ def describe(info: LockInfo, now: float | None = None) -> str:
 
 def read_lock(run_path: str | Path, backend: LockBackend | None = None) -> LockInfo | None:
     """The lock of a run folder, or None when nobody holds it."""
-    backend = backend or LocalBackend(run_path)
+    backend = backend or backend_for(run_path)
     data = backend.read(LOCK_NAME)
     return None if data is None else LockInfo.from_bytes(data)
 
@@ -240,9 +310,11 @@ class RunLock:
 
     def __init__(self, run_path: str | Path, command: str, *, backend: LockBackend | None = None,
                  heartbeat_s: float | None = None):
-        self.run_path = Path(run_path)
+        from avits_core.store.fs import as_path
+
+        self.run_path = as_path(run_path)
         self.command = command
-        self.backend = backend or LocalBackend(self.run_path)
+        self.backend = backend or backend_for(self.run_path)
         self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
         self.info: LockInfo | None = None
         self._data: bytes | None = None

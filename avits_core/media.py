@@ -134,10 +134,19 @@ def write_mp4(clip: AVClip, path: str | os.PathLike[str], *, crf: int = 18,
               audio_bitrate: int = 128_000) -> Path:
     """Write ``clip`` as an mp4 (H.264 yuv420p video + AAC mono audio); return the path written.
 
+    ``path`` may be an object-store path (a ``UPath``, :mod:`avits_core.store.fs`): the file is
+    encoded to a local temp file and uploaded in one PUT.
+
     Atomic (temp file + os.replace). Odd frame sizes are edge-padded to even; audio at a rate AAC
     cannot carry is resampled to 48 kHz (see the notes above); ``clip.meta`` is not stored. Raises MediaFormatError for an
     empty clip and MediaError when encoding fails.
     """
+    from avits_core.store import fs as sfs
+
+    if sfs.is_remote(path):
+        with sfs.local_target(path) as local:
+            write_mp4(clip, local, crf=crf, audio_bitrate=audio_bitrate)
+        return path
     import av
 
     path = Path(path)
@@ -297,6 +306,15 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
     and MediaFormatError for an unreadable file, one without a video or audio stream, or a stream
     that decodes to nothing.
     """
+    from avits_core.store import fs as sfs
+
+    if sfs.is_remote(path):  # object store: download to a temp file, read that
+        if not path.exists():
+            raise MediaFileNotFoundError(f"media file not found: {path}")
+        with sfs.local_copy(path) as local:
+            clip = read_mp4(local)
+        clip.meta["path"] = str(path)
+        return clip
     import av
 
     path = Path(path)
@@ -411,6 +429,13 @@ def write_wav(audio: np.ndarray, sample_rate: int, path: str | os.PathLike[str],
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read an audio file (wav, flac, ogg: whatever libsndfile reads) as float32 mono (channels averaged) and its rate."""
+    from avits_core.store import fs as sfs
+
+    if sfs.is_remote(path):
+        if not path.exists():
+            raise MediaFileNotFoundError(f"audio file not found: {path}")
+        with sfs.local_copy(path) as local:
+            return read_wav(local)
     import soundfile as sf
 
     path = Path(path)
@@ -461,6 +486,13 @@ def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[
     which need not carry sound. Both backends decode with FFmpeg; their RGB conversions may differ
     by a few levels per pixel (measured in tests/test_media.py).
     """
+    from avits_core.store import fs as sfs
+
+    if sfs.is_remote(path):
+        if not path.exists():
+            raise MediaFileNotFoundError(f"media file not found: {path}")
+        with sfs.local_copy(path) as local:
+            return read_video(local, backend=backend)
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"media file not found: {path}")

@@ -164,6 +164,10 @@ def _aggregator_lines(st: _State) -> list[str]:
 
 def writable_line(root: str | Path) -> str:
     """Whether ``root`` is (or can be created as) a writable folder, checked without creating anything."""
+    from avits_core.store import fs as sfs
+
+    if sfs.is_url(root):
+        return sfs.remote_root_line(root)
     p = Path(root).expanduser().absolute()
     probe = p
     while not probe.exists() and probe != probe.parent:
@@ -178,14 +182,18 @@ def writable_line(root: str | Path) -> str:
 
 def run_folder(cfg: "RunConfig") -> Path:
     """The folder a config's run lives in (it may not exist yet)."""
-    return Path(cfg.output_root).expanduser() / cfg.resolved_run_id()
+    from avits_core.store.fs import as_path
+
+    return as_path(cfg.output_root) / cfg.resolved_run_id()
 
 
 def read_run_json(folder: str | Path) -> dict[str, Any] | None:
     """A run folder's run.json as a dict, or None when there is none (nothing else is read)."""
     import json
 
-    p = Path(folder) / "run.json"
+    from avits_core.store.fs import as_path
+
+    p = as_path(folder) / "run.json"
     if not p.is_file():
         return None
     try:

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 
 from avits_core.errors import ConfigError
 from avits_core.report.format import atomic_save_figure, atomic_write_text, markdown_table, write_rows
+from avits_core.store.fs import as_path
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def write_budget_report(run_path: str | Path, spec: Any, rows: Sequence[Mapping[
     """BoN@k rows of ``spec`` (from :func:`avits_core.analysis.bon_at_k`) -> Parquet, Markdown, PNG."""
     from avits_core.analysis import budget_wide
 
-    out = Path(run_path) / "analysis"
+    out = as_path(run_path) / "analysis"
     stem = f"budget-{spec.selection_id}"
     pq_path = write_rows([dict(spec_id=spec.selection_id, **r) for r in rows], out / f"{stem}.parquet")
     wide = budget_wide(rows)
@@ -90,7 +91,7 @@ def write_ablation_report(run_path: str | Path, data: Any, verifiers: Sequence[s
     table (:func:`avits_core.analysis.ablation_summary`) as ``ablation.md``."""
     from avits_core.analysis import ablation_summary
 
-    out = Path(run_path) / "analysis"
+    out = as_path(run_path) / "analysis"
     pq_path = write_rows(rows, out / "ablation.parquet")
     wide = ablation_summary(data, rows)
     held = "oracle metrics" if data.oracle_metrics else "held-out verifiers"
@@ -104,7 +105,7 @@ def write_ablation_report(run_path: str | Path, data: Any, verifiers: Sequence[s
 
 def write_diagnostics_table(run_path: str | Path, table: Sequence[Mapping[str, Any]]) -> Written:
     """One summary row per stored selection (:func:`avits_core.analysis.diagnostics_table`) -> Parquet + Markdown."""
-    out = Path(run_path) / "analysis"
+    out = as_path(run_path) / "analysis"
     pq_path = write_rows(table, out / "diagnostics.parquet")
     md = atomic_write_text(out / "diagnostics.md", markdown_table(table) + "\n")
     return Written("every stored selection (normalised gains; positive = better)", [dict(r) for r in table], [pq_path, md])
@@ -112,5 +113,5 @@ def write_diagnostics_table(run_path: str | Path, table: Sequence[Mapping[str, A
 
 def write_diagnostics(run_path: str | Path, d: Mapping[str, Any]) -> Path:
     """The diagnostics of one spec (:func:`avits_core.analysis.diagnostics`) as ``diagnostics-<selection>.json``."""
-    return atomic_write_text(Path(run_path) / "analysis" / f"diagnostics-{d['selection_id']}.json",
+    return atomic_write_text(as_path(run_path) / "analysis" / f"diagnostics-{d['selection_id']}.json",
                              json.dumps(d, indent=1, default=str))

@@ -62,7 +62,7 @@ def write_category_report(ctx: Any, selection_id: str) -> Path | None:
     if not has_categories(ctx.prompts):
         return None
     rows = category_table(ctx, selection_id)
-    run = Path(ctx.store.path)
+    run = ctx.store.path
     pq_path = atomic_write_parquet(run / "analysis" / f"categories-{selection_id}.parquet", categories_arrow(rows))
     md_path = atomic_write_text(run / "report" / "categories.md", categories_markdown(rows, selection_id) + "\n")
     log.info("per-category results: %s, %s (%d rows)", md_path, pq_path, len(rows))

@@ -55,7 +55,14 @@ def _tmp_name(path: Path) -> Path:
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename. Returns the path."""
+    """Write ``data`` to ``path`` through a temporary file and a rename. Returns the path.
+    An object-store path (:mod:`avits_core.store.fs`) is written in one whole PUT."""
+    from avits_core.store import fs as sfs
+
+    if sfs.is_url(path) or sfs.is_remote(path):
+        path = sfs.as_path(path)
+        sfs.put_bytes(path, data)
+        return path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
@@ -74,8 +81,15 @@ def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
 
 def atomic_write_parquet(path: str | os.PathLike[str], table: Any) -> Path:
     """Write a pyarrow Table as one Parquet file, atomically. Returns the path."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from avits_core.store import fs as sfs
+
+    if sfs.is_url(path) or sfs.is_remote(path):
+        buf = pa.BufferOutputStream()
+        pq.write_table(table, buf)
+        return atomic_write_bytes(path, buf.getvalue().to_pybytes())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)
@@ -89,6 +103,14 @@ def atomic_write_parquet(path: str | os.PathLike[str], table: Any) -> Path:
 
 def atomic_save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
     """``fig.savefig`` (PNG) through a temporary file and a rename."""
+    from avits_core.store import fs as sfs
+
+    if sfs.is_url(path) or sfs.is_remote(path):
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, dpi=dpi, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
+        return atomic_write_bytes(path, buf.getvalue())
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _tmp_name(path)

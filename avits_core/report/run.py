@@ -165,6 +165,10 @@ def _html(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]], n
 def _rel(target: Path, start: Path) -> str:
     import os
 
+    if not isinstance(target, Path):  # object-store paths (UPath): relative keys
+        import posixpath
+
+        return posixpath.relpath(str(target), str(start))
     return os.path.relpath(target, start).replace(os.sep, "/")
 
 
@@ -203,7 +207,8 @@ def write_report(ctx, selection_id: str) -> Report:
     from avits_core import runner
 
     outdir = report_dir(ctx, selection_id)
-    outdir.mkdir(parents=True, exist_ok=True)
+    if not ctx.store.remote:
+        outdir.mkdir(parents=True, exist_ok=True)
     results = runner.results_table(ctx, selection_id)
     res_md = results_markdown(results)
     plots = _plots(ctx, selection_id, outdir, results)

@@ -95,6 +95,16 @@ class RunContext:
 
 
 def _check_writable(root: Path) -> None:
+    from avits_core.store import fs as sfs
+
+    if sfs.is_remote(root):  # object store: a probe object, written and removed
+        probe = root / f".write-test-{os.getpid()}"
+        try:
+            sfs.put_bytes(probe, b"")
+            sfs.remove(probe)
+        except Exception as exc:  # noqa: BLE001 - credentials, endpoint, bucket: one message
+            raise ConfigError(f"output_root {str(root)!r} is not writable: {type(exc).__name__}: {exc}") from exc
+        return
     try:
         root.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=root, prefix=".write-test-")
@@ -128,7 +138,9 @@ def prepare_run(cfg: RunConfig, *, check_models: bool = True, force: bool = True
             for ext in _distribution_extractors(cfg.evaluation.distribution).values():
                 ext.check_ready()
     method = search_from_config(cfg.search)
-    root = Path(cfg.output_root).expanduser()
+    from avits_core.store.fs import as_path
+
+    root = as_path(cfg.output_root)
     _check_writable(root)
     run_id = cfg.resolved_run_id()
     store = RunStore(root, run_id)
@@ -160,7 +172,9 @@ def prepare_run(cfg: RunConfig, *, check_models: bool = True, force: bool = True
 
 def open_run(run_path: str | Path) -> RunContext:
     """Reopen a finished (or partial) run from its folder, without loading any model."""
-    run_path = Path(run_path)
+    from avits_core.store.fs import as_path
+
+    run_path = as_path(run_path)
     if not (run_path / "run.json").exists():
         raise ConfigError(f"{run_path} is not a run folder (no run.json)")
     store = RunStore(run_path.parent, run_path.name)
@@ -174,12 +188,12 @@ def open_run(run_path: str | Path) -> RunContext:
 
 def record_timing(ctx: RunContext, stage: str, seconds: float) -> None:
     """Add ``seconds`` to run.json's timings[stage] (read-modify-write under the store's lock)."""
-    with ctx.store._lock():
-        info = ctx.store.read_run_json()
+    def add(info: dict[str, Any]) -> dict[str, Any]:
         timings = dict(info.get("timings") or {})
         timings[stage] = round(float(timings.get(stage, 0.0)) + seconds, 4)
-        info["timings"] = timings
-        ctx.store.write_run_json(info)
+        return {**info, "timings": timings}
+
+    ctx.store.modify_run_json(add)
 
 
 def finish_run(ctx: RunContext, status: str = "completed", **extra: Any) -> None:

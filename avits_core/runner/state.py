@@ -56,12 +56,15 @@ def save_latents(path: Path, snaps: Mapping[int, Latents], row: int = 0) -> None
     data = {"steps": {str(k): {"video": lat.video[row].detach().cpu().clone(),
                                "audio": lat.audio[row].detach().cpu().clone(),
                                "nfe": int(lat.nfe[row])} for k, lat in snaps.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    import io
+
     import torch
 
-    torch.save(data, tmp)
-    tmp.replace(path)
+    from avits_core.store import fs as sfs
+
+    buf = io.BytesIO()
+    torch.save(data, buf)
+    sfs.put_bytes(path, buf.getvalue())  # temp + rename locally, one whole PUT on an object store
 
 
 def load_latent_file(path: Path, cid: str, seed: int, step: int) -> Latents:
@@ -69,7 +72,10 @@ def load_latent_file(path: Path, cid: str, seed: int, step: int) -> Latents:
     import torch
 
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True)
+        from avits_core.store import fs as sfs
+
+        src = __import__("io").BytesIO(sfs.read_bytes(path)) if sfs.is_remote(path) else path
+        data = torch.load(src, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise EvoSearchError(f"latent file {path} of candidate {cid} is missing") from None
     snap = data.get("steps", {}).get(str(step))
@@ -158,14 +164,13 @@ class RunState(SearchState):
             raise EvoSearchError(f"unknown parent candidate {cid}")
         if not row.get("latent_path"):
             raise EvoSearchError(f"candidate {cid} kept no latents; cannot branch from it at step {step}")
-        return load_latent_file(self.ctx.store.path / row["latent_path"], cid, row["seed"], step)
+        return load_latent_file(self.ctx.store.path / str(row["latent_path"]), cid, row["seed"], step)
 
     def save_plan(self, plan: EventPlan) -> None:
+        from avits_core.store import fs as sfs
+
         p = self.ctx.store.path / plan_relpath(plan.prompt_id, plan.event)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        tmp.write_text(json.dumps(plan.to_dict(), indent=1), encoding="utf-8")
-        tmp.replace(p)
+        sfs.put_bytes(p, json.dumps(plan.to_dict(), indent=1).encode("utf-8"))
 
     def load_plan(self, prompt_id: str, event: int) -> EventPlan | None:
         return read_plan(self.ctx.store.path, prompt_id, event)
@@ -173,7 +178,9 @@ class RunState(SearchState):
 
 def read_plan(run_path: Path, prompt_id: str, event: int) -> EventPlan | None:
     """The stored plan of (prompt, event >= 1), or None."""
-    p = Path(run_path) / plan_relpath(prompt_id, event)
+    from avits_core.store.fs import as_path
+
+    p = as_path(run_path) / plan_relpath(prompt_id, event).as_posix()
     if not p.exists():
         return None
     return EventPlan.from_dict(json.loads(p.read_text(encoding="utf-8")))

@@ -32,6 +32,11 @@ after connect); the other tables are untouched. ``skipped_parts(con)`` lists wha
 Damage inside a part with an intact footer surfaces as an error of the query that reads it;
 :func:`avits_core.store.parquet.corrupt_parts` finds those too (it reads every part in full).
 Use ``con.sql(sql).to_arrow_table()`` for Arrow results (``.df()`` would need pandas).
+
+Object storage. ``path`` may be an object-store URL (``s3://bucket/prefix/run``, see
+:mod:`avits_core.store.fs`): the run's fsspec filesystem is registered with the connection
+(``register_filesystem``; DuckDB needs no httpfs extension) and the views read ``s3://...`` globs
+through it. Each footer check is one GET per part (the whole part: they are small).
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from avits_core.store import fs as sfs
 from avits_core.store.parquet import PART_GLOB, RUN_JSON, CorruptPart
 from avits_core.store.schemas import SCHEMAS, TABLE_NAMES, StoreError
 
@@ -86,7 +92,7 @@ def _ident(s: str) -> str:
 
 def is_run_folder(path: str | Path) -> bool:
     """True when ``path`` looks like one run (has run.json or a table folder), False for a runs root."""
-    p = Path(path)
+    p = sfs.as_path(path)
     return (p / RUN_JSON).is_file() or any((p / t).is_dir() for t in TABLE_NAMES)
 
 
@@ -111,10 +117,30 @@ def skipped_parts(con: duckdb.DuckDBPyConnection) -> list[CorruptPart]:
 
 def _footer_problem(path: Path) -> str | None:
     try:
-        pq.read_metadata(path)
+        pq.read_metadata(pa.BufferReader(sfs.read_bytes(path)) if sfs.is_remote(path) else path)
     except (OSError, pa.ArrowException, ValueError) as exc:
         return " ".join(f"{type(exc).__name__}: {exc}".split())
     return None
+
+
+def _posix(p: Any) -> str:
+    return str(p) if sfs.is_remote(p) else p.as_posix()
+
+
+def _glob(root: Any, rel: str) -> list[Any]:
+    if not sfs.is_remote(root):
+        return sorted(root.glob(rel))
+    fs = root.fs
+    return [root.joinpath(f[len(root.path) + 1:]) for f in sorted(fs.glob(root.path + "/" + rel))]
+
+
+def _register(con: duckdb.DuckDBPyConnection, root: Any) -> None:
+    fs = root.fs
+    try:
+        con.register_filesystem(fs)
+    except Exception as exc:  # noqa: BLE001 - already registered on this connection
+        if "already" not in str(exc).lower():
+            raise
 
 
 def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -123,17 +149,19 @@ def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -
     ``path``: a run folder or a runs root (see the module docstring). ``con``: add the (TEMP) views
     to an existing connection instead of opening a new in-memory one.
     """
-    root = Path(path)
+    root = sfs.as_path(path)
     if not root.is_dir():
         raise StoreError(f"{root} is not a folder (expected a run folder or a runs root)")
     run = is_run_folder(root)
     if con is None:
         con = duckdb.connect(":memory:")
         con.execute("SET TimeZone = 'UTC'")
+    if sfs.is_remote(root):
+        _register(con, root)
     skipped: list[CorruptPart] = []
     for table in TABLE_NAMES:
         rel = f"{table}/{PART_GLOB}" if run else f"*/{table}/{PART_GLOB}"
-        files = sorted(root.glob(rel))
+        files = _glob(root, rel)
         bad = [(f, why) for f, why in ((f, _footer_problem(f)) for f in files) if why is not None]
         for f, why in bad:
             log.warning("%s view: skipping unreadable part file %s (%s)", table, f, why)
@@ -141,10 +169,10 @@ def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -
         if bad:
             good = [f for f in files if f not in {b for b, _ in bad}]
             has_parts = bool(good)
-            glob = "[" + ", ".join(_lit(f.as_posix()) for f in good) + "]"
+            glob = "[" + ", ".join(_lit(_posix(f)) for f in good) + "]"
         else:
             has_parts = bool(files)
-            glob = _lit((root / rel).as_posix())
+            glob = _lit(_posix(root) + "/" + rel)
         extra = ", filename=true, file_row_number=true" if table == "rewards" else ""
         if has_parts:
             src = f"read_parquet({glob}, union_by_name=true, hive_partitioning=false{extra})"

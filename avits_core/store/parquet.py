@@ -60,8 +60,14 @@ run.json is written atomically (temp + replace); ``update_run_json`` merges unde
 file lock (``fcntl.flock`` on ``.run.json.lock``; a process-local lock where fcntl is missing),
 recursively for dict values so that concurrent tasks can each add their own ``timings`` entry.
 
-Paths are local filesystem paths (DESIGN mentions fsspec URLs for shared storage; that is not
-implemented here: the atomic rename and the lock need a POSIX filesystem).
+Object storage. ``root`` may be an object-store URL (``s3://bucket/prefix``; see
+:mod:`avits_core.store.fs`): ``self.path`` is then a ``UPath``. A part file is serialised in memory
+and written in ONE PUT (atomic on S3: readers see the whole object or nothing; no temp name, so
+there is nothing for ``cleanup_temp`` to remove); parts are read with one GET each. run.json is
+written whole; ``update_run_json`` / ``modify_run_json`` are a compare-and-swap on the object's ETag
+(a conditional PUT with ``If-Match``, retried on a conflict), so concurrent writers on several
+machines each get their change in. ``quarantine_parts`` moves objects with the filesystem's ``mv``
+(copy + delete: not atomic, nothing is lost).
 """
 
 from __future__ import annotations
@@ -84,7 +90,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from avits_core.names import NAME_MAX, inside, is_safe_name
+from avits_core.names import NAME_MAX, UnsafePathError, inside, is_safe_name
+from avits_core.store import fs as sfs
 from avits_core.store.schemas import (
     JSON_COLUMNS,
     SCHEMAS,
@@ -137,10 +144,11 @@ def part_problem(path: str | os.PathLike[str], table: str | None = None) -> str 
     """Why part file ``path`` cannot be read in full (conformed to ``table``'s schema when given), or None."""
     sch = table_schema(table) if table else None
     try:
+        path = sfs.as_path(path)
         if sch is None:
-            pq.read_table(path)
+            pq.read_table(pa.BufferReader(sfs.read_bytes(path)) if sfs.is_remote(path) else path)
         else:
-            RunStore._read_part(Path(path), sch)
+            RunStore._read_part(path, sch)
     except StoreError as exc:
         return str(exc).split(": ", 1)[-1] if str(exc).startswith("cannot read part file") else str(exc)
     except (OSError, pa.ArrowException, ValueError) as exc:
@@ -502,7 +510,8 @@ class RunStore:
         if not is_safe_name(run_id, NAME_MAX):
             raise StoreError(f"invalid run_id {run_id!r}: use 1-{NAME_MAX} characters from A-Z a-z 0-9 . _ = + - "
                              "(not starting with '.')")
-        self.root = Path(root)
+        self.root = sfs.as_path(root)
+        self.remote = sfs.is_remote(self.root)
         self.run_id = run_id
         self.path = self.root / run_id
         #: Part files ``read`` skipped because they could not be read (see the module docstring).
@@ -521,6 +530,11 @@ class RunStore:
         """The absolute path of ``rel`` (relative to the run folder), checked to stay inside the run
         folder (UnsafePathError for ``..``, an absolute path elsewhere, a symlink pointing out).
         Every writer of a file under the run folder (media, latents, reports) should go through it."""
+        if self.remote:  # no symlinks on an object store: a relative path without '..' stays inside
+            r = Path(os.fspath(rel))
+            if r.is_absolute() or ".." in r.parts or "\x00" in str(r):
+                raise UnsafePathError(f"path {str(r)!r} leaves the run folder {self.path}")
+            return self.path / r.as_posix()
         return inside(self.path, rel)
 
     def table_dir(self, table: str) -> Path:
@@ -532,7 +546,12 @@ class RunStore:
         return self.path.is_dir()
 
     def create(self, exist_ok: bool = True) -> RunStore:
-        """Make the run folder, its media folder and one folder per table. Returns self."""
+        """Make the run folder, its media folder and one folder per table. Returns self.
+        (On an object store folders do not exist apart from their objects: nothing to make.)"""
+        if self.remote:
+            if not exist_ok and self.run_json_path.exists():
+                raise StoreError(f"run folder {self.path} already exists")
+            return self
         if self.path.exists() and not exist_ok:
             raise StoreError(f"run folder {self.path} already exists")
         if self.path.exists() and not self.path.is_dir():
@@ -546,7 +565,7 @@ class RunStore:
         d = self.table_dir(table)
         if not d.is_dir():
             return []
-        return sorted(d.glob(PART_GLOB))
+        return sorted(d.glob(PART_GLOB), key=str)
 
     # -- tables --------------------------------------------------------------------------------
 
@@ -570,9 +589,14 @@ class RunStore:
         existing = (known_ids if known_ids is not None else self.candidate_ids()) if table == "candidates" else None
         tbl = _check_rules(table, tbl, self.run_id, existing)
         d = self.table_dir(table)
-        d.mkdir(parents=True, exist_ok=True)
         final = d / f"part-{uuid.uuid4().hex}.parquet"
-        _atomic_write(final, lambda f: pq.write_table(tbl, f, compression="zstd"))
+        if self.remote:
+            buf = pa.BufferOutputStream()
+            pq.write_table(tbl, buf, compression="zstd")
+            sfs.put_bytes(final, buf.getvalue().to_pybytes())
+        else:
+            d.mkdir(parents=True, exist_ok=True)
+            _atomic_write(final, lambda f: pq.write_table(tbl, f, compression="zstd"))
         log.debug("%s: wrote %d rows to %s", table, tbl.num_rows, final)
         return final
 
@@ -606,7 +630,7 @@ class RunStore:
     @staticmethod
     def _read_part(path: Path, sch: pa.Schema) -> pa.Table:
         try:
-            pf = pq.ParquetFile(path)
+            pf = pq.ParquetFile(pa.BufferReader(sfs.read_bytes(path)) if sfs.is_remote(path) else path)
             present = set(pf.schema_arrow.names)
             got = pf.read(columns=[n for n in sch.names if n in present])
         except (OSError, pa.ArrowException, ValueError) as exc:
@@ -651,6 +675,8 @@ class RunStore:
 
     def cleanup_temp(self, max_age_s: float = 3600.0) -> int:
         """Remove hidden temp files older than ``max_age_s`` left by crashed writers; returns how many."""
+        if self.remote:
+            return 0  # whole-object PUTs leave no temp files
         now = time.time()
         n = 0
         for d in [self.path, *(self.path / t for t in TABLE_NAMES)]:
@@ -677,6 +703,9 @@ class RunStore:
             text = json.dumps(dict(data), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{self.run_json_path}: cannot serialise to JSON: {exc}") from exc
+        if self.remote:
+            sfs.put_bytes(self.run_json_path, text.encode("utf-8") + b"\n")
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         _atomic_write(self.run_json_path, lambda f: f.write(text.encode("utf-8") + b"\n"))
 
@@ -684,10 +713,15 @@ class RunStore:
         """The content of run.json (StoreError when missing or not a JSON object)."""
         p = self.run_json_path
         try:
-            data = json.loads(p.read_text(encoding="utf-8"))
+            return self._parse_run_json(sfs.read_bytes(p))
         except FileNotFoundError:
             raise StoreError(f"{p} does not exist (is {self.path} a run folder?)") from None
-        except json.JSONDecodeError as exc:
+
+    def _parse_run_json(self, raw: bytes) -> dict[str, Any]:
+        p = self.run_json_path
+        try:
+            data = json.loads(raw.decode("utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise StoreError(f"{p} is not valid JSON: {exc}") from exc
         if not isinstance(data, dict):
             raise StoreError(f"{p} must hold a JSON object, got {type(data).__name__}")
@@ -695,14 +729,45 @@ class RunStore:
 
     def update_run_json(self, **fields: Any) -> dict[str, Any]:
         """Merge ``fields`` into run.json under a lock (dicts merge recursively); returns the new content."""
-        with self._lock():
-            current = self.read_run_json() if self.run_json_path.exists() else {}
-            merged = _deep_merge(current, fields)
-            self.write_run_json(merged)
-        return merged
+        return self.modify_run_json(lambda current: _deep_merge(current, fields))
+
+    def modify_run_json(self, change: Any, *, attempts: int = 50) -> dict[str, Any]:
+        """Replace run.json by ``change(current)`` ({} when missing) atomically with respect to every other
+        writer: locally under the file lock; on an object store as a compare-and-swap on the object's
+        ETag (conditional PUT, retried up to ``attempts`` times on a conflict). Returns the new content."""
+        if not self.remote:
+            with self._lock():
+                current = self.read_run_json() if self.run_json_path.exists() else {}
+                new = change(current)
+                self.write_run_json(new)
+            return new
+        p = self.run_json_path
+        for i in range(attempts):
+            got = sfs.read_with_etag(p)
+            if got is None:
+                etag, current = None, {}
+            else:
+                etag, current = got[1], self._parse_run_json(got[0])
+            new = change(current)
+            text = json.dumps(dict(new), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
+            cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
+            try:
+                p.fs.pipe_file(p.path, text.encode("utf-8") + b"\n", **cond)
+                return new
+            except Exception as exc:  # noqa: BLE001 - botocore/s3fs error types vary
+                if not isinstance(sfs._translate(exc), sfs.PreconditionFailed):
+                    raise
+                time.sleep(0.05 * (1 + i % 5))
+        raise StoreError(f"{p}: gave up after {attempts} conflicting concurrent updates")
 
     @contextmanager
     def _lock(self) -> Iterator[None]:
+        if self.remote:  # cross-process safety on object storage comes from modify_run_json's CAS
+            with _local_locks_guard:
+                local = _local_locks.setdefault(str(self.path), threading.Lock())
+            with local:
+                yield
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         key = str(self.path.resolve())
         with _local_locks_guard:
@@ -721,7 +786,7 @@ class RunStore:
 
 def list_runs(root: str | Path) -> list[str]:
     """Run ids under ``root`` (folders with a run.json or a table folder), sorted; [] when root is missing."""
-    root = Path(root)
+    root = sfs.as_path(root)
     if not root.is_dir():
         return []
     out = []
@@ -736,13 +801,13 @@ def list_runs(root: str | Path) -> list[str]:
 def corrupt_parts(run_path: str | os.PathLike[str], tables: Sequence[str] | None = None) -> list[CorruptPart]:
     """(path, reason, table) of every part file of the run at ``run_path`` that cannot be read in full
     and conformed to its table's schema, in table then file order. Reads every part: O(run size)."""
-    run = Path(run_path)
+    run = sfs.as_path(run_path)
     out = []
     for table in tables or TABLE_NAMES:
         d = run / table
         if not d.is_dir():
             continue
-        for part in sorted(d.glob(PART_GLOB)):
+        for part in sorted(d.glob(PART_GLOB), key=str):
             why = part_problem(part, table)
             if why is not None:
                 out.append(CorruptPart(part, why, table))
@@ -754,7 +819,10 @@ def quarantine_parts(run_path: str | os.PathLike[str], parts: Sequence[CorruptPa
     """Move part files out of the tables into ``<run>/quarantine/<table>/<name>`` (the same name; a
     numeric suffix if taken) and return (old, new) paths. ``parts``: the parts to move (default:
     :func:`corrupt_parts`); each must be a part file of a table of this run. Nothing is deleted."""
-    run = Path(run_path).resolve()
+    run = sfs.as_path(run_path)
+    if sfs.is_remote(run):
+        return _quarantine_remote(run, corrupt_parts(run) if parts is None else parts)
+    run = run.resolve()
     todo = corrupt_parts(run) if parts is None else parts
     moved = []
     for item in todo:
@@ -769,6 +837,23 @@ def quarantine_parts(run_path: str | os.PathLike[str], parts: Sequence[CorruptPa
             dest = dest_dir / f"{part.stem}.{k}{part.suffix}"
             k += 1
         os.replace(part, dest)
+        log.warning("quarantined %s -> %s", part, dest)
+        moved.append((part, dest))
+    return moved
+
+
+def _quarantine_remote(run: Any, todo: Sequence[Any]) -> list[tuple[Any, Any]]:
+    moved = []
+    for item in todo:
+        part = sfs.as_path(item.path if isinstance(item, CorruptPart) else item)
+        if str(part.parent.parent) != str(run) or part.parent.name not in TABLE_NAMES or not part.name.startswith("part-"):
+            raise StoreError(f"{part} is not a part file of a table of run {run}")
+        dest = run / QUARANTINE_DIR / part.parent.name / part.name
+        k = 1
+        while dest.exists():
+            dest = run / QUARANTINE_DIR / part.parent.name / f"{part.stem}.{k}{part.suffix}"
+            k += 1
+        part.fs.mv(part.path, dest.path)
         log.warning("quarantined %s -> %s", part, dest)
         moved.append((part, dest))
     return moved

@@ -1,0 +1,273 @@
+"""One small filesystem layer: a run folder on local disk or on an object store (``s3://bucket/prefix``).
+
+A location is either a :class:`pathlib.Path` (local) or a ``upath.UPath`` over an fsspec filesystem
+(``s3://`` through s3fs; any other fsspec protocol with a ``://`` works the same way). Both have the
+pathlib API the store and the runner use (``/``, ``exists``, ``is_dir``, ``glob``, ``open``,
+``read_text``); what differs between them lives here:
+
+- :func:`as_path` turns a string (``output_root``, a run folder on the command line) into one of the
+  two. Object-store credentials and the endpoint come from the standard environment
+  (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``) or
+  from :func:`set_storage_options` (config ``storage: {endpoint_url, key, secret, ...}``: s3fs
+  keyword arguments). Listings are never cached (``use_listings_cache=False``): another process or
+  machine may have added a part file since the last listing.
+- :func:`put_bytes` writes a whole file: locally under a hidden temp name, fsync, ``os.replace``;
+  on an object store as ONE PUT of the whole object (atomic: readers see the old object or the new
+  one, never a prefix). So a part file appears complete or not at all on both.
+- :func:`put_if_absent` creates a file only when it does not exist: locally ``O_CREAT|O_EXCL``; on
+  S3 a conditional PUT (``If-None-Match: *``; AWS S3 and moto honour it), so two machines racing for
+  the same name get exactly one winner.
+- :func:`local_copy` (read) and :func:`local_target` (write) give code that needs a real local file
+  (PyAV, ``torch.save``, matplotlib) a temp file that is downloaded first / uploaded afterwards.
+
+``avits_core`` code should call these helpers instead of ``os.replace``/``open`` on run paths.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator, Mapping, Union
+
+__all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "put_if_absent", "read_bytes",
+           "local_copy", "local_target", "upload_dir", "set_storage_options", "storage_options",
+           "fs_of", "fs_key", "remove", "PreconditionFailed"]
+
+AnyPath = Union[Path, Any]  # Path or upath.UPath
+
+_LOCAL_PROTOCOLS = ("", "file", "local")
+#: Object-store schemes recognised in a path whose '//' was collapsed to '/' by pathlib (a CLI
+#: argument typed as Path turns ``s3://b/k`` into ``s3:/b/k``): :func:`as_path` restores them.
+_REMOTE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
+_options: dict[str, Any] = {}
+
+
+class PreconditionFailed(Exception):
+    """A conditional write found the object already there."""
+
+
+def set_storage_options(options: Mapping[str, Any] | None) -> None:
+    """Extra fsspec keyword arguments for object-store locations created from now on (config ``storage``)."""
+    _options.clear()
+    _options.update(dict(options or {}))
+
+
+def storage_options() -> dict[str, Any]:
+    """The fsspec keyword arguments :func:`as_path` uses for an object-store URL."""
+    opts = {"use_listings_cache": False}
+    ep = os.environ.get("AWS_ENDPOINT_URL")
+    if ep:
+        opts["endpoint_url"] = ep
+    opts.update(_options)
+    return opts
+
+
+def is_url(p: Any) -> bool:
+    """True for a string/UPath naming an object-store location (``scheme://`` other than file://)."""
+    s = str(p)
+    if isinstance(p, Path) or "://" not in s:
+        return _collapsed(s) is not None
+    return s.split("://", 1)[0].lower() not in _LOCAL_PROTOCOLS
+
+
+def as_path(p: str | os.PathLike[str] | Any) -> AnyPath:
+    """``Path`` for a local path (``~`` expanded), ``UPath`` for an object-store URL."""
+    if not isinstance(p, (str, Path)) and hasattr(p, "protocol") and hasattr(p, "fs"):
+        return p  # already a UPath
+    if is_url(p):
+        from upath import UPath
+
+        s = _collapsed(str(p)) or str(p).rstrip("/")
+        return UPath(s, **storage_options())
+    return Path(os.fspath(p)).expanduser()
+
+
+def _collapsed(s: str) -> str | None:
+    """``s3://b/k`` for a pathlib-collapsed ``s3:/b/k``, else None."""
+    head, sep, rest = s.partition(":/")
+    if sep and head.lower() in _REMOTE_SCHEMES and rest and not rest.startswith("/"):
+        return f"{head}://{rest.rstrip('/')}"
+    return None
+
+
+def is_remote(p: Any) -> bool:
+    """True when ``p`` lives on an object store (not on this machine's filesystem)."""
+    return not isinstance(p, Path) and getattr(p, "protocol", "") not in _LOCAL_PROTOCOLS
+
+
+def fs_of(p: Any) -> Any:
+    """The fsspec filesystem of ``p`` (local paths: fsspec's LocalFileSystem)."""
+    if is_remote(p):
+        return p.fs
+    import fsspec
+
+    return fsspec.filesystem("file")
+
+
+def fs_key(p: Any) -> str:
+    """The path of ``p`` as its filesystem names it (``bucket/key`` for S3, the absolute path locally)."""
+    return p.path if is_remote(p) else str(Path(p))
+
+
+def _translate(exc: Exception) -> Exception:
+    text = str(exc)
+    if "PreconditionFailed" in text or "412" in text or "pre-conditions" in text:
+        return PreconditionFailed(text)
+    return exc
+
+
+def put_bytes(p: AnyPath, data: bytes) -> None:
+    """Write ``data`` as the whole content of ``p`` atomically (see the module docstring)."""
+    if is_remote(p):
+        p.fs.pipe_file(p.path, data)
+        return
+    p = Path(p)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, p)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def put_if_absent(p: AnyPath, data: bytes) -> bool:
+    """Create ``p`` with ``data`` only if nothing is there; True when this call created it."""
+    if is_remote(p):
+        try:
+            p.fs.pipe_file(p.path, data, IfNoneMatch="*")
+        except Exception as exc:  # s3fs re-raises botocore errors under its own types
+            if isinstance(_translate(exc), PreconditionFailed):
+                return False
+            raise
+        return True
+    p = Path(p)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return True
+
+
+def read_bytes(p: AnyPath) -> bytes:
+    """The whole content of ``p`` (FileNotFoundError when missing)."""
+    if is_remote(p):
+        return p.fs.cat_file(p.path)
+    return Path(p).read_bytes()
+
+
+def remove(p: AnyPath, missing_ok: bool = True) -> None:
+    """Delete file ``p``."""
+    try:
+        if is_remote(p):
+            p.fs.rm_file(p.path)
+        else:
+            Path(p).unlink()
+    except FileNotFoundError:
+        if not missing_ok:
+            raise
+
+
+@contextmanager
+def local_copy(p: AnyPath) -> Iterator[Path]:
+    """A local file with the content of ``p``: ``p`` itself when local, else a downloaded temp file
+    (same suffix; removed afterwards)."""
+    if not is_remote(p):
+        yield Path(p)
+        return
+    fd, tmp = tempfile.mkstemp(prefix="avits-dl-", suffix=Path(p.path).suffix)
+    os.close(fd)
+    try:
+        p.fs.get_file(p.path, tmp)
+        yield Path(tmp)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+
+
+@contextmanager
+def local_target(p: AnyPath) -> Iterator[Path]:
+    """A local path to write ``p``'s content to: ``p`` itself when local (its folder created), else a
+    temp file uploaded in one PUT when the block exits without an error."""
+    if not is_remote(p):
+        Path(p).parent.mkdir(parents=True, exist_ok=True)
+        yield Path(p)
+        return
+    d = tempfile.mkdtemp(prefix="avits-up-")
+    tmp = Path(d) / Path(p.path).name
+    try:
+        yield tmp
+        p.fs.put_file(str(tmp), p.path)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def upload_dir(local: Path, p: AnyPath) -> int:
+    """Copy every file under local folder ``local`` to ``p`` (same relative names); returns how many."""
+    n = 0
+    for f in sorted(Path(local).rglob("*")):
+        if f.is_file():
+            rel = f.relative_to(local).as_posix()
+            dest = p / rel
+            if is_remote(dest):
+                dest.fs.put_file(str(f), dest.path)
+            else:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dest)
+            n += 1
+    return n
+
+
+def remote_root_line(root: Any) -> str:
+    """A pre-flight line for an object-store ``output_root``: 'ok: ...' when its bucket answers, else 'ERROR: ...'."""
+    try:
+        p = as_path(root)
+        bucket = p.path.split("/", 1)[0]
+        if not p.fs.exists(bucket):
+            return f"ERROR: output_root {str(root)!r}: bucket {bucket!r} does not exist (or is not visible with these credentials)"
+    except Exception as exc:  # noqa: BLE001 - credentials, endpoint, network: all reported as one line
+        msg = " ".join(str(exc).split())[:300]
+        return (f"ERROR: output_root {str(root)!r} cannot be reached ({type(exc).__name__}: {msg}); "
+                "check AWS_ENDPOINT_URL / AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or config storage")
+    return f"ok: output_root {root} is reachable (object store)"
+
+
+def read_with_etag(p: Any) -> tuple[bytes, str] | None:
+    """(content, ETag) of object ``p`` from ONE GET (so the tag belongs to these bytes), or None when
+    missing. Object stores only (S3 through s3fs)."""
+    from fsspec.asyn import sync
+
+    bucket, _, key = p.path.partition("/")
+
+    async def get() -> tuple[bytes, str]:
+        resp = await p.fs._call_s3("get_object", Bucket=bucket, Key=key)
+        body = resp["Body"]
+        try:
+            data = await body.read()
+        finally:
+            body.close()
+        return data, resp.get("ETag", "")
+
+    try:
+        return sync(p.fs.loop, get)
+    except FileNotFoundError:
+        return None
