@@ -18,6 +18,8 @@ Decisions:
   same arrays, which are made read-only, so a verifier that tried to change pixels in place would
   fail loudly instead of corrupting another verifier's input.
 - Errors (missing or unreadable file) are raised to every waiting caller and never stored.
+- Object-store paths (``s3://``, :mod:`avits_core.store.fs`) are read through ``read_mp4`` every
+  time (not cached): there is no size + mtime key for them here yet.
 """
 
 from __future__ import annotations
@@ -90,6 +92,10 @@ class ClipCache:
 
     def read(self, path: str | os.PathLike[str]) -> AVClip:
         """The decoded clip of ``path`` (see the module docstring); raises what ``read_mp4`` raises."""
+        from avits_core.store import fs as sfs
+
+        if sfs.is_url(path) or sfs.is_remote(path):
+            return self._read(path)  # object store: not cached (no cheap version key here)
         path = Path(path)
         try:
             key = self.key(path)
