@@ -41,7 +41,7 @@ from avits_core.errors import ConfigError
 from avits_core.names import NAME_MAX, UnsafeNameError, check_name
 
 #: Config keys that only schedule work (left out of the run identity, see RunConfig.identity).
-SCHEDULING_KNOBS: tuple[str, ...] = ("output_root", "search.prompts_per_task", "verifiers.*.params.batch_size",
+SCHEDULING_KNOBS: tuple[str, ...] = ("output_root", "runner", "storage", "search.prompts_per_task", "verifiers.*.params.batch_size",
                                      "evaluation.verifiers.*.params.batch_size",
                                      "evaluation.distribution.video.batch_size",
                                      "evaluation.distribution.audio.batch_size")
@@ -232,6 +232,19 @@ class EvaluationConfig(_Strict):
         return [(v, {}) if isinstance(v, str) else (v.name, dict(v.params)) for v in self.verifiers]
 
 
+class RunnerConfig(_Strict):
+    """How the flow runs its tasks inside one machine (a scheduling knob: not part of the run identity).
+
+    ``thread`` (default): Prefect's thread pool. ``dask``: prefect-dask's DaskTaskRunner over a local
+    Dask cluster of ``workers`` workers (default: the CPU count), threads when ``processes`` is false
+    (works in Prefect's ephemeral mode; CI), worker processes when true (needs a real Prefect server:
+    ``avits server start`` or PREFECT_API_URL)."""
+
+    kind: Literal["thread", "dask"] = "thread"
+    workers: int | None = Field(default=None, ge=1, le=1024)
+    processes: bool = False
+
+
 class RunConfig(_Strict):
     name: str = Field(default="run", description="run name; the default run id is <name>-<8 hex of the config hash>")
     run_id: str | None = Field(default=None, description="folder name under output_root (default <name>-<hash>)")
@@ -243,6 +256,10 @@ class RunConfig(_Strict):
     verifiers: list[VerifierSpec] = Field(min_length=1)
     aggregator: AggregatorConfig = Field(default_factory=AggregatorConfig)
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    runner: RunnerConfig = Field(default_factory=RunnerConfig, description="task runner: thread | dask")
+    storage: dict[str, Any] = Field(default_factory=dict, description=(
+        "fsspec/s3fs options for an object-store output_root (endpoint_url, ...); prefer the standard "
+        "AWS_* environment for credentials (this block is stored in run.json)"))
 
     @field_validator("name")
     @classmethod
@@ -282,7 +299,7 @@ class RunConfig(_Strict):
         ``dtype`` stay in: they change the numbers. A prompt *file* enters by its content, not its
         path: the same prompts give the same run wherever the repository lives, and an edited prompt
         file gives a new run instead of mixing stored candidates of the old texts into it."""
-        d = self.model_dump(exclude={"run_id", "output_root"})
+        d = self.model_dump(exclude={"run_id", "output_root", "runner", "storage"})
         d["search"].pop("prompts_per_task", None)
         for v in d["verifiers"]:
             v["params"].pop("batch_size", None)
@@ -447,6 +464,10 @@ def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None, sour
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
+    if cfg.storage:  # object-store options for every path of this process (avits_core.store.fs)
+        from avits_core.store.fs import set_storage_options
+
+        set_storage_options(cfg.storage)
     for field, value in (("prompts.source", cfg.prompts.source), ("output_root", cfg.output_root)):
         if isinstance(value, str) and "\x00" in value:
             raise ConfigError(f"{source}: invalid config: {field}: contains a NUL character (got {value!r})")

@@ -478,8 +478,9 @@ def record_failure(run_path: str | Path, step: str, cause: str | BaseException) 
     ``cause`` is one line (an exception becomes ``Type: message``). Returns the new run.json, or None
     when the folder has no run.json (the run never started: nothing to record)."""
     from avits_core.store import RunStore
+    from avits_core.store.fs import as_path
 
-    p = Path(run_path)
+    p = as_path(run_path)
     if not (p / "run.json").is_file():
         return None
     if isinstance(cause, BaseException):

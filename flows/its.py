@@ -7,6 +7,10 @@ generation tasks (one per shard), then one scoring task per verifier over the wa
 When the method plans from rewards (several events per prompt), the guided verifiers' tasks are
 awaited before the next wave is planned; held-out evaluation verifiers run alongside and are
 awaited at the end (each task scores only its own wave's candidates, so no pair is scored twice).
+
+Task runner: config ``runner: {kind: thread | dask, workers: N, processes: false}``. With ``dask`` the
+flow runs its body as a subflow on prefect-dask's ``DaskTaskRunner`` over a local cluster (no
+dashboard; threads unless ``processes``), so every caller (CLI, deployment, tests) gets it.
 """
 
 from __future__ import annotations
@@ -65,12 +69,39 @@ def run_waves(ctx: runner.RunContext) -> dict[str, Any]:
     return summary
 
 
+def task_runner_for(cfg: RunConfig) -> Any:
+    """The Prefect task runner of ``cfg.runner``: a thread pool, or a DaskTaskRunner on a local cluster."""
+    r = cfg.runner
+    if r.kind == "thread":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=r.workers)
+    from prefect_dask import DaskTaskRunner
+
+    import os
+
+    n = r.workers or os.cpu_count() or 1
+    return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": r.processes,
+                                          "dashboard_address": None})
+
+
+def _on_dask() -> bool:
+    from prefect.context import FlowRunContext
+
+    ctx = FlowRunContext.get()
+    return ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
+
+
 @flow(name="its", log_prints=False, validate_parameters=False)
 def its(config_path: str | None = None, overrides: list[str] | None = None,
         config: RunConfig | dict[str, Any] | None = None) -> dict[str, Any]:
     """Run one ITS config end to end; re-running the same config resumes the same run folder."""
     logger = get_run_logger()
     cfg = resolve_config(config_path, overrides, config)
+    if cfg.runner.kind == "dask" and not _on_dask():
+        logger.info("runner: dask (%s workers, %s)", cfg.runner.workers or "cpu count",
+                    "processes" if cfg.runner.processes else "threads")
+        return its.with_options(task_runner=task_runner_for(cfg), flow_run_name="its-dask")(config=cfg)
     ctx = runner.prepare_run(cfg)
     run_path = str(ctx.store.path)
     logger.info("run %s: %d prompts, %s, verifiers %s", ctx.run_id, len(ctx.prompts), cfg.search.method,
