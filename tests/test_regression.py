@@ -6,7 +6,8 @@ candidates (ids, seeds, NFE, lineage) and NFE totals recorded BEFORE the change.
 ``runner.py`` / ``evo_runner.py``) on reduced prompt counts (demo: 4 prompts x Best-of-8; EvoSearch
 demo preset: 3 prompts), each run the way the old flow ran it (generate, score every verifier,
 select, evaluate). ``tests/data/regression_full_before.json`` holds the full configs (24 and 8
-prompts); that comparison is marked slow.
+prompts), ``tests/data/regression_benchmark_before.json`` the two other runs of the nightly benchmark
+(EvoSearch demo preset on all 24 prompts, Best-of-9 at its NFE); those comparisons are marked slow.
 """
 
 from __future__ import annotations
@@ -63,4 +64,11 @@ def test_reduced_demo_and_evosearch_demo_match_the_recording(i, tmp_path):
 def test_full_demo_and_evosearch_demo_match_the_recording(i, tmp_path):
     path = REPO / "tests/data/regression_full_before.json"
     before = json.loads(path.read_text())[i]
+    _compare(before, _run(before, tmp_path))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("i", [0, 1], ids=["benchmark-evosearch-24-prompts", "benchmark-best-of-9"])
+def test_benchmark_runs_match_the_recording(i, tmp_path):
+    before = json.loads((REPO / "tests/data/regression_benchmark_before.json").read_text())[i]
     _compare(before, _run(before, tmp_path))
