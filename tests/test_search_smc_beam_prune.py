@@ -265,6 +265,33 @@ def test_beam_keeps_the_best_and_counts_the_lookahead():
     assert res.nfe_spent == m.planned_steps(12) == 6 * 7 + 6 * 7 + 6 * 4
 
 
+@pytest.mark.parametrize("method, params", [
+    ("smc", dict(particles=4, resample_steps=[3, 5], ess_threshold=1.0)),
+    ("beam", dict(beams=2, candidates_per_beam=2, beam_steps=[3, 5])),
+])
+def test_modality_options(method, params):
+    """``modality`` fixes which track's transitions are stochastic; ``route_by_modality`` picks it per
+    parent from its one-sided verifiers (here a video-only verifier: a weak video -> "video")."""
+    g = SynthAVGenerator(num_steps=8)
+    agg = get_aggregator("weighted", ["brightness"], {"brightness": 1.0})
+    (res,) = run_in_memory(g, [Brightness()], agg, PROMPTS[:1], get_search(method, dict(params, modality="audio")))
+    assert all(set(pl.info["modalities"]) == {"audio"} for pl in res.plans[1:])
+    assert all(c.noise_modality == "audio" for pl in res.plans for c in pl.candidates)
+    routed = get_search(method, dict(params, route_by_modality=True, verifier_modalities={"brightness": ["video"]}))
+    agg = get_aggregator("weighted", ["brightness"], {"brightness": 1.0})
+    (res,) = run_in_memory(g, [Brightness()], agg, PROMPTS[:1], routed)
+    for e, pl in enumerate(res.plans[1:], start=1):
+        parents = [c.parent for c in pl.candidates]
+        pool = {c.candidate_id: res.scores[c.candidate_id]["brightness"] for c in res.records}
+        vals = np.array(list(pool.values()))
+        for par, mod in zip(parents, [c.noise_modality for c in pl.candidates]):
+            # the rewards the router sees are the candidates scored so far (events < e)
+            seen = np.array([v for cid, v in pool.items() if int(cid.split("_g")[1][:2]) < e])
+            z = (pool[par] - seen.mean()) / (seen.std() or 1.0)
+            assert mod == ("video" if z < 0 else "audio"), (e, par, z, mod)
+        assert vals.size
+
+
 # --------------------------------------------------------------------------- edge cases
 
 

@@ -172,10 +172,23 @@ def sde_noise_seeds(seeds: Sequence[int], step: int) -> list[int]:
     return out
 
 
+def modality_noise_scales(noise_scale: float, modality: str = "joint") -> tuple[float, float]:
+    """(video, audio) noise scales: ``modality`` "joint" = both, "video" / "audio" = that track's
+    transitions are stochastic and the other track follows the ODE (noise scale 0)."""
+    if modality == "joint":
+        return float(noise_scale), float(noise_scale)
+    if modality == "video":
+        return float(noise_scale), 0.0
+    if modality == "audio":
+        return 0.0, float(noise_scale)
+    raise ValueError(f"modality must be one of ['joint', 'video', 'audio'], got {modality!r}")
+
+
 def denoise_sde(generator: Any, latents: Latents, prompt: Prompt, start: int, stop: int,
-                noise_scale: float) -> Latents:
+                noise_scale: float, modality: str = "joint") -> Latents:
     """Stochastic sampler from step ``start`` to ``stop`` with the ODE's marginals (see
     :func:`sde_coefficients`). ``noise_scale`` = 0 is ``generator.denoise`` itself (bit for bit).
+    ``modality``: which track's transitions are stochastic (:func:`modality_noise_scales`).
 
     Uses ``generator.denoise_sde`` when the generator has one; otherwise a generic version: per step
     one ``predict_x0`` (the generator's NFE of one step), eps_hat from it, the fresh noise z from
@@ -183,11 +196,14 @@ def denoise_sde(generator: Any, latents: Latents, prompt: Prompt, start: int, st
     """
     if not 0.0 <= float(noise_scale) <= 1.0:
         raise ValueError(f"noise_scale must be in [0, 1], got {noise_scale}")
+    eta_v, eta_a = modality_noise_scales(noise_scale, modality)
     if float(noise_scale) == 0.0:
         return generator.denoise(latents, prompt, start, stop)
     own = getattr(generator, "denoise_sde", None)
     if callable(own):
-        return own(latents, prompt, start, stop, float(noise_scale))
+        if modality == "joint":
+            return own(latents, prompt, start, stop, float(noise_scale))
+        return own(latents, prompt, start, stop, float(noise_scale), modality=modality)
     if not 0 <= start < stop <= generator.num_steps or latents.step != start:
         raise ValueError(f"denoise_sde: need latents at start={start} < stop={stop} <= {generator.num_steps}, "
                          f"got latents at step {latents.step}")
@@ -196,16 +212,17 @@ def denoise_sde(generator: Any, latents: Latents, prompt: Prompt, start: int, st
     for k in range(start, stop):
         t, t_next = float(ts[k]), float(ts[k + 1])
         x0 = generator.predict_x0(cur, prompt, k)
-        c_eps, sigma = sde_coefficients(t, t_next, float(noise_scale))
+        cv, sv = sde_coefficients(t, t_next, eta_v)
+        ca, sa = sde_coefficients(t, t_next, eta_a)
         v0, a0 = x0.video.to(cur.video.dtype), x0.audio.to(cur.audio.dtype)
         ev = (cur.video - (1.0 - t) * v0) / t
         ea = (cur.audio - (1.0 - t) * a0) / t
-        video = (1.0 - t_next) * v0 + c_eps * ev
-        audio = (1.0 - t_next) * a0 + c_eps * ea
-        if sigma > 0.0:
+        video = (1.0 - t_next) * v0 + cv * ev
+        audio = (1.0 - t_next) * a0 + ca * ea
+        if sv > 0.0 or sa > 0.0:
             z = generator.init_noise(sde_noise_seeds(cur.seeds, k))
-            video = video + sigma * z.video.to(video.device, video.dtype)
-            audio = audio + sigma * z.audio.to(audio.device, audio.dtype)
+            video = video + sv * z.video.to(video.device, video.dtype)
+            audio = audio + sa * z.audio.to(audio.device, audio.dtype)
         cur = Latents(video=video, audio=audio, step=k + 1, seeds=list(cur.seeds), nfe=x0.nfe.copy())
     return cur
 

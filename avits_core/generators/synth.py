@@ -258,13 +258,17 @@ class SynthAVGenerator:
         self.nfe_total += spent * len(latents)
         return self._latents(x, latents, stop, latents.nfe + spent)
 
-    def denoise_sde(self, latents: Latents, prompt: Prompt, start: int, stop: int, noise_scale: float) -> Latents:
+    def denoise_sde(self, latents: Latents, prompt: Prompt, start: int, stop: int, noise_scale: float,
+                    modality: str = "joint") -> Latents:
         """Stochastic sampler with the flow's marginals (``avits_core.generators.base.sde_coefficients``):
         per step x_next = (1 - t') x0_hat + c_eps eps_hat + sigma z, with the exact mixture posterior
         mean x0_hat (so eps_hat, and the score -eps_hat / t, are exact) and z drawn per (row seed,
         step) from ``init_noise``. Same NFE as :meth:`denoise`; ``noise_scale`` = 0 is :meth:`denoise`.
-        The math runs in float64 and the state is rounded to float32 after every step, as in denoise."""
-        from avits_core.generators.base import sde_coefficients, sde_noise_seeds
+        The math runs in float64 and the state is rounded to float32 after every step, as in denoise.
+        ``modality`` "video" / "audio": only that track's dimensions get stochastic steps."""
+        from avits_core.generators.base import modality_noise_scales, sde_coefficients, sde_noise_seeds
+
+        eta_v, eta_a = modality_noise_scales(noise_scale, modality)
 
         if float(noise_scale) == 0.0:
             return self.denoise(latents, prompt, start, stop)
@@ -278,12 +282,15 @@ class SynthAVGenerator:
         ts = self._timesteps
         for k in range(start, stop):
             t, t_next = float(ts[k]), float(ts[k + 1])
-            c_eps, sigma = sde_coefficients(t, t_next, float(noise_scale))
+            cv, sv = sde_coefficients(t, t_next, eta_v)
+            ca, sa = sde_coefficients(t, t_next, eta_a)
+            c_eps = np.r_[np.full(VIDEO_DIM, cv), np.full(AUDIO_DIM, ca)]
+            sigma = np.r_[np.full(VIDEO_DIM, sv), np.full(AUDIO_DIM, sa)]
             x64 = x.astype(np.float64)
             x0 = self._x0_hat(x64, t, prompt)
             eps = (x64 - (1.0 - t) * x0) / t
             nxt = (1.0 - t_next) * x0 + c_eps * eps
-            if sigma > 0.0:
+            if sv > 0.0 or sa > 0.0:
                 z = self.init_noise(sde_noise_seeds(latents.seeds, k))
                 nxt = nxt + sigma * torch.cat([z.video, z.audio], dim=1).numpy().astype(np.float64)
             x = nxt.astype(np.float32)

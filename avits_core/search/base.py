@@ -76,6 +76,8 @@ class CandidatePlan:
       ``predict_x0``; L > 1 = L coarse ODE steps, :func:`avits_core.generators.base.lookahead_x0`).
     * ``noise_scale``: 0 = the ODE sampler; in (0, 1] = the stochastic sampler with the same
       marginals (:func:`avits_core.generators.base.denoise_sde`), noise drawn per (seed, step).
+    * ``noise_modality``: which track's transitions are stochastic ("joint", "video", "audio"; the
+      other track follows the ODE).
     """
 
     seed: int
@@ -85,6 +87,7 @@ class CandidatePlan:
     stop: int | None = None
     lookahead: int = 1
     noise_scale: float = 0.0
+    noise_modality: str = "joint"
 
     def __post_init__(self) -> None:
         if (self.parent is None) != (self.mutation is None):
@@ -97,6 +100,8 @@ class CandidatePlan:
             raise ValueError(f"lookahead must be >= 1, got {self.lookahead}")
         if not 0.0 <= float(self.noise_scale) <= 1.0:
             raise ValueError(f"noise_scale must be in [0, 1], got {self.noise_scale}")
+        if self.noise_modality not in ("joint", "video", "audio"):
+            raise ValueError(f"noise_modality must be joint, video or audio, got {self.noise_modality!r}")
 
     @property
     def intermediate(self) -> bool:
@@ -109,7 +114,8 @@ class CandidatePlan:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["mutation"] = dict(self.mutation) if self.mutation is not None else None
-        for k, default in (("stop", None), ("lookahead", 1), ("noise_scale", 0.0)):  # written only when used
+        for k, default in (("stop", None), ("lookahead", 1), ("noise_scale", 0.0),
+                           ("noise_modality", "joint")):  # written only when used
             if d[k] == default:
                 d.pop(k)
         return d

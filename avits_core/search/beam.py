@@ -43,6 +43,7 @@ from avits_core.search.base import (
     lookahead_cost,
     rank_by_aggregate,
 )
+from avits_core.search.routing import Router, check_modality, check_verifier_modalities
 from avits_core.seeding import candidate_seeds, derive_seed
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,22 @@ class BeamParams(MethodParams):
     lookahead: int = Field(default=2, ge=1, description="coarse ODE steps of the look-ahead clean estimate")
     noise_scale: float = Field(default=1.0, ge=0, le=1, description="stochastic sampler's noise scale (0 = ODE)")
     nfe_budget: int | None = Field(default=None, ge=1, description="optional cap on denoiser steps per prompt")
+    modality: str = Field(default="joint", description="track(s) whose transitions are stochastic: joint, video, "
+                                                       "audio (the other follows the ODE)")
+    route_by_modality: bool = Field(default=False, description="choose the stochastic track per parent from its "
+                                                               "one-sided verifiers (avits_core.search.routing)")
+    verifier_modalities: Any = Field(default=None, description="tracks of verifiers that are not registered")
+
+    @field_validator("modality")
+    @classmethod
+    def _modality(cls, v: str) -> str:
+        return check_modality("search.params.modality", v)
+
+    @field_validator("verifier_modalities")
+    @classmethod
+    def _vmods(cls, v: Any) -> Any:
+        check_verifier_modalities("search.params.verifier_modalities", v)
+        return v
 
     @field_validator("beam_steps")
     @classmethod
@@ -79,6 +96,7 @@ class BeamSearch(SearchMethod):
         if self.params.noise_scale == 0.0 and self.params.candidates_per_beam > 1:
             raise ConfigError("search.params.noise_scale: with candidates_per_beam > 1 the continuations of a beam "
                               "need stochastic transitions (> 0); with the ODE they would all be identical")
+        self.router = Router(self.params.modality, self.params.route_by_modality, self.params.verifier_modalities)
 
     @property
     def n_events(self) -> int:
@@ -110,7 +128,8 @@ class BeamSearch(SearchMethod):
         if event == 0:
             seeds = candidate_seeds(view.run_seed, pid, BK)
             return EventPlan(pid, 0, [CandidatePlan(seed=int(s), stop=steps[0], lookahead=p.lookahead,
-                                                    noise_scale=p.noise_scale) for s in seeds])
+                                                    noise_scale=p.noise_scale, noise_modality=p.modality)
+                                      for s in seeds])
         pool = view.made_at(event - 1)
         agg = view.aggregates()
         ranked = rank_by_aggregate(pool, agg)
@@ -120,13 +139,15 @@ class BeamSearch(SearchMethod):
         step = steps[event - 1]
         stop = steps[event] if event < len(steps) else None
         kids = []
-        for b in beams:
+        mods = self.router.for_parents(view, beams)
+        for b, mod in zip(beams, mods):
             for _ in range(p.candidates_per_beam):
                 i = len(kids)
                 kids.append(CandidatePlan(seed=derive_seed(view.run_seed, pid, i, salt=f"beam-e{event}"), parent=b,
                                           step=step, mutation=CONTINUE, stop=stop,
                                           lookahead=p.lookahead if stop is not None else 1,
-                                          noise_scale=p.noise_scale))
-        info = {"step": step, "ranked": ranked, "scores": [agg.get(c) for c in ranked], "beams": beams}
+                                          noise_scale=p.noise_scale, noise_modality=mod))
+        info = {"step": step, "ranked": ranked, "scores": [agg.get(c) for c in ranked], "beams": beams,
+                "modalities": mods}
         log.info("%s e%d: beams %s", pid, event, beams)
         return EventPlan(pid, event, kids, info=info)

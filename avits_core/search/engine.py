@@ -80,7 +80,7 @@ class GeneratedEvent:
 
 def denoise_to(
     generator: JointGenerator, lat: Latents, prompt: Prompt, stop: int, capture: Sequence[int],
-    noise_scale: float = 0.0,
+    noise_scale: float = 0.0, modality: str = "joint",
 ) -> tuple[Latents, dict[int, Latents]]:
     """Like :func:`denoise_capture` but to step ``stop`` and with the sampler of ``noise_scale``
     (0: the ODE; > 0: :func:`~avits_core.generators.base.denoise_sde`, whose noise depends on (row
@@ -91,10 +91,10 @@ def denoise_to(
     cur = lat
     for k in sorted({int(k) for k in capture if lat.step <= k < stop}):
         if k > cur.step:
-            cur = denoise_sde(generator, cur, prompt, cur.step, k, noise_scale)
+            cur = denoise_sde(generator, cur, prompt, cur.step, k, noise_scale, modality)
         snaps[k] = cur.select(range(len(cur)))
     if cur.step < stop:
-        cur = denoise_sde(generator, cur, prompt, cur.step, stop, noise_scale)
+        cur = denoise_sde(generator, cur, prompt, cur.step, stop, noise_scale, modality)
     return cur, snaps
 
 
@@ -102,7 +102,8 @@ def _group_key(c: Any) -> tuple:
     key = ("fresh",) if c.fresh else ("branch", int(c.step), json.dumps(dict(c.mutation), sort_keys=True))
     if c.stop is None and c.lookahead == 1 and c.noise_scale == 0.0:
         return key  # the key of a plain candidate, as before the intermediate-step fields
-    return key + (("stop", c.stop), ("lookahead", int(c.lookahead)), ("noise_scale", float(c.noise_scale)))
+    return key + (("stop", c.stop), ("lookahead", int(c.lookahead)), ("noise_scale", float(c.noise_scale)),
+                  ("noise_modality", c.noise_modality))
 
 
 def _check_stop(plan: EventPlan, num_steps: int) -> None:
@@ -155,7 +156,8 @@ def generate_event(
             final, snaps = denoise_capture(generator, start, prompt, capture)
         else:
             target = S if c0.stop is None else int(c0.stop)
-            final, snaps = denoise_to(generator, start, prompt, target, capture, float(c0.noise_scale))
+            final, snaps = denoise_to(generator, start, prompt, target, capture, float(c0.noise_scale),
+                                      c0.noise_modality)
             if target < S:  # intermediate: keep the latent at stop, decode the clean estimate from it
                 snaps[target] = final.select(range(len(final)))
                 final = lookahead_x0(generator, final, prompt, int(c0.lookahead))

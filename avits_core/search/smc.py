@@ -58,6 +58,7 @@ from avits_core.search.base import (
     check_step_list,
     lookahead_cost,
 )
+from avits_core.search.routing import Router, check_modality, check_verifier_modalities
 from avits_core.seeding import candidate_seeds, derive_seed
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,22 @@ class SMCParams(MethodParams):
     noise_scale: float = Field(default=1.0, ge=0, le=1, description="stochastic sampler's noise scale (0 = ODE)")
     lookahead: int = Field(default=1, ge=1, description="model evaluations of each clean estimate")
     nfe_budget: int | None = Field(default=None, ge=1, description="optional cap on denoiser steps per prompt")
+    modality: str = Field(default="joint", description="track(s) whose transitions are stochastic: joint, video, "
+                                                       "audio (the other follows the ODE)")
+    route_by_modality: bool = Field(default=False, description="choose the stochastic track per parent from its "
+                                                               "one-sided verifiers (avits_core.search.routing)")
+    verifier_modalities: Any = Field(default=None, description="tracks of verifiers that are not registered")
+
+    @field_validator("modality")
+    @classmethod
+    def _modality(cls, v: str) -> str:
+        return check_modality("search.params.modality", v)
+
+    @field_validator("verifier_modalities")
+    @classmethod
+    def _vmods(cls, v: Any) -> Any:
+        check_verifier_modalities("search.params.verifier_modalities", v)
+        return v
 
     @field_validator("resample_steps")
     @classmethod
@@ -141,6 +158,7 @@ class SMC(SearchMethod):
         if self.params.noise_scale == 0.0 and self.params.particles > 1:
             raise ConfigError("search.params.noise_scale: SMC needs stochastic transitions (> 0); with the ODE the "
                               "copies of a resampled particle would stay identical")
+        self.router = Router(self.params.modality, self.params.route_by_modality, self.params.verifier_modalities)
 
     @property
     def n_events(self) -> int:
@@ -166,7 +184,8 @@ class SMC(SearchMethod):
         if event == 0:
             seeds = candidate_seeds(view.run_seed, pid, p.particles)
             return EventPlan(pid, 0, [CandidatePlan(seed=int(s), stop=steps[0], lookahead=p.lookahead,
-                                                    noise_scale=p.noise_scale) for s in seeds])
+                                                    noise_scale=p.noise_scale, noise_modality=p.modality)
+                                      for s in seeds])
         particles = view.made_at(event - 1)  # batch order = plan order of event - 1
         agg = view.aggregates()
         carried = [0.0] * len(particles)
@@ -202,14 +221,17 @@ class SMC(SearchMethod):
             child_log_w = [x - top if math.isfinite(x) else None for x in log_w]
         step = steps[event - 1]
         stop = steps[event] if event < len(steps) else None
+        mods = self.router.for_parents(view, [particles[a] for a in ancestors])
         kids = [CandidatePlan(seed=derive_seed(view.run_seed, pid, i, salt=f"smc-e{event}"), parent=particles[a],
                               step=step, mutation=CONTINUE, stop=stop,
-                              lookahead=p.lookahead if stop is not None else 1, noise_scale=p.noise_scale)
-                for i, a in enumerate(ancestors)]
+                              lookahead=p.lookahead if stop is not None else 1, noise_scale=p.noise_scale,
+                              noise_modality=m)
+                for i, (a, m) in enumerate(zip(ancestors, mods))]
         info = {"step": step, "particles": particles, "rewards": rewards,
                 "log_potential": [x if math.isfinite(x) else None for x in log_g],
                 "log_weight": [x if math.isfinite(x) else None for x in log_w], "ess": ess,
-                "resampled": bool(resampled), "u0": u0, "ancestors": ancestors, "child_log_w": child_log_w}
+                "resampled": bool(resampled), "u0": u0, "ancestors": ancestors, "child_log_w": child_log_w,
+                "modalities": mods}
         log.info("%s e%d: ESS %.2f of %d, %s", pid, event, ess, K,
                  f"resampled -> {ancestors}" if resampled else "no resampling")
         return EventPlan(pid, event, kids, info=info)

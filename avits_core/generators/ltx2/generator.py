@@ -503,13 +503,16 @@ class LTX2Generator:
             nfe=latents.nfe + spent,
         )
 
-    def denoise_sde(self, latents: Latents, prompt: Prompt, start: int, stop: int, noise_scale: float) -> Latents:
+    def denoise_sde(self, latents: Latents, prompt: Prompt, start: int, stop: int, noise_scale: float,
+                    modality: str = "joint") -> Latents:
         """Stochastic sampler with the flow's marginals: the standard flow-matching conversion of the
         guided velocity (``avits_core.generators.base.sde_coefficients``): x0_hat is the guided x0 of
         the step loop, eps_hat = (x - (1 - sigma) x0_hat) / sigma, the fresh noise z comes from
         ``init_noise`` seeded per (row seed, step). Same NFE as :meth:`denoise`; ``noise_scale`` = 0 is
-        :meth:`denoise` itself."""
-        from avits_core.generators.base import sde_coefficients, sde_noise_seeds
+        :meth:`denoise` itself; ``modality`` "video" / "audio": only that track is stochastic."""
+        from avits_core.generators.base import modality_noise_scales, sde_coefficients, sde_noise_seeds
+
+        eta_v, eta_a = modality_noise_scales(noise_scale, modality)
 
         if float(noise_scale) == 0.0:
             return self.denoise(latents, prompt, start, stop)
@@ -531,14 +534,15 @@ class LTX2Generator:
             with torch.no_grad():
                 for i in range(start, stop):
                     t, t_next = float(sig[i]), float(sig[i + 1])
-                    c_eps, s_noise = sde_coefficients(t, t_next, float(noise_scale))
+                    cv, sv = sde_coefficients(t, t_next, eta_v)
+                    ca, sa = sde_coefficients(t, t_next, eta_a)
                     g_v, g_a = self._guided_x0(V, A, ctx, i)
-                    V = (1.0 - t_next) * g_v + c_eps * (V - (1.0 - t) * g_v) / t
-                    A = (1.0 - t_next) * g_a + c_eps * (A - (1.0 - t) * g_a) / t
-                    if s_noise > 0.0:
+                    V = (1.0 - t_next) * g_v + cv * (V - (1.0 - t) * g_v) / t
+                    A = (1.0 - t_next) * g_a + ca * (A - (1.0 - t) * g_a) / t
+                    if sv > 0.0 or sa > 0.0:
                         z = self.init_noise(sde_noise_seeds(latents.seeds[lo:hi], i))
-                        V = V + s_noise * z.video.to(V.device, V.dtype)
-                        A = A + s_noise * z.audio.to(A.device, A.dtype)
+                        V = V + sv * z.video.to(V.device, V.dtype)
+                        A = A + sa * z.audio.to(A.device, A.dtype)
                     V, A = V.to(torch.float32), A.to(torch.float32)
             return V, A
 
