@@ -89,6 +89,11 @@ GRID: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {
         320: ("search_over_paths", dict(paths=4, branches=2, schedule=[6, 10, 16], beta=0.5)),  # 80+120+88+40
     },
 }
+# intermediate-step methods (issue 16 part 2): NFE = planned_steps() of each config at 20 steps
+GRID["smc"] = {b: ("smc", dict(particles=k, resample_steps=[5, 10, 15])) for b, k in ((80, 3), (160, 7), (320, 14))}  # K*23
+GRID["beam"] = {b: ("beam", dict(beams=nb, candidates_per_beam=3, beam_steps=[5, 10, 15], lookahead=2))
+                for b, nb in ((80, 1), (160, 2), (320, 4))}  # B*K*26
+GRID["prune"] = {b: ("prune", dict(n=n, prune_steps=[5], keep=0.25)) for b, n in ((80, 8), (160, 16), (320, 32))}  # 6n + 15n/4
 GRID["evosearch+route"] = {b: (m, dict(p, route_by_modality=True)) for b, (m, p) in GRID["evosearch"].items()}
 
 
