@@ -89,7 +89,10 @@ GRID: dict[str, dict[int, tuple[str, dict[str, Any]]]] = {
         320: ("search_over_paths", dict(paths=4, branches=2, schedule=[6, 10, 16], beta=0.5)),  # 80+120+88+40
     },
 }
-# intermediate-step methods (issue 16 part 2): NFE = planned_steps() of each config at 20 steps
+# intermediate-step methods (issue 16 part 2): NFE = planned_steps() of each config at 20 steps. Their
+# first candidate is an intermediate clean estimate and every final one is steered, so they give no
+# "first" (no search) row: that comes from Best-of-N's candidate 0.
+STEERED = ("smc", "beam", "prune")
 GRID["smc"] = {b: ("smc", dict(particles=k, resample_steps=[5, 10, 15])) for b, k in ((80, 3), (160, 7), (320, 14))}  # K*23
 GRID["beam"] = {b: ("beam", dict(beams=nb, candidates_per_beam=3, beam_steps=[5, 10, 15], lookahead=2))
                 for b, nb in ((80, 1), (160, 2), (320, 4))}  # B*K*26
@@ -160,7 +163,7 @@ def run_method(gen, verifiers, prompts, method_name, params, seed):
         if r.selected is None:
             raise SystemExit(f"{method_name}: no eligible candidate for {r.prompt_id}")
         picks.append(_oracle(r.clips[r.selected]))
-        firsts.append(_oracle(r.clips[min(r.clips)]))
+        firsts.append(_oracle(r.clips[min(c.candidate_id for c in r.records if c.kind == "final")]))
     nfe = float(np.mean([r.nfe_spent for r in res]))
     return picks, firsts, nfe, (wall, cpu), res
 
@@ -312,7 +315,7 @@ def main() -> None:
                         p = dict(p, verifier_modalities=SPLIT_MODALITIES) if p.get("route_by_modality") else p
                     picks, firsts, nfe, wall, _ = run_method(gen, verifiers, prompts, m, p, seed)
                     keep(_row(seed, label, b, vset, picks, nfe, wall, len(prompts)))
-                    if (seed, "first", 0, vset, len(prompts)) not in have and not any(
+                    if m not in STEERED and (seed, "first", 0, vset, len(prompts)) not in have and not any(
                             r["method"] == "first" and r["seed"] == seed and r["verifiers"] == vset for r in rows):
                         keep(_row(seed, "first", 0, vset, firsts, float(STEPS), (0.0, 0.0), len(prompts)))
     if store.exists():  # another process may have added rows (one process per study)
