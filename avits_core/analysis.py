@@ -133,7 +133,7 @@ def load_run_data(ctx: Any) -> RunData:
     con = connect(ctx.store.path)
     try:
         cands = con.sql(
-            "SELECT prompt_id, candidate_id, generation, nfe, nfe_own, truth FROM candidates ORDER BY candidate_id"
+            "SELECT prompt_id, candidate_id, generation, kind, nfe, nfe_own, truth FROM candidates ORDER BY candidate_id"
         ).to_arrow_table().to_pylist()
         rew = con.sql(
             "SELECT candidate_id, verifier, arg_max(value, scored_at) AS value, arg_max(event_seq, scored_at) AS event_seq "
@@ -159,7 +159,7 @@ def load_run_data(ctx: Any) -> RunData:
     return RunData(
         run_id=ctx.run_id,
         prompt_order=[p.prompt_id for p in ctx.prompts],
-        candidates=[{k: c[k] for k in ("prompt_id", "candidate_id", "generation")} for c in cands],
+        candidates=[{k: c[k] for k in ("prompt_id", "candidate_id", "generation", "kind")} for c in cands],
         rewards={
             "candidate_id": np.array(cid, dtype=object),
             "verifier": np.array(ver, dtype=object),
