@@ -18,10 +18,11 @@ def compute_summary(ctx: "RunContext") -> dict[str, Any]:
     """Compute actually spent by the run, from its tables: NFE (each candidate's own passes, so
     inherited EvoSearch prefixes count once), decodes, verifier calls (every rewards row, retries
     included) and errors, scoring events, and wall time per stage (from run.json's timings)."""
-    cands = ctx.store.read("candidates", ["prompt_id", "generation", "nfe", "nfe_own"]).to_pylist()
+    cands = ctx.store.read("candidates", ["prompt_id", "generation", "nfe", "nfe_own", "kind"]).to_pylist()
     rew = ctx.store.read("rewards", ["verifier", "status", "event_seq"]).to_pylist()
     per_prompt: dict[str, int] = {}
-    full = [c["nfe"] for c in cands if c["generation"] == 0]
+    finals = [c for c in cands if (c["kind"] or "final") == "final"]  # intermediate estimates are not samples
+    full = [c["nfe"] for c in finals if c["generation"] == 0] or [c["nfe"] for c in finals]
     for c in cands:
         own = c["nfe_own"] if c["nfe_own"] is not None else c["nfe"]
         per_prompt[c["prompt_id"]] = per_prompt.get(c["prompt_id"], 0) + int(own)
