@@ -228,9 +228,24 @@ def prefect_api(say: Callable[[str], None] | None = None) -> Iterator[str]:
     srv = start_child_server()
     try:
         with _pointed_at(srv.api_url):
-            yield srv.api_url
+            try:
+                yield srv.api_url
+            finally:
+                _drain_prefect_logs()
     finally:
         srv.stop()
+
+
+def _drain_prefect_logs(timeout: float = 10.0) -> None:
+    """Send Prefect's queued run logs before our private server goes away (else Prefect prints
+    "--- Error logging to API ---" at exit)."""
+    handlers = sys.modules.get("prefect.logging.handlers")
+    if handlers is None:
+        return
+    try:
+        handlers.APILogWorker.drain_all(timeout=timeout)
+    except Exception as exc:  # noqa: BLE001 - best effort
+        log.debug("could not drain Prefect's log queue: %s", exc)
 
 
 # --------------------------------------------------------------------------- avits server start|stop|status
