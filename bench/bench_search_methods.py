@@ -223,13 +223,18 @@ def plot(summary, path: Path, title: str) -> None:
     first = [s for s in summary if s["method"] == "first"]
     if first:
         ax.axhline(first[0]["faithful"][0], color="grey", ls=":", label="first (no search)")
-    for label in dict.fromkeys(s["method"] for s in summary if s["method"] != "first"):
+    labels = list(dict.fromkeys(s["method"] for s in summary if s["method"] != "first"))
+    for i, label in enumerate(labels):
         ss = sorted((s for s in summary if s["method"] == label), key=lambda s: s["nfe"])
-        x = [s["nfe"] for s in ss]
+        jitter = 1.0 + 0.025 * (i - (len(labels) - 1) / 2)  # side by side, so that equal points stay visible
+        x = [s["nfe"] * jitter for s in ss]
         y = np.array([s["faithful"][0] for s in ss])
         e = np.array([s["faithful"][1] for s in ss])
         ax.errorbar(x, y, yerr=e, marker="o", capsize=3, label=label)
     ax.set_xscale("log", base=2)
+    budgets = sorted({s["budget"] for s in summary if s["budget"]})
+    ax.set_xticks(budgets, [str(b) for b in budgets])
+    ax.minorticks_off()
     ax.set_xlabel("NFE per prompt (measured)")
     ax.set_ylabel("faithful (held-out oracle)")
     ax.set_title(title, fontsize=9)
