@@ -272,6 +272,8 @@ def run(
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also Prefect's task-level logs and tracebacks"),
     force: bool = typer.Option(False, "--force", help="accept budgets above the pre-flight limits (search.n > 1024 ...)"),
     break_lock: bool = typer.Option(False, "--break-lock", help="break a stale lock left by a command on another machine"),
+    shards: int = typer.Option(1, "--shards", help="split the prompts over K flow runs of the its-shard/gpu deployment "
+                               "(one per GPU worker; needs a running Prefect server: PREFECT_API_URL or `avits server start`)"),
 ) -> None:
     """Run one ITS config through the Prefect ``its`` flow (resumes the run if it exists).
 
@@ -296,6 +298,14 @@ def run(
         # imports the generator and torch) waits until there is generation to do
         finished = bool(info and info.get("status") == "completed" and info.get("config_hash") == cfg.config_hash())
         preflight.check_run(cfg, force=force, skip=("generator",) if finished else ())
+        if shards != 1:
+            from flows.shards import check_shardable
+            from avits.server import shared_server_url
+
+            check_shardable(cfg, shards)
+            if not (os.environ.get("PREFECT_API_URL") or shared_server_url()):
+                _fail("--shards needs a running Prefect server that the GPU workers also use: set PREFECT_API_URL "
+                      "or run `avits server start` (a temporary server has no workers)")
     except AvitsError as exc:
         _fail(str(exc))
     _setup_logging(not quiet)
@@ -324,7 +334,7 @@ def run(
             from flows.its import its
 
             with _progress_bars(enabled=not quiet):
-                return its(config=cfg)  # the validated config, not a path to parse again
+                return its(config=cfg, shards=shards)  # the validated config, not a path to parse again
 
         out = _run_flow(call, quiet=quiet, verbose=verbose, folder=folder)
     finally:

@@ -21,52 +21,9 @@ from typing import Any
 from prefect import flow, get_run_logger
 
 from avits_core import runner
-from avits_core.config import RunConfig, config_from_dict, load_config
+from avits_core.config import RunConfig
+from flows.waves import resolve_config, run_waves  # noqa: F401 (re-exported; shared with flows/shards.py)
 from tasks import its as t
-
-
-def resolve_config(config_path: str | None, overrides: list[str] | None,
-                   config: RunConfig | dict[str, Any] | None) -> RunConfig:
-    """The validated config: as given (a RunConfig), from a dict, or from a YAML path."""
-    if isinstance(config, RunConfig):
-        if overrides:
-            from avits_core.config import apply_overrides
-
-            return config_from_dict(apply_overrides(config.model_dump(mode="json"), overrides), source="config parameter")
-        return config
-    if config is not None:
-        from avits_core.config import apply_overrides
-
-        return config_from_dict(apply_overrides(config, overrides or []), source="config parameter")
-    if not config_path:
-        raise ValueError("give config_path (a YAML file) or config (a RunConfig or a dict)")
-    return load_config(config_path, overrides)
-
-
-def run_waves(ctx: runner.RunContext) -> dict[str, Any]:
-    """Generate and score every wave of the run through tasks; returns the compute summary."""
-    logger = get_run_logger()
-    t.start(ctx)
-    specs = ctx.all_verifier_specs()
-    guided = {v.name for v in ctx.cfg.verifiers}
-    later = []
-    for wave in runner.schedule(ctx):
-        gens = [t.generate.submit(ctx, list(shard)) for shard in wave.shards]
-        now = []
-        for spec in specs:
-            fut = t.score.submit(ctx, spec.model_dump(), gens)
-            (now if spec.name in guided else later).append(fut)
-        if wave.feedback:
-            for f in now:
-                f.result()
-        else:
-            later += now
-    for f in later:
-        logger.debug("scored %s", f.result())
-    summary = t.record_compute(ctx)
-    logger.info("%s: NFE %d over %d prompts, %d decodes", ctx.cfg.search.method, summary["nfe_total"],
-                len(ctx.prompts), summary["decodes"])
-    return summary
 
 
 def task_runner_for(cfg: RunConfig) -> Any:
@@ -94,10 +51,17 @@ def _on_dask() -> bool:
 
 @flow(name="its", log_prints=False, validate_parameters=False)
 def its(config_path: str | None = None, overrides: list[str] | None = None,
-        config: RunConfig | dict[str, Any] | None = None) -> dict[str, Any]:
-    """Run one ITS config end to end; re-running the same config resumes the same run folder."""
+        config: RunConfig | dict[str, Any] | None = None, shards: int = 1,
+        shard_deployment: str = "its-shard/gpu") -> dict[str, Any]:
+    """Run one ITS config end to end; re-running the same config resumes the same run folder.
+    ``shards`` > 1: the prompts are split over that many flow runs of ``shard_deployment`` on a work pool
+    (flows/shards.py), then this run selects, evaluates and reports."""
     logger = get_run_logger()
     cfg = resolve_config(config_path, overrides, config)
+    if shards != 1:
+        from flows.shards import its_sharded
+
+        return its_sharded(config=cfg, shards=shards, shard_deployment=shard_deployment)
     if cfg.runner.kind == "dask" and not _on_dask():
         logger.info("runner: dask (%s workers, %s)", cfg.runner.workers or "cpu count",
                     "processes" if cfg.runner.processes else "threads")

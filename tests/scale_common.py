@@ -98,3 +98,77 @@ def table_rows(run_path: Any, table: str) -> list[tuple]:
 
     t = query(run_path, f"SELECT {COMPARE[table]} FROM {table} ORDER BY ALL")
     return [tuple(r.values()) for r in t.to_pylist()]
+
+
+def _stop(proc: subprocess.Popen, signals: tuple = (15,), wait: float = 15) -> None:
+    import signal as _signal
+
+    for sig in signals:
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait / len(signals))
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.poll() is None:
+        os.killpg(proc.pid, _signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@contextmanager
+def prefect_server_with_gpu_workers(home: Path, n_workers: int = 2) -> Iterator[dict[str, str]]:
+    """A real ``prefect server`` on 127.0.0.1, the deployments of prefect.yaml, and ``n_workers`` process
+    workers on the avits-gpu pool (CUDA_VISIBLE_DEVICES=i, --limit 1). Yields the environment to use."""
+    import signal as _signal
+    import urllib.request
+
+    port = free_port()
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, PREFECT_HOME=str(home / "ph"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2",
+               PATH=str(bindir) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    logs = home / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    prefect = [str(bindir / "prefect")]
+    procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name: str, args: list[str], **extra: str) -> subprocess.Popen:
+        p = subprocess.Popen(prefect + args, env=dict(env, **extra), cwd=REPO, stdout=open(logs / f"{name}.log", "w"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((name, p))
+        return p
+
+    def cli(args: list[str]) -> str:
+        r = subprocess.run(prefect + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"prefect {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}")
+        return r.stdout
+
+    try:
+        server = start("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)])
+        deadline = time.time() + 600
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if server.poll() is not None or time.time() > deadline:
+                raise RuntimeError((logs / "server.log").read_text()[-3000:])
+            time.sleep(0.5)
+        cli(["work-pool", "create", "avits-local", "--type", "process"])
+        cli(["work-pool", "create", "avits-gpu", "--type", "process"])
+        cli(["--no-prompt", "deploy", "--all"])
+        for i in range(n_workers):
+            start(f"gpu{i}", ["worker", "start", "--pool", "avits-gpu", "--name", f"gpu{i}", "--limit", "1",
+                              "--type", "process"], CUDA_VISIBLE_DEVICES=str(i))
+        yield env
+    finally:
+        for name, p in reversed(procs):
+            _stop(p, (_signal.SIGTERM, _signal.SIGINT) if name.startswith("gpu") else (_signal.SIGTERM,))

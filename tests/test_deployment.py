@@ -88,6 +88,7 @@ def test_deployment_run_against_real_server(tmp_path):
             assert time.time() < deadline, f"server did not become healthy in {STARTUP_TIMEOUT} s"
             time.sleep(0.5)
         cli(["work-pool", "create", "avits-local", "--type", "process"])
+        cli(["work-pool", "create", "avits-gpu", "--type", "process"])  # prefect.yaml's its-shard/gpu needs it
         cli(["--no-prompt", "deploy", "--all"])
         ls = cli(["deployment", "ls"])
         assert "its/adhoc" in ls and "its-benchmark/nightly" in ls

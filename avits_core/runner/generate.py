@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -80,6 +81,7 @@ def generate_event(ctx: "RunContext", prompt_id: str, event: int) -> list[dict[s
             batch_index=rec.batch_index, kind=rec.kind, x0_step=rec.x0_step,
             media_path=str(rel), latent_path=str(lrel) if lrel else None,
             truth=json.dumps(truth) if truth is not None else None, wall_s=ge.wall_s,
+            cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES"),
         ))
     with state._write_lock:
         ctx.store.append("candidates", rows, known_ids=state.candidate_ids())

@@ -20,7 +20,8 @@ Conventions
 
 Decisions where the brief was silent (documented here because this is the documentation):
 - Added columns: ``candidates.nfe_own``, ``candidates.batch_index``, ``candidates.wall_s``,
-  ``candidates.kind``/``x0_step`` (intermediate-step scoring, issue 16),
+  ``candidates.kind``/``x0_step`` (intermediate-step scoring, issue 16), ``candidates.cuda_visible_devices``
+  (sharded runs, issue 15),
   ``rewards.higher_is_better``, ``arw_trace.run_id/weight/created_at``, ``selections.n_candidates``.
   All added columns are nullable except ``arw_trace.run_id`` (filled automatically by the store).
 - ``metrics.prompt_id``/``candidate_id`` became nullable (a relaxation, not a retype) for set-level
@@ -138,6 +139,9 @@ TABLES: dict[str, tuple[Column, ...]] = {
            null=True),
         _c("wall_s", pa.float64(), "Generation wall time in seconds attributed to this candidate (the batch's "
            "time divided by its size); null when not measured.", null=True),
+        _c("cuda_visible_devices", pa.string(), "CUDA_VISIBLE_DEVICES of the process that generated the "
+           "candidate (in a sharded run: the worker's GPU, e.g. '1'); null when the variable was not set. "
+           "Says where, not what: two runs of one config may differ here and nowhere else.", null=True),
         _c("created_at", TIMESTAMP, "When the row was written (UTC).", default="now"),
     ),
     "rewards": (

@@ -1,0 +1,169 @@
+"""Sharded runs (flows/shards.py).
+
+Fast: the shard split, the refusals (multi-event method, no server).
+Server (slow): a real ``prefect server`` on 127.0.0.1, the GPU pool of prefect.yaml with two process
+workers (CUDA_VISIBLE_DEVICES=0 and 1, --limit 1), ``avits run CONFIG --shards 2``: the tables equal
+the unsharded run's, and every candidate records the CUDA_VISIBLE_DEVICES of the worker that made it.
+Every process started here is stopped by its PID (workers: TERM, then INT).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from scale_common import REPO, demo_config, free_port, table_rows
+
+STARTUP_TIMEOUT = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600"))
+
+
+def test_shard_split_partitions_prompts():
+    from flows.shards import shard_prompt_ids
+
+    ids = [f"p{i:02d}" for i in range(11)]
+    parts = [shard_prompt_ids(ids, i, 3) for i in range(3)]
+    assert parts[0] == ["p00", "p03", "p06", "p09"] and parts[2] == ["p02", "p05", "p08"]
+    assert sorted(x for p in parts for x in p) == ids
+    assert [len(p) for p in parts] == [4, 4, 3]
+    assert shard_prompt_ids(ids, 0, 1) == ids
+    from avits_core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="shard 3 out of range"):
+        shard_prompt_ids(ids, 3, 3)
+
+
+def test_multi_event_methods_are_refused_with_shards():
+    from avits_core.config import config_from_dict
+    from avits_core.errors import ConfigError
+    from flows.shards import check_shardable
+
+    cfg = yaml.safe_load((REPO / "data/configs/evosearch-demo.yaml").read_text())
+    cfg["prompts"]["source"] = str(REPO / "data/prompts/synth-24.csv")
+    evo = config_from_dict(cfg)
+    check_shardable(evo, 1)
+    with pytest.raises(ConfigError, match="per-shard ARW state"):
+        check_shardable(evo, 2)
+    check_shardable(config_from_dict(demo_config("runs")), 4)
+
+
+def test_cli_shards_without_a_server_is_one_error(tmp_path):
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(demo_config(str(tmp_path / "runs"), limit=2, n=2)))
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "ph")
+    exe = os.path.join(os.path.dirname(sys.executable), "avits")
+    r = subprocess.run([exe, "run", str(path), "--shards", "2"], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2 and "--shards needs a running Prefect server" in r.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def _stop(proc: subprocess.Popen, signals=(signal.SIGTERM,), wait: float = 15) -> None:
+    for sig in signals:
+        if proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait / len(signals))
+        except subprocess.TimeoutExpired:
+            continue
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_two_shards_on_two_gpu_workers_equal_the_unsharded_run(tmp_path):
+    port = free_port()
+    bindir = Path(sys.executable).parent
+    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "ph"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
+               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2",
+               PATH=str(bindir) + os.pathsep + os.environ.get("PATH", ""))
+    env.pop("CUDA_VISIBLE_DEVICES", None)
+    prefect = [str(bindir / "prefect")]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    procs: list[tuple[str, subprocess.Popen]] = []
+
+    def start(name, args, **extra):
+        p = subprocess.Popen(prefect + args, env=dict(env, **extra), cwd=REPO, stdout=open(logs / f"{name}.log", "w"),
+                             stderr=subprocess.STDOUT, start_new_session=True)
+        procs.append((name, p))
+        return p
+
+    def cli(args, timeout=600):
+        r = subprocess.run(prefect + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+        assert r.returncode == 0, f"prefect {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+        return r.stdout
+
+    def worker_logs():
+        return "\n".join(f"--- {n}\n" + (logs / f"{n}.log").read_text()[-3000:] for n, _ in procs if n != "server")
+
+    cfg = demo_config(str(tmp_path / "sharded"), limit=5, n=3, run_id="r")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    avits = str(bindir / "avits")
+    try:
+        server = start("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)])
+        deadline = time.time() + STARTUP_TIMEOUT
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert server.poll() is None, (logs / "server.log").read_text()
+            assert time.time() < deadline, "server did not become healthy"
+            time.sleep(0.5)
+        cli(["work-pool", "create", "avits-local", "--type", "process"])
+        cli(["work-pool", "create", "avits-gpu", "--type", "process"])
+        cli(["--no-prompt", "deploy", "--all"])
+        ls = cli(["deployment", "ls"])
+        assert "its-shard/gpu" in ls and "its/sharded" in ls
+        for i in (0, 1):
+            start(f"gpu{i}", ["worker", "start", "--pool", "avits-gpu", "--name", f"gpu{i}", "--limit", "1",
+                              "--type", "process"], CUDA_VISIBLE_DEVICES=str(i))
+        r = subprocess.run([avits, "run", str(path), "--shards", "2"], env=env, cwd=REPO, capture_output=True, text=True,
+                           timeout=1500)
+        assert r.returncode == 0, f"sharded run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{worker_logs()}"
+        # the same config unsharded, in another output root (same process layout otherwise)
+        cfg1 = dict(cfg, output_root=str(tmp_path / "plain"))
+        path1 = tmp_path / "cfg1.yaml"
+        path1.write_text(yaml.safe_dump(cfg1))
+        r1 = subprocess.run([avits, "run", str(path1), "-q"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
+        assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-3000:]
+    finally:
+        for name, p in reversed(procs):
+            _stop(p, (signal.SIGTERM, signal.SIGINT) if name.startswith("gpu") else (signal.SIGTERM,))
+
+    sharded, plain = tmp_path / "sharded" / "r", tmp_path / "plain" / "r"
+    for table in ("candidates", "rewards", "selections", "metrics", "arw_trace"):
+        ref = table_rows(plain, table)
+        assert ref and table_rows(sharded, table) == ref, table
+    from avits_core.store.duck import query
+
+    dev = query(sharded, "SELECT prompt_id, list(DISTINCT cuda_visible_devices) AS d FROM candidates GROUP BY ALL "
+                         "ORDER BY prompt_id").to_pylist()
+    assert all(len(r["d"]) == 1 and r["d"][0] in ("0", "1") for r in dev), dev  # one worker per shard's prompt
+    assert {r["d"][0] for r in dev} == {"0", "1"}, dev  # both workers took a shard
+    # prompts of one shard were made on one device: shard i = prompt positions i, i+2, ...
+    by_pos = [r["d"][0] for r in dev]
+    assert len(set(by_pos[0::2])) == 1 and len(set(by_pos[1::2])) == 1
+    assert query(plain, "SELECT count(*) n FROM candidates WHERE cuda_visible_devices IS NOT NULL").to_pylist()[0]["n"] == 0
+    info = json.loads((sharded / "run.json").read_text())
+    assert info["status"] == "completed" and info["shards"]["n"] == 2
+    assert sorted(v["state"] for v in info["shards"]["runs"].values()) == ["COMPLETED", "COMPLETED"]
