@@ -167,3 +167,40 @@ def test_two_shards_on_two_gpu_workers_equal_the_unsharded_run(tmp_path):
     info = json.loads((sharded / "run.json").read_text())
     assert info["status"] == "completed" and info["shards"]["n"] == 2
     assert sorted(v["state"] for v in info["shards"]["runs"].values()) == ["COMPLETED", "COMPLETED"]
+
+
+def test_failed_shard_is_resubmitted_alone(monkeypatch):
+    """run_shards: a shard that fails is submitted again; finished shards are not; a shard failing
+    every attempt ends in one error naming it."""
+    from types import SimpleNamespace
+
+    import flows.shards as sh
+    from avits_core.config import config_from_dict
+
+    submitted = []
+    fail_plan = {1: 1, 2: 99}  # shard -> attempts that fail
+
+    def submit(name, cfg, shard, shards):
+        submitted.append(shard)
+        return SimpleNamespace(id=f"run-{shard}-{submitted.count(shard)}")
+
+    def state(ok):
+        return SimpleNamespace(is_completed=lambda: ok, type=SimpleNamespace(value="COMPLETED" if ok else "FAILED"))
+
+    def wait(ids, poll_s, timeout_s):
+        return {i: state(int(fid.rsplit("-", 1)[1]) > fail_plan.get(i, 0)) for i, fid in ids.items()}
+
+    monkeypatch.setattr(sh, "_submit", submit)
+    monkeypatch.setattr(sh, "_wait", wait)
+    monkeypatch.setattr(sh, "get_run_logger", lambda: __import__("logging").getLogger("t"))
+    cfg = config_from_dict(demo_config("runs"))
+    fail_plan = {1: 1}
+    info = sh.run_shards(cfg, 3, shard_retries=1)
+    assert submitted == [0, 1, 2, 1]
+    assert {i: (v["state"], v["attempts"]) for i, v in info.items()} == {
+        0: ("COMPLETED", 1), 1: ("COMPLETED", 2), 2: ("COMPLETED", 1)}
+    submitted.clear()
+    fail_plan = {2: 99}
+    with pytest.raises(RuntimeError, match=r"shards \[2\] did not complete after 3 attempts"):
+        sh.run_shards(cfg, 3, shard_retries=2)
+    assert submitted == [0, 1, 2, 2, 2]
