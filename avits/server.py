@@ -38,8 +38,6 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +76,9 @@ def state_file() -> Path:
 
 def healthy(api_url: str, timeout: float = 2.0) -> bool:
     """Whether ``api_url`` (``http://host:port/api``) answers its health check."""
+    import urllib.error
+    import urllib.request
+
     try:
         with urllib.request.urlopen(f"{api_url.rstrip('/')}/health", timeout=timeout) as resp:
             return resp.status == 200
