@@ -243,6 +243,8 @@ def _run_flow(call, *, quiet: bool, verbose: bool, folder: Path | None):
                 capture.uninstall()
     except typer.Exit:
         raise
+    except server.ServerError as exc:  # no server to run on: nothing has run yet
+        _fail(str(exc))
     except KeyboardInterrupt:
         _fail("interrupted; run the same command again to resume", code=130)
     except BaseException as exc:  # noqa: BLE001 - every failure ends in one line

@@ -216,6 +216,11 @@ def prefect_api(say: Callable[[str], None] | None = None) -> Iterator[str]:
     configure_env()
     url = os.environ.get("PREFECT_API_URL")
     if url:
+        from urllib.parse import urlparse
+
+        if urlparse(url).hostname in ("127.0.0.1", "localhost", "::1") and not healthy(url, timeout=5.0):
+            raise ServerError(f"PREFECT_API_URL={url} does not answer; start that server, `avits server start`, "
+                              f"or unset PREFECT_API_URL for a private server")
         say(f"Prefect server: {url} (PREFECT_API_URL)")
         yield url
         return

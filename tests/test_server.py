@@ -84,11 +84,15 @@ def test_server_start_status_stop_and_reuse(tmp_path, monkeypatch):
 
 
 def test_user_api_url_wins_and_timeout_default(monkeypatch):
-    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    monkeypatch.setenv("PREFECT_API_URL", "http://prefect.example.org:4200/api")  # remote: used as is
     said = []
     with server.prefect_api(said.append) as url:
-        assert url == "http://127.0.0.1:9/api"
+        assert url == "http://prefect.example.org:4200/api"
     assert "PREFECT_API_URL" in said[0]
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{server.free_port()}/api")  # local and dead
+    with pytest.raises(server.ServerError, match="does not answer"):
+        with server.prefect_api():
+            pass
     monkeypatch.delenv(server.STARTUP_TIMEOUT_ENV, raising=False)
     server.configure_env()
     assert server.startup_timeout() == server.DEFAULT_STARTUP_TIMEOUT_S
