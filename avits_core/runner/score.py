@@ -37,11 +37,13 @@ SCORE_FLUSH_SECONDS = float(os.environ.get("AVITS_SCORE_FLUSH_SECONDS", "10"))
 
 def _read_clip(path: Path) -> "AVClip | Exception":
     """The stored clip, or the exception that reading it raised: a missing or unreadable mp4 becomes an
-    error row for that candidate only (Verifier.score records it), never an aborted scoring pass."""
-    from avits_core.media import read_mp4
+    error row for that candidate only (Verifier.score records it), never an aborted scoring pass.
+    Decoded through the process-wide clip cache, so verifiers scoring the same candidates in one
+    process (in turn or in parallel threads) decode each mp4 once (:mod:`avits_core.clipcache`)."""
+    from avits_core.clipcache import read_clip
 
     try:
-        return read_mp4(path)
+        return read_clip(path)
     except Exception as exc:  # noqa: BLE001 - recorded as the candidate's error row
         return exc
 
