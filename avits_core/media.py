@@ -308,11 +308,12 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
     """
     from avits_core.store import fs as sfs
 
-    if sfs.is_remote(path):  # object store: download to a temp file, read that
-        if not path.exists():
-            raise MediaFileNotFoundError(f"media file not found: {path}")
-        with sfs.local_copy(path) as local:
-            clip = read_mp4(local)
+    if sfs.is_remote(path):  # object store: download to a temp file (one GET), read that
+        try:
+            with sfs.local_copy(path) as local:
+                clip = read_mp4(local)
+        except FileNotFoundError:
+            raise MediaFileNotFoundError(f"media file not found: {path}") from None
         clip.meta["path"] = str(path)
         return clip
     import av
