@@ -167,7 +167,7 @@ def test_config_hash_unchanged_without_block_and_relative_paths(tmp_path, assets
     import hashlib
     import json
 
-    legacy = cfg.model_dump(exclude={"run_id", "output_root"})  # scheduling knobs are not identity
+    legacy = cfg.model_dump(exclude={"run_id", "output_root", "runner", "storage"})  # scheduling knobs are not identity
     legacy["search"].pop("prompts_per_task")
     legacy["evaluation"].pop("distribution")
     assert cfg.config_hash() == hashlib.sha256(json.dumps(legacy, sort_keys=True, default=str).encode()).hexdigest()

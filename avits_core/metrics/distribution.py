@@ -7,6 +7,7 @@ Moved here from the runner: it reads the run's tables and media through the run 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 
 from avits_core.errors import ConfigError
+from avits_core.store import fs as sfs
 
 if TYPE_CHECKING:  # pragma: no cover
     from avits_core.config import DistributionConfig
@@ -113,7 +115,8 @@ def evaluate_distribution(ctx: Any, selection_id: str) -> int:
         safe = re.sub(r"[^A-Za-z0-9._-]+", "_", ext.name)[:80]
         cache_path[kind] = cache_dir / f"reference-features-{safe}-{hashlib.sha256(ext.name.encode()).hexdigest()[:8]}.npz"
         if cache_path[kind].is_file():
-            with np.load(cache_path[kind]) as z:
+            src = io.BytesIO(sfs.read_bytes(cache_path[kind])) if sfs.is_remote(cache_path[kind]) else cache_path[kind]
+            with np.load(src) as z:
                 if str(z["key"]) == key and str(z["extractor"]) == ext.name:
                     ref_feats[kind] = FeatureSet(z["features"], ext.name)
                     log.info("reference %s features from %s", kind, cache_path[kind])
@@ -121,8 +124,14 @@ def evaluate_distribution(ctx: Any, selection_id: str) -> int:
     if missing:
         t0 = time.perf_counter()
         new = _media_features(refs, missing)
-        cache_dir.mkdir(parents=True, exist_ok=True)
         for kind, fs in new.items():
+            if sfs.is_remote(cache_dir):  # object store: one whole PUT
+                buf = io.BytesIO()
+                np.savez(buf, features=fs.features, key=np.array(key), extractor=np.array(fs.extractor))
+                sfs.put_bytes(cache_path[kind], buf.getvalue())
+                ref_feats[kind] = fs
+                continue
+            cache_dir.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".npz")
             with os.fdopen(fd, "wb") as f:
                 np.savez(f, features=fs.features, key=np.array(key), extractor=np.array(fs.extractor))
