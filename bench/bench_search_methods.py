@@ -195,20 +195,27 @@ def summarise(rows: list[dict[str, Any]], vset: str, labels: list[str], budgets:
             for k in METRICS:
                 v = np.array([r[k] for r in rs])
                 s[k] = (float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0)
+            # faithful minus Best-of-N's at the same budget, paired by run seed: mean and standard error
+            bon = {r["seed"]: r["faithful"] for r in rows
+                   if r["method"] == "best_of_n" and r["budget"] == b and r["verifiers"] == vset}
+            d = np.array([r["faithful"] - bon[r["seed"]] for r in rs if r["seed"] in bon])
+            s["d_bon"] = (float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))) if len(d) > 1 else 0.0) \
+                if len(d) and label not in ("first", "best_of_n") else None
             out.append(s)
     return out
 
 
 def markdown(summary: list[dict[str, Any]], title: str) -> str:
     arrows = {k: ("↓" if k in LOWER else "↑") for k in METRICS}
-    head = ["method", "budget", "NFE/prompt", *[f"{k} {arrows[k]}" for k in METRICS], "wall s/prompt", "CPU s/prompt", "seeds"]
+    head = ["method", "budget", "NFE/prompt", *[f"{k} {arrows[k]}" for k in METRICS], "Δ faithful vs BoN (paired ± SE)", "wall s/prompt", "CPU s/prompt", "seeds"]
     lines = [f"**{title}** (mean over run seeds ± sample std across seeds)", "",
              "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for s in summary:
         fmt = {"faithful": "{:.3f} ± {:.3f}", "sync_error_ms": "{:.1f} ± {:.1f}",
                "attribute_accuracy": "{:.3f} ± {:.3f}", "noise_level": "{:.3f} ± {:.3f}"}
         cells = [s["method"], "-" if s["budget"] == 0 else str(s["budget"]), f"{s['nfe']:.0f}",
-                 *[fmt[k].format(*s[k]) for k in METRICS], f"{s['wall']:.2f}", f"{s['cpu']:.2f}", str(s["seeds"])]
+                 *[fmt[k].format(*s[k]) for k in METRICS],
+                 "-" if s.get("d_bon") is None else "{:+.3f} ± {:.3f}".format(*s["d_bon"]), f"{s['wall']:.2f}", f"{s['cpu']:.2f}", str(s["seeds"])]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
