@@ -103,11 +103,14 @@ class EvalVerifierSpec(_Strict):
 
 
 class DistributionVideoConfig(_Strict):
-    """FVD/KVD video features: an I3D TorchScript file (see avits_core.metrics.features.I3DVideoFeatures)."""
+    """FVD/KVD video features: ``i3d`` = an I3D TorchScript file (avits_core.metrics.features.I3DVideoFeatures);
+    ``i3d-jb`` = JavisBench's Inception-I3D state dict ``i3d_pretrained_400.pt`` with the evaluator's input
+    pipeline (avits_core.metrics.i3d_javisbench; 24 frames, ``sampling`` unused)."""
 
-    extractor: Literal["i3d"] = "i3d"
-    path: str = Field(description="local I3D TorchScript .pt file; relative paths against the config's folder")
-    num_frames: int = Field(default=16, ge=1)
+    extractor: Literal["i3d", "i3d-jb"] = "i3d"
+    path: str = Field(description="local I3D file (TorchScript for i3d, i3d_pretrained_400.pt for i3d-jb); relative "
+                                  "paths against the config's folder")
+    num_frames: int | None = Field(default=None, ge=1, description="frames per clip (default 16 for i3d, 24 for i3d-jb)")
     sampling: Literal["uniform", "first"] = "uniform"
     size: int = Field(default=224, ge=1)
     device: str = "cpu"
@@ -117,9 +120,10 @@ class DistributionVideoConfig(_Strict):
 class DistributionAudioConfig(_Strict):
     """FAD audio features: the CLAP audio tower (see avits_core.metrics.features.ClapAudioEmbedding)."""
 
-    extractor: Literal["clap"] = "clap"
+    extractor: Literal["clap", "audioclip"] = "clap"
     model_path: str = Field(default="laion/clap-htsat-unfused",
-                            description="a save_pretrained folder or a hub id in the local HF cache (as the clap verifier)")
+                            description="clap: a save_pretrained folder or a hub id in the local HF cache (as the clap "
+                                        "verifier); audioclip: the AudioCLIP checkpoint (AudioCLIP-Full-Training.pt)")
     device: str = "cpu"
     batch_size: int = Field(default=8, ge=1)
 
@@ -138,6 +142,9 @@ class DistributionConfig(_Strict):
     audio: DistributionAudioConfig | None = None
     metrics: list[Literal["fvd", "kvd", "fad"]] | None = Field(
         default=None, description="default: fvd and kvd when video is set, fad when audio is set")
+    protocol: Literal["avits", "javisbench"] = Field(
+        default="avits", description="javisbench: the evaluator's float32 Fréchet recipe on sets cut to min(m, n) "
+                                     "rows, FAD x10000, full-set KVD (docs/metrics.md); recorded in metrics.extractor")
 
     @model_validator(mode="after")
     def _extractors(self) -> "DistributionConfig":

@@ -223,3 +223,37 @@ def test_missing_files_fail_before_generation(tmp_path, assets, change, error, p
 def test_config_validation_names_the_field(tmp_path, assets, change, pattern):
     with pytest.raises(ConfigError, match=pattern):
         config_from_dict(_cfg_dict(tmp_path, assets, **change))
+
+
+def test_javisbench_protocol_in_a_run(tmp_path, assets):
+    """evaluation.distribution.protocol: javisbench gives the evaluator's recipes, tagged in metrics.extractor."""
+    from avits_core.media import read_mp4
+    from avits_core.metrics.distribution import _distribution_extractors
+    from avits_core.metrics.features import ClapAudioEmbedding, I3DVideoFeatures, audio_features, fad, fvd, video_features
+
+    cfg = config_from_dict(_cfg_dict(tmp_path, assets, protocol="javisbench"))
+    ctx, sid = _run(cfg)
+    runner.evaluate(ctx, sid)
+    dist = {(r["selection_id"], r["metric"]): r for r in ctx.store.read("metrics").to_pylist() if r["candidate_id"] is None}
+    assert dist[(None, "fvd")]["extractor"] == "i3d:tiny_i3d.pt/16f-uniform-32+protocol=javisbench"
+    assert dist[(None, "fad")]["extractor"] == f"clap:{assets['clap']}+protocol=javisbench"
+    cands = sorted(ctx.store.read("candidates").to_pylist(), key=lambda c: c["candidate_id"])
+    firsts = {}
+    for c in cands:
+        firsts.setdefault(c["prompt_id"], c)
+    clips = [read_mp4(ctx.store.path / c["media_path"]) for c in firsts.values()]
+    refs = [read_mp4(p) for p in sorted(assets["ref"].glob("*.mp4"))]
+    ext = I3DVideoFeatures(assets["i3d"], size=32)
+    g, r = video_features(clips, ext), video_features(refs, ext)
+    assert dist[(None, "fvd")]["value"] == pytest.approx(fvd(g, r, protocol="javisbench").value, rel=1e-9)
+    assert dist[(None, "fvd")]["value"] != pytest.approx(fvd(g, r).value, rel=1e-6)
+    aext = ClapAudioEmbedding(str(assets["clap"]))
+    ga, ra = audio_features(clips, aext), audio_features(refs, aext)
+    assert dist[(None, "fad")]["value"] == pytest.approx(fad(ga, ra, protocol="javisbench").value, rel=1e-6)
+    # the evaluator's own extractors are offered by name
+    d = config_from_dict(_cfg_dict(tmp_path, assets, protocol="javisbench",
+                                   video={"extractor": "i3d-jb", "path": str(assets["i3d"])},
+                                   audio={"extractor": "audioclip", "model_path": str(assets["i3d"])})).evaluation.distribution
+    ex = _distribution_extractors(d)
+    assert type(ex["video"]).__name__ == "JavisBenchI3DFeatures" and ex["video"].num_frames == 24
+    assert type(ex["audio"]).__name__ == "AudioClipEmbedding"

@@ -29,17 +29,28 @@ log = logging.getLogger(__name__)
 
 
 def _distribution_extractors(dist: "DistributionConfig") -> dict[str, Any]:
-    """{"video": I3DVideoFeatures, "audio": ClapAudioEmbedding} for the kinds the config sets."""
+    """{"video": I3D features, "audio": CLAP or AudioCLIP embedding} for the kinds the config sets."""
     from avits_core.metrics.features import ClapAudioEmbedding, I3DVideoFeatures
 
     out: dict[str, Any] = {}
     if dist.video is not None:
         v = dist.video
-        out["video"] = I3DVideoFeatures(v.path, device=v.device, num_frames=v.num_frames, size=v.size,
-                                        batch_size=v.batch_size, sampling=v.sampling)
+        if v.extractor == "i3d-jb":
+            from avits_core.metrics.i3d_javisbench import JavisBenchI3DFeatures
+
+            out["video"] = JavisBenchI3DFeatures(v.path, device=v.device, batch_size=v.batch_size,
+                                                 num_frames=v.num_frames or 24, size=v.size)
+        else:
+            out["video"] = I3DVideoFeatures(v.path, device=v.device, num_frames=v.num_frames or 16, size=v.size,
+                                            batch_size=v.batch_size, sampling=v.sampling)
     if dist.audio is not None:
         a = dist.audio
-        out["audio"] = ClapAudioEmbedding(a.model_path, device=a.device, batch_size=a.batch_size)
+        if a.extractor == "audioclip":
+            from avits_core.metrics.audioclip import AudioClipEmbedding
+
+            out["audio"] = AudioClipEmbedding(a.model_path, device=a.device, batch_size=a.batch_size)
+        else:
+            out["audio"] = ClapAudioEmbedding(a.model_path, device=a.device, batch_size=a.batch_size)
     return out
 
 
@@ -151,7 +162,7 @@ def evaluate_distribution(ctx: Any, selection_id: str) -> int:
         value, name = None, ext.name
         if len(ids) >= 2:
             part = FeatureSet(gen[kind].features[[row_of[c] for c in ids]], gen[kind].extractor)
-            res = fns[m](part, ref_feats[kind])
+            res = fns[m](part, ref_feats[kind], protocol=dist.protocol)
             value, name = res.value, res.extractor
             log.info("%s %s = %.6g (n=%d generated vs %d reference, %s)", sid or "baseline", m, res.value,
                      res.n_a, res.n_b, res.extractor)
