@@ -45,18 +45,22 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
     return markdown_table([_result_cells(r) for r in results], RESULT_HEADERS)
 
 
-def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) -> list[Path]:
-    import matplotlib
+PLOT_STYLE = 2  # bump when the drawing code changes, so cached PNGs are drawn again
+PLOT_DPI = 80
+PLOT_SIDECAR = "plots.json"
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
+def _plot_data(ctx, selection_id: str, results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The numbers behind each PNG, as plain JSON-able values: {png name: data}. A plot with no data is left out."""
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
-    rew = con.sql("SELECT candidate_id, verifier, value FROM rewards WHERE status='ok'").to_arrow_table().to_pylist()
+    rew = con.sql(
+        "SELECT candidate_id, verifier, value FROM rewards WHERE status='ok' ORDER BY verifier, candidate_id"
+    ).to_arrow_table().to_pylist()
     trace = con.sql(
-        "SELECT event_seq, verifier, sigma FROM arw_trace WHERE selection_id = ? ORDER BY event_seq", params=[selection_id]
+        "SELECT event_seq, verifier, sigma FROM arw_trace WHERE selection_id = ? ORDER BY verifier, event_seq",
+        params=[selection_id],
     ).to_arrow_table().to_pylist()
     picked = {
         r["candidate_id"]
@@ -65,47 +69,112 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
         .to_pylist()
     }
     con.close()
-    paths = []
+    data: dict[str, dict[str, Any]] = {}
     verifiers = sorted({r["verifier"] for r in rew})
     if verifiers:
-        fig, axes = plt.subplots(1, len(verifiers), figsize=(3.2 * len(verifiers), 2.8), squeeze=False)
-        for ax, v in zip(axes[0], verifiers):
-            allv = np.array([r["value"] for r in rew if r["verifier"] == v])
-            sel = np.array([r["value"] for r in rew if r["verifier"] == v and r["candidate_id"] in picked])
+        data["rewards.png"] = {
+            v: {"all": [float(r["value"]) for r in rew if r["verifier"] == v],
+                "selected": [float(r["value"]) for r in rew if r["verifier"] == v and r["candidate_id"] in picked]}
+            for v in verifiers
+        }
+    if trace:
+        data["arw_sigma.png"] = {
+            v: {"x": [int(r["event_seq"]) for r in trace if r["verifier"] == v],
+                "y": [float(r["sigma"]) for r in trace if r["verifier"] == v]}
+            for v in sorted({r["verifier"] for r in trace})
+        }
+    rs = [r for r in results if r.get("baseline") is not None and r.get("selected") is not None]
+    if rs:
+        data["metrics.png"] = {"bars": [
+            {"title": r["metric"] + ("" if r.get("higher_is_better", True) else " (↓)"),
+             "baseline": float(r["baseline"]), "selected": float(r["selected"])} for r in rs]}
+    return data
+
+
+def _plot_hash(name: str, payload: Any) -> str:
+    import hashlib
+    import json
+
+    blob = json.dumps({"style": PLOT_STYLE, "dpi": PLOT_DPI, "name": name, "data": payload},
+                      sort_keys=True, allow_nan=True, separators=(",", ":"))
+    return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
+
+
+def _draw(name: str, payload: dict[str, Any]) -> Any:
+    """One figure (matplotlib's object API on the Agg canvas: no pyplot, no tight_layout; fixed margins)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if name == "rewards.png":
+        fig = Figure(figsize=(3.2 * len(payload), 2.8))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(payload), squeeze=False)[0]
+        for ax, (v, d) in zip(axes, payload.items()):
+            allv, sel = np.asarray(d["all"], dtype=float), np.asarray(d["selected"], dtype=float)
             bins = np.histogram_bin_edges(allv, bins=20) if allv.size else 10
             ax.hist(allv, bins=bins, color="#9bb", label="all candidates")
             if sel.size:
                 ax.hist(sel, bins=bins, color="#c53", alpha=0.8, label="selected")
             ax.set_title(v, fontsize=9)
             ax.tick_params(labelsize=7)
-        axes[0][0].legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(atomic_save_figure(fig, outdir / "rewards.png"))
-        plt.close(fig)
-    if trace:
-        fig, ax = plt.subplots(figsize=(5, 3))
-        for v in sorted({r["verifier"] for r in trace}):
-            xs = [r["event_seq"] for r in trace if r["verifier"] == v]
-            ys = [r["sigma"] for r in trace if r["verifier"] == v]
-            ax.plot(xs, ys, marker=".", label=v)
+        axes[0].legend(fontsize=7)
+        fig.subplots_adjust(left=0.6 / (3.2 * len(payload)), right=1 - 0.15 / (3.2 * len(payload)),
+                            bottom=0.12, top=0.9, wspace=0.3)
+    elif name == "arw_sigma.png":
+        fig = Figure(figsize=(5, 3))
+        FigureCanvasAgg(fig)
+        ax = fig.subplots()
+        for v, d in payload.items():
+            ax.plot(d["x"], d["y"], marker=".", label=v)
         ax.set_xlabel("scoring event (event_seq)")
         ax.set_ylabel("ARW sigma")
         ax.set_yscale("log")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        paths.append(atomic_save_figure(fig, outdir / "arw_sigma.png"))
-        plt.close(fig)
-    rs = [r for r in results if r.get("baseline") is not None and r.get("selected") is not None]
-    if rs:
-        fig, axes = plt.subplots(1, len(rs), figsize=(1.9 * len(rs), 2.8), squeeze=False)
-        for ax, r in zip(axes[0], rs):
-            ax.bar([0, 1], [r["baseline"], r["selected"]], color=["#999", "#c53"])
+        fig.subplots_adjust(left=0.2, right=0.97, bottom=0.16, top=0.95)
+    elif name == "metrics.png":
+        bars = payload["bars"]
+        fig = Figure(figsize=(1.9 * len(bars), 2.8))
+        FigureCanvasAgg(fig)
+        axes = fig.subplots(1, len(bars), squeeze=False)[0]
+        for ax, b in zip(axes, bars):
+            ax.bar([0, 1], [b["baseline"], b["selected"]], color=["#999", "#c53"])
             ax.set_xticks([0, 1], ["base", "sel"], fontsize=7)
-            ax.set_title(r["metric"] + ("" if r.get("higher_is_better", True) else " (↓)"), fontsize=8)
+            ax.set_title(b["title"], fontsize=8)
             ax.tick_params(labelsize=7)
-        fig.tight_layout()
-        paths.append(atomic_save_figure(fig, outdir / "metrics.png"))
-        plt.close(fig)
+        fig.subplots_adjust(left=0.45 / (1.9 * len(bars)), right=1 - 0.1 / (1.9 * len(bars)),
+                            bottom=0.1, top=0.9, wspace=0.55)
+    else:  # pragma: no cover - names come from _plot_data
+        raise ValueError(f"unknown plot {name!r}")
+    return fig
+
+
+def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) -> list[Path]:
+    """Write rewards/arw_sigma/metrics PNGs. A PNG whose data hash (kept in ``plots.json`` beside it) is
+    unchanged is not drawn again, so a re-report of an unchanged selection loads no matplotlib at all."""
+    import json
+
+    data = _plot_data(ctx, selection_id, results)
+    side = outdir / PLOT_SIDECAR
+    try:
+        old = json.loads(side.read_text()) if side.exists() else {}
+    except (OSError, ValueError):
+        old = {}
+    new: dict[str, str] = {}
+    paths = []
+    for name, payload in data.items():
+        h = _plot_hash(name, payload)
+        path = outdir / name
+        if old.get(name) != h or not path.exists():
+            paths.append(atomic_save_figure(_draw(name, payload), path, dpi=PLOT_DPI))
+            log.debug("plot %s drawn", path)
+        else:
+            paths.append(path)
+        new[name] = h
+    for name in ("rewards.png", "arw_sigma.png", "metrics.png"):  # a plot whose data vanished must not linger
+        if name not in data and (outdir / name).exists():
+            (outdir / name).unlink()
+    if new != old:
+        atomic_write_text(side, json.dumps(new, indent=1, sort_keys=True))
     return paths
 
 

@@ -1,0 +1,103 @@
+"""Run report plots: drawn from the stored rows, skipped when their data did not change (issue 17),
+and the report's Markdown is the same whether the plots were drawn or reused."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from avits_core import runner
+from avits_core.config import config_from_dict
+from avits_core.report import run as report_run
+from avits_core.report import write_report
+from avits_core.store.duck import connect
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("plots-run")
+    cfg = config_from_dict(dict(
+        name="plots-test", seed=3, output_root=str(tmp / "runs"),
+        generator=dict(name="synth", params=dict(num_steps=4)),
+        prompts=dict(source=["a red ball bounces", "a blue cube slides", "a green ball rolls"]),
+        search=dict(method="best_of_n", n=3, prompts_per_task=8),
+        verifiers=[dict(name="av_align"), dict(name="synth_text")],
+        aggregator=dict(name="arw", params=dict(optimizer="adam", lr=0.05, max_iter=10)),
+        evaluation=dict(oracle=True, verifiers=[]),
+    ))
+    ctx = runner.prepare_run(cfg)
+    runner.generate_shard(ctx, ctx.prompts)
+    for spec in ctx.all_verifier_specs():
+        assert runner.score_verifier(ctx, spec)["errors"] == 0
+    sel = runner.select(ctx)
+    runner.evaluate(ctx, sel)
+    return ctx, sel
+
+
+def test_plot_data_is_the_stored_rows(small_run):
+    ctx, sel = small_run
+    results = runner.results_table(ctx, sel)
+    data = report_run._plot_data(ctx, sel, results)
+    assert set(data) == {"rewards.png", "arw_sigma.png", "metrics.png"}
+    con = connect(ctx.store.path)
+    rew = con.sql("SELECT verifier, value, candidate_id FROM rewards WHERE status='ok'").fetchall()
+    picked = {r[0] for r in con.sql("SELECT candidate_id FROM selections WHERE selection_id=?", params=[sel]).fetchall()}
+    n_trace = con.sql("SELECT count(*) FROM arw_trace WHERE selection_id=?", params=[sel]).fetchall()[0][0]
+    con.close()
+    for v in ("av_align", "synth_text"):
+        assert sorted(data["rewards.png"][v]["all"]) == sorted(x for name, x, _ in rew if name == v)
+        assert sorted(data["rewards.png"][v]["selected"]) == sorted(x for name, x, c in rew if name == v and c in picked)
+        assert len(data["rewards.png"][v]["all"]) == 9 and len(data["rewards.png"][v]["selected"]) == 3
+    assert sum(len(d["x"]) for d in data["arw_sigma.png"].values()) == n_trace > 0
+    bars = {b["title"]: b for b in data["metrics.png"]["bars"]}
+    for r in results:
+        if r.get("baseline") is not None and r.get("selected") is not None:
+            title = r["metric"] + ("" if r.get("higher_is_better", True) else " (↓)")
+            assert bars[title]["baseline"] == pytest.approx(r["baseline"]) and bars[title]["selected"] == pytest.approx(r["selected"])
+
+
+def test_unchanged_plots_are_not_drawn_again(small_run, monkeypatch):
+    ctx, sel = small_run
+    outdir = report_run.report_dir(ctx, sel)
+    for name in ("rewards.png", "arw_sigma.png", "metrics.png", "plots.json"):
+        (outdir / name).unlink(missing_ok=True)
+    first = write_report(ctx, sel)
+    pngs = {p.name: p.read_bytes() for p in first.plots}
+    assert set(pngs) == {"rewards.png", "arw_sigma.png", "metrics.png"}
+    assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in pngs.values())
+    side = json.loads((outdir / "plots.json").read_text())
+    assert set(side) == set(pngs)
+
+    drawn = []
+    real_draw = report_run._draw
+    monkeypatch.setattr(report_run, "_draw", lambda name, payload: drawn.append(name) or real_draw(name, payload))
+    again = write_report(ctx, sel)
+    assert drawn == []  # nothing changed: nothing drawn
+    assert again.markdown == first.markdown and [p.name for p in again.plots] == [p.name for p in first.plots]
+    assert {p.name: p.read_bytes() for p in again.plots} == pngs
+
+    # a missing PNG, or a sidecar hash that no longer matches, draws that plot (and only it) again
+    (outdir / "metrics.png").unlink()
+    side["rewards.png"] = "0" * 32
+    (outdir / "plots.json").write_text(json.dumps(side))
+    third = write_report(ctx, sel)
+    assert sorted(drawn) == ["metrics.png", "rewards.png"]
+    assert third.markdown == first.markdown and (outdir / "metrics.png").read_bytes() == pngs["metrics.png"]
+
+
+def test_cached_report_imports_no_matplotlib(small_run):
+    """With every plot cached, writing the report loads no matplotlib (its import alone is ~0.4 s CPU)."""
+    import subprocess
+
+    ctx, sel = small_run
+    write_report(ctx, sel)  # make sure every plot and the sidecar are there
+    code = (
+        "import sys\nfrom avits_core import runner\nfrom avits_core.report import write_report\n"
+        f"ctx = runner.open_run({str(ctx.store.path)!r})\nwrite_report(ctx, {sel!r})\n"
+        "print('MPL' if 'matplotlib' in sys.modules else 'NOMPL')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "NOMPL"
