@@ -7,19 +7,31 @@
 - :mod:`~avits_core.store.queries`: canned SQL (:data:`CANNED`) and small functions over a connection.
 """
 
-from avits_core.store.duck import VIEWS, connect, query
-from avits_core.store.parquet import RunStore, list_runs
-from avits_core.store.queries import CANNED, candidates_per_prompt, metric_table, reward_wide, rewards_summary, winners
-from avits_core.store.schemas import (
-    DOCS,
-    SCHEMAS,
-    TABLE_DOCS,
-    TABLE_NAMES,
-    SchemaError,
-    StoreError,
-    make_selection_id,
-    schema,
-)
+# Names are loaded on first use (PEP 562): ``avits_core.store.fs`` is imported by every command's
+# pre-flight, which must not pay for pyarrow + duckdb (issue 17).
+_LAZY = {
+    **dict.fromkeys(("VIEWS", "connect", "query"), "duck"),
+    **dict.fromkeys(("RunStore", "list_runs"), "parquet"),
+    **dict.fromkeys(("CANNED", "candidates_per_prompt", "metric_table", "reward_wide", "rewards_summary", "winners"),
+                    "queries"),
+    **dict.fromkeys(("DOCS", "SCHEMAS", "TABLE_DOCS", "TABLE_NAMES", "SchemaError", "StoreError", "make_selection_id",
+                     "schema"), "schemas"),
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        value = getattr(importlib.import_module(f"avits_core.store.{_LAZY[name]}"), name)
+        globals()[name] = value
+        return value
+    if name in ("duck", "parquet", "queries", "schemas"):  # ``avits_core.store.duck.X`` after ``import avits_core.store``
+        import importlib
+
+        return importlib.import_module(f"avits_core.store.{name}")
+    raise AttributeError(f"module 'avits_core.store' has no attribute {name!r}")
+
 
 __all__ = [
     "CANNED",
