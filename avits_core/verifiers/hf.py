@@ -1,17 +1,12 @@
-"""Shared plumbing for verifiers with learned weights: where the weights are, and a model cache.
+"""Shared plumbing for verifiers with learned weights.
 
-Weights resolution (:func:`resolve_model_dir`, :func:`resolve_weights_file`)
-    ``model_path`` is either a local directory (or file), or a Hugging Face hub id such as
-    ``laion/clap-htsat-unfused``. A hub id is resolved **only from the local Hugging Face cache**
-    (``snapshot_download(..., local_files_only=True)``): nothing here ever touches the network, so a
-    missing model fails at once (no retries, no hang) with a :class:`MissingWeightsError` that names
-    the path or id and gives the command that fetches it. A value that looks like a filesystem path
-    (absolute, ``./``, ``../``, ``~``, or more than one ``/``) is never treated as a hub id.
-
-Model cache (:func:`cached`)
-    One instance per process per key ``(kind, resolved path, device, dtype)``: the registry creates a
-    new verifier object for every scoring task, and the model must not be reloaded each time. The
-    cache is guarded by a lock so that threaded task runners load a model once.
+Weights resolution, device/dtype parsing and the process-wide model cache live in
+:mod:`avits_core.loading` (one place for generators and verifiers); their names
+(``resolve_model_dir``, ``resolve_weights_file``, ``parse_device``, ``parse_dtype``, ``cached``,
+``clear_cache``, ``cache_keys``, ``looks_like_local_path``, ``download_hint``, ``hub_snapshot``,
+``resolve_folder``) are re-exported here.
+The model cache holds one model per ``(kind, resolved path, device, dtype)``: the registry creates a
+new verifier object for every scoring task, and the model must not be reloaded each time.
 
 Transformers verifiers (:class:`HFModelVerifier`)
     The constructor fields, weights resolution, cached loading, batched text embedding and
@@ -25,168 +20,32 @@ Nothing in this module imports transformers; torch is imported lazily.
 from __future__ import annotations
 
 import logging
-import os
-import threading
 from pathlib import Path
 from abc import abstractmethod
-from typing import Any, Callable, ClassVar, Sequence, TypeVar
+from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from avits_core.errors import ConfigError, MissingWeightsError
+from avits_core.errors import ConfigError
+# Model loading lives in avits_core.loading; these names stay importable from here.
+from avits_core.loading import (  # noqa: F401 (re-exported)
+    cache_keys,
+    cached,
+    clear_cache,
+    download_hint,
+    hub_snapshot,
+    looks_like_local_path,
+    parse_device,
+    parse_dtype,
+    resolve_folder,
+    resolve_model_dir,
+    resolve_weights_file,
+)
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers.base import Verifier
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-
-_DTYPES = {
-    "float32": "float32",
-    "fp32": "float32",
-    "float": "float32",
-    "float16": "float16",
-    "fp16": "float16",
-    "half": "float16",
-    "bfloat16": "bfloat16",
-    "bf16": "bfloat16",
-    "float64": "float64",
-}
-
-
-def parse_dtype(dtype: Any) -> Any:
-    """Return the torch dtype named by ``dtype`` (a string such as "float32", or a torch.dtype)."""
-    import torch
-
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    key = str(dtype).lower().removeprefix("torch.")
-    if key not in _DTYPES:
-        raise ConfigError(f"dtype must be one of {sorted(set(_DTYPES.values()))}, got {dtype!r}")
-    return getattr(torch, _DTYPES[key])
-
-
-def parse_device(device: Any) -> str:
-    """Validate a torch device string ("cpu", "cuda", "cuda:1", "mps") and return it as a string."""
-    import torch
-
-    try:
-        return str(torch.device(str(device)))
-    except (RuntimeError, ValueError) as exc:
-        raise ConfigError(f"device {device!r} is not a valid torch device: {exc}") from None
-
-
-def looks_like_local_path(model_path: str | os.PathLike[str]) -> bool:
-    """True when ``model_path`` must be a filesystem path rather than a hub id ``owner/name``."""
-    s = os.fspath(model_path)
-    if os.path.exists(os.path.expanduser(s)):
-        return True
-    if s.startswith(("/", "./", "../", "~", "\\")) or s in (".", ".."):
-        return True
-    if os.path.splitdrive(s)[0]:  # C:\...
-        return True
-    return s.count("/") != 1 or s.endswith("/")
-
-
-def download_hint(repo_id: str, local_dir: str | None = None) -> str:
-    """The shell command that fetches a hub model, for error messages."""
-    target = local_dir or f"models/{repo_id.split('/')[-1]}"
-    return (
-        f"`hf download {repo_id} --local-dir {target}` (older huggingface_hub: "
-        f"`huggingface-cli download {repo_id} --local-dir {target}`), then pass "
-        f"model_path={target!r}; or run the download without --local-dir to fill the Hugging Face cache"
-    )
-
-
-def resolve_model_dir(
-    model_path: str | os.PathLike[str],
-    *,
-    what: str,
-    default_repo: str | None = None,
-    cache_dir: str | os.PathLike[str] | None = None,
-) -> Path:
-    """Return the local directory holding the model named by ``model_path``.
-
-    ``what`` names the model in messages (e.g. "CLAP"); ``default_repo`` is the hub id suggested
-    in the hint when ``model_path`` is a missing local directory. Raises MissingWeightsError.
-    """
-    s = os.fspath(model_path)
-    if not s:
-        raise MissingWeightsError(f"{what}: model_path is empty")
-    if looks_like_local_path(s):
-        p = Path(os.path.expanduser(s))
-        if p.is_dir():
-            if not (p / "config.json").is_file():
-                raise MissingWeightsError(
-                    f"{what}: model directory {str(p)!r} has no config.json; it must be a "
-                    f"save_pretrained / hub snapshot folder"
-                    + (f"; get one with {download_hint(default_repo, s)}" if default_repo else "")
-                )
-            return p
-        hint = f"; get it with {download_hint(default_repo, s)}" if default_repo else ""
-        raise MissingWeightsError(f"{what}: model directory {str(p)!r} does not exist{hint}")
-    # A hub id: the local cache only.
-    try:
-        from huggingface_hub import snapshot_download
-    except ImportError:  # pragma: no cover - huggingface_hub comes with transformers
-        raise MissingWeightsError(
-            f"{what}: {s!r} is a hub id but huggingface_hub is not installed; "
-            f"pip install 'avits[models]' or pass a local model_path"
-        ) from None
-    try:
-        snap = snapshot_download(
-            s,
-            local_files_only=True,
-            cache_dir=os.fspath(cache_dir) if cache_dir is not None else None,
-        )
-    except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ...
-        where = f" (cache_dir={os.fspath(cache_dir)!r})" if cache_dir is not None else ""
-        raise MissingWeightsError(
-            f"{what}: hub model {s!r} is not in the local Hugging Face cache{where} and avits never "
-            f"downloads at run time ({type(exc).__name__}); get it with {download_hint(s)}. "
-            f"If {s!r} was meant as a local folder, it does not exist (write it as ./{s})"
-        ) from None
-    p = Path(str(snap))
-    if not (p / "config.json").is_file():
-        raise MissingWeightsError(
-            f"{what}: the cached snapshot of {s!r} at {str(p)!r} has no config.json (incomplete "
-            f"download?); fetch it again with {download_hint(s)}"
-        )
-    return p
-
-
-def resolve_weights_file(path: str | os.PathLike[str], *, what: str, hint: str) -> Path:
-    """Return ``path`` as an existing file, or raise MissingWeightsError naming it and ``hint``."""
-    p = Path(os.path.expanduser(os.fspath(path)))
-    if not p.is_file():
-        raise MissingWeightsError(f"{what}: weights file {str(p)!r} does not exist; {hint}")
-    return p
-
-
-_CACHE: dict[tuple[str, str, str, str], Any] = {}
-_LOCK = threading.Lock()
-
-
-def cached(kind: str, path: str | os.PathLike[str], device: str, dtype: Any, loader: Callable[[], T]) -> T:
-    """Return the object cached under ``(kind, path, device, dtype)``, calling ``loader()`` once."""
-    key = (kind, os.fspath(path), str(device), str(dtype))
-    with _LOCK:
-        if key not in _CACHE:
-            log.info("loading %s from %s on %s (%s)", kind, key[1], key[2], key[3])
-            _CACHE[key] = loader()
-        return _CACHE[key]
-
-
-def clear_cache() -> None:
-    """Drop every cached model (tests; freeing GPU memory between benchmark configs)."""
-    with _LOCK:
-        _CACHE.clear()
-
-
-def cache_keys() -> list[tuple[str, str, str, str]]:
-    with _LOCK:
-        return list(_CACHE)
 
 
 def features_of(out: Any) -> Any:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from avits_core import loading
 from avits_core.errors import ConfigError, MissingWeightsError
 
 log = logging.getLogger(__name__)
@@ -32,14 +32,8 @@ WEIGHTED_COMPONENTS: tuple[str, ...] = ("transformer", "vae", "audio_vae", "voco
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
-_DTYPES = {
-    "float32": torch.float32,
-    "fp32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "bf16": torch.bfloat16,
-    "float16": torch.float16,
-    "fp16": torch.float16,
-}
+#: The dtypes LTX-2 runs in (spellings as in :data:`avits_core.loading.DTYPES`).
+DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 
 HOW_TO_GET_WEIGHTS = (
     "Get the diffusers-format LTX-2 weights on a machine with network access, e.g.\n"
@@ -50,10 +44,6 @@ HOW_TO_GET_WEIGHTS = (
     "scripts/convert_ltx2_to_diffusers.py. Nothing is downloaded at run time (local_files_only=True). "
     "See docs/ltx2.md."
 )
-
-_PIPELINES: dict[tuple[str, str, str, bool], Any] = {}
-_PIPELINES_LOCK = threading.Lock()
-
 
 # --------------------------------------------------------------------------------------------------
 # Locating and checking the weights
@@ -126,12 +116,7 @@ def resolve_model_path(model_path: str | os.PathLike[str] | None) -> Path:
 
 
 def _hf_cache_dir() -> str:
-    try:
-        from huggingface_hub import constants
-
-        return str(constants.HF_HUB_CACHE)
-    except Exception:  # pragma: no cover - hub not installed
-        return "~/.cache/huggingface/hub"
+    return loading.hf_cache_dir()
 
 
 def _hf_cache_snapshot(repo_id: str) -> Path | None:
@@ -140,13 +125,10 @@ def _hf_cache_snapshot(repo_id: str) -> Path | None:
         return None
     name, _, revision = repo_id.partition("@")
     try:
-        from huggingface_hub import snapshot_download
-
-        path = snapshot_download(repo_id=name, revision=revision or None, local_files_only=True)
+        return loading.hub_snapshot(name, revision=revision or None)
     except Exception as exc:  # LocalEntryNotFoundError, validation errors, hub missing
         log.debug("ltx2: %s not in the Hugging Face cache: %s", repo_id, exc)
         return None
-    return Path(path)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -155,26 +137,8 @@ def _hf_cache_snapshot(repo_id: str) -> Path | None:
 
 
 def parse_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    try:
-        return _DTYPES[str(dtype).lower()]
-    except KeyError:
-        raise ConfigError(f"ltx2: dtype {dtype!r} is not one of {sorted(set(_DTYPES))}") from None
-
-
-def _check_device(device: str) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError) as exc:
-        raise ConfigError(f"ltx2: device {device!r} is not a torch device: {exc}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"ltx2: device {device!r} requested but CUDA is not available on this machine")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise ConfigError(f"ltx2: device {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)")
-    if dev.type == "mps" and not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
-        raise ConfigError(f"ltx2: device {device!r} requested but MPS is not available")
-    return dev
+    """The torch dtype LTX-2 runs in (float32, bfloat16 or float16; ConfigError otherwise)."""
+    return loading.parse_dtype(dtype, allowed=DTYPES, what="ltx2")
 
 
 def load_ltx2_pipeline(model_path: str | os.PathLike[str], device: str = "cpu", dtype: str | torch.dtype = "float32",
@@ -182,15 +146,13 @@ def load_ltx2_pipeline(model_path: str | os.PathLike[str], device: str = "cpu", 
     """The ``LTX2Pipeline`` for (folder, device, dtype, cpu_offload), loaded once per process."""
     root = resolve_model_path(model_path)
     tdtype = parse_dtype(dtype)
-    dev = _check_device(device)
+    dev = loading.check_device(device, what="ltx2")
     if cpu_offload and dev.type == "cpu":
         log.warning("ltx2: cpu_offload=True has no effect with device='cpu'; ignoring it")
         cpu_offload = False
-    key = (str(root.resolve()), str(dev), str(tdtype), bool(cpu_offload))
-    with _PIPELINES_LOCK:
-        pipe = _PIPELINES.get(key)
-        if pipe is not None:
-            return pipe
+    kind = "LTX2Pipeline+cpu_offload" if cpu_offload else "LTX2Pipeline"
+
+    def load() -> Any:
         from diffusers import LTX2Pipeline
 
         log.info("ltx2: loading %s (dtype=%s, device=%s, cpu_offload=%s)", root, tdtype, dev, cpu_offload)
@@ -211,11 +173,12 @@ def load_ltx2_pipeline(model_path: str | os.PathLike[str], device: str = "cpu", 
             pipe.enable_model_cpu_offload(device=str(dev))
         else:
             pipe.to(dev)
-        _PIPELINES[key] = pipe
         return pipe
+
+    return loading.cached(kind, root.resolve(), str(dev), str(tdtype), load)
 
 
 def clear_ltx2_cache() -> None:
     """Forget every loaded pipeline (frees their memory once no generator holds them)."""
-    with _PIPELINES_LOCK:
-        _PIPELINES.clear()
+    loading.clear_cache("LTX2Pipeline")
+    loading.clear_cache("LTX2Pipeline+cpu_offload")

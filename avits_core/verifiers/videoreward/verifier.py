@@ -79,19 +79,7 @@ def clear_head_cache() -> None:
 
 def _resolve_folder(path: str, *, what: str, hint: str, cache_dir: str | None) -> Path:
     """A local folder, or a hub id's snapshot in the local HF cache; MissingWeightsError otherwise."""
-    s = os.fspath(path)
-    if hf.looks_like_local_path(s):
-        p = Path(os.path.expanduser(s))
-        if p.is_dir():
-            return p
-        raise MissingWeightsError(f"{what}: folder {str(p)!r} does not exist; {hint}")
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(s, local_files_only=True, cache_dir=cache_dir))
-    except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ImportError
-        raise MissingWeightsError(f"{what}: hub model {s!r} is not in the local Hugging Face cache and avits never "
-                                  f"downloads at run time ({type(exc).__name__}); {hint}") from None
+    return hf.resolve_folder(path, what=what, hint=hint, cache_dir=cache_dir)
 
 
 class VideoReward(Verifier):

@@ -166,9 +166,7 @@ def _resolve(path: str, *, what: str, default_repo: str | None, cache_dir: str |
         return None, f"{what}: folder {str(p)!r} does not exist{hint}"
     if not need_config:  # a hub id whose snapshot need not hold a config.json (a tokenizer): cache only
         try:
-            from huggingface_hub import snapshot_download
-
-            return Path(snapshot_download(path, local_files_only=True, cache_dir=cache_dir)), None
+            return hf.hub_snapshot(path, cache_dir=cache_dir), None
         except Exception as exc:  # LocalEntryNotFoundError, HFValidationError, ImportError
             return None, (f"{what}: hub id {path!r} is not in the local Hugging Face cache and avits never "
                           f"downloads at run time ({type(exc).__name__}); get it with {hf.download_hint(path)}")
