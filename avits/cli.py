@@ -29,58 +29,12 @@ from typing import Any, Optional
 
 import typer
 
+from avits.common import _fail, _print_table, _setup_logging  # noqa: F401 (shared with avits.evaluate_cmd)
 from avits_core.errors import AvitsError
 from avits_core.names import check_name
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Inference-time scaling for joint audio-video generation.")
 log = logging.getLogger("avits")
-
-
-def _setup_logging(verbose: bool) -> None:
-    from rich.logging import RichHandler
-
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(message)s",
-        handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
-        force=True,
-    )
-    logging.getLogger("avits_core").setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.getLogger("avits").setLevel(logging.INFO)
-    for noisy in ("httpx", "httpcore", "uvicorn", "uvicorn.access", "alembic", "docket"):
-        logging.getLogger(noisy).setLevel(logging.WARNING)
-
-
-def _fail(msg: str, code: int = 2) -> None:
-    typer.secho(f"error: {msg}", fg=typer.colors.RED, err=True)
-    raise typer.Exit(code)
-
-
-def _print_table(rows: list[dict[str, Any]], title: str | None = None) -> None:
-    """A rich table; above 50 rows plain aligned columns (rich lays out every cell: ~0.4 s CPU for 200 rows)."""
-    if not rows:
-        typer.echo("(no rows)")
-        return
-    cols = list(rows[0].keys())
-    cells = [[("–" if r[c] is None else (f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]))) for c in cols]
-             for r in rows]
-    if len(rows) > 50:
-        widths = [max(len(str(c)), *(len(row[i]) for row in cells)) for i, c in enumerate(cols)]
-        lines = [title] if title else []
-        lines += ["  ".join(str(c).ljust(w) for c, w in zip(cols, widths)).rstrip(),
-                  "  ".join("-" * w for w in widths)]
-        lines += ["  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in cells]
-        typer.echo("\n".join(lines))
-        return
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=title)
-    for c in cols:
-        table.add_column(str(c))
-    for row in cells:
-        table.add_row(*row)
-    Console().print(table)
 
 
 def _results_rows(results: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -29,7 +29,7 @@ def evaluate(
 ) -> None:
     """Evaluate a folder of mp4 files against a prompt CSV; writes metrics, summary.json (the JavisBench
     evaluator's layout), categories.json and evaluation.json (errors by prompt) to --out."""
-    from avits.cli import _fail, _print_table, _setup_logging
+    from avits.common import _fail, _print_table, _setup_logging
     from avits_core import evaluate_folder as ef
 
     _setup_logging(verbose)
