@@ -101,3 +101,25 @@ def test_cached_report_imports_no_matplotlib(small_run):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "NOMPL"
+
+
+def test_synth_generator_params_are_checked_without_torch():
+    """A bad ``generator.params`` is refused by the pre-flight without importing torch (issue 17: it cost 2 s)."""
+    import subprocess
+
+    code = (
+        "import sys\nfrom avits_core.generators.synth import SynthAVGenerator as G\n"
+        "G.validate_params({'num_steps': 3, 'guidance': 2.0})\n"
+        "for bad in ({'num_steps': 0}, {'nope': 1}, {'size': 8}):\n"
+        "    try:\n        G.validate_params(bad)\n    except Exception as exc:\n"
+        "        print(type(exc).__name__, exc)\n"
+        "print('torch' in sys.modules)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == [
+        "ConfigError synth: num_steps must be an integer >= 1, got 0",
+        "ConfigError synth: got an unexpected keyword argument 'nope'",
+        "ConfigError synth: size must be an integer >= 16 pixels, got 8",
+        "False",
+    ]

@@ -45,7 +45,6 @@ from collections import OrderedDict
 from typing import Any, Sequence
 
 import numpy as np
-import torch
 
 from avits_core.errors import ConfigError
 from avits_core.generators.base import Latents
@@ -124,6 +123,18 @@ class SynthAVGenerator:
     name = "synth"
     video_dim = VIDEO_DIM
     audio_dim = AUDIO_DIM
+
+    @classmethod
+    def validate_params(cls, params: dict[str, Any]) -> None:
+        """The pre-flight check of ``generator.params`` (no torch, nothing built): unknown keys and bad
+        values raise :class:`ConfigError` naming the parameter and the value."""
+        import inspect
+
+        try:
+            inspect.signature(cls.__init__).bind(None, **dict(params))
+        except TypeError as exc:
+            raise ConfigError(f"synth: {exc}") from exc
+        cls(**params)  # the constructor's checks; it imports no torch and builds no tensors
 
     def __init__(self, num_steps: int = 20, guidance: float = 1.0, duration: float = 2.0, fps: float = 12,
                  size: int = 64, sample_rate: int = 16000,
@@ -204,12 +215,16 @@ class SynthAVGenerator:
                 f"synth latents must be video (B, {VIDEO_DIM}) and audio (B, {AUDIO_DIM}), "
                 f"got {tuple(v.shape)} and {tuple(a.shape)}"
             )
+        import torch  # imported where used: a config check constructs this class without torch
+
         x = torch.cat([v, a], dim=1).detach().to("cpu", torch.float32).numpy()
         if not np.all(np.isfinite(x)):
             raise ValueError("synth latents contain NaN or infinite values")
         return x
 
     def _latents(self, x32: np.ndarray, like: Latents, step: int, nfe: np.ndarray) -> Latents:
+        import torch
+
         x32 = np.ascontiguousarray(x32, dtype=np.float32)
         return Latents(
             video=torch.from_numpy(x32[:, :VIDEO_DIM].copy()),
@@ -226,6 +241,8 @@ class SynthAVGenerator:
     # -- protocol methods -----------------------------------------------------------------------
     def init_noise(self, seeds: Sequence[int]) -> Latents:
         """Standard-normal latents, one row per seed (video dims drawn first, then audio)."""
+        import torch
+
         seeds = [int(s) for s in seeds]
         if not seeds:
             raise ValueError("synth: init_noise needs at least one seed")
@@ -292,7 +309,7 @@ class SynthAVGenerator:
             nxt = (1.0 - t_next) * x0 + c_eps * eps
             if sv > 0.0 or sa > 0.0:
                 z = self.init_noise(sde_noise_seeds(latents.seeds, k))
-                nxt = nxt + sigma * torch.cat([z.video, z.audio], dim=1).numpy().astype(np.float64)
+                nxt = nxt + sigma * np.concatenate([z.video.numpy(), z.audio.numpy()], axis=1).numpy().astype(np.float64)
             x = nxt.astype(np.float32)
         spent = (stop - start) * self.nfe_per_step
         self.nfe_total += spent * len(latents)
