@@ -258,7 +258,12 @@ def run(
         cfg = load_config(config, overrides)
         folder = preflight.run_folder(cfg)
         if not quiet:
-            n = "EvoSearch" if cfg.search.method == "evosearch" else f"Best-of-{cfg.search.n}"
+            from avits_core.search.base import search_from_config
+
+            try:  # e.g. Best-of-8, EvoSearch: the method says; a bad search block is pre-flight's to report
+                n = search_from_config(cfg.search).label()
+            except AvitsError:
+                n = cfg.search.method
             typer.echo(f"avits run {cfg.resolved_run_id()}: {cfg.generator.name}, {n}, {cfg.aggregator.name} over "
                        f"{'+'.join(v.name for v in cfg.verifiers)} -> {folder}", err=True)
         info = preflight.read_run_json(folder)

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -99,25 +100,16 @@ class _State:
 
 def _search_lines(st: _State) -> list[str]:
     s = st.cfg.search
-    try:  # the method's name (registry / entry point avits.search) and its declared parameters
+    try:  # the method's name (registry / entry point avits.search), its declared parameters, its budget
         from avits_core.search.base import search_from_config
 
-        search_from_config(s)
+        per_prompt_or_none, what = search_from_config(s).budget()
     except AvitsError as exc:
         return [f"ERROR: search: {exc}"]
-    if s.method == "evosearch":
-        try:
-            from avits_core.search.evosearch import EvoSearchConfig
-
-            evo = EvoSearchConfig.from_params(s.params)
-        except AvitsError as exc:
-            return [f"ERROR: search.params: {exc}"]
-        except Exception as exc:  # noqa: BLE001 - a bad parameter type is a finding, not a crash
-            return [f"ERROR: search.params: {type(exc).__name__}: {exc}"]
-        per_prompt = int(sum(evo.population_size_schedule))
-        what = f"EvoSearch population schedule {list(evo.population_size_schedule)}"
-    else:
-        per_prompt = int(s.n)
+    except Exception as exc:  # noqa: BLE001 - a bad parameter type is a finding, not a crash
+        return [f"ERROR: search.params: {type(exc).__name__}: {exc}"]
+    per_prompt = int(s.n) if per_prompt_or_none is None else per_prompt_or_none
+    if per_prompt_or_none is None:
         what = f"search.n={s.n}"
     if not st.force and per_prompt > MAX_N_PER_PROMPT:
         return [f"ERROR: search: {what} asks for {per_prompt} candidates per prompt, above the limit of "
@@ -460,8 +452,50 @@ def check_run(cfg: "RunConfig", *, models: bool = True, force: bool = False, ski
             raise PreflightError(bad[0].split(": ", 1)[1], found)
     dt = time.perf_counter() - t0
     log.info("pre-flight checks passed in %.2fs", dt)
-    return Preflight(prompts=list(st.prompts or []), findings=found, seconds=dt,
-                     verifiers={name: v for (role, name), v in st.verifiers.items()})
+    result = Preflight(prompts=list(st.prompts or []), findings=found, seconds=dt,
+                       verifiers={name: v for (role, name), v in st.verifiers.items()})
+    if models:  # a check with the weights on disk can stand in for the run's own (take_passed)
+        _remember(cfg, {s for s in STEPS if s not in skip and (keep is None or s in keep)}, force, result)
+    return result
+
+
+# --------------------------------------------------------------------------- once per command
+#: Checks with weights passed in this process, not yet used by a run: full config JSON -> (steps run,
+#: with force, the Preflight that loaded the prompts). One command checks a config (the CLI), then its
+#: flow's :func:`avits_core.runner.prepare_run` takes the entry (:func:`take_passed`) instead of checking
+#: again. An entry serves one run: a later run of the same config in a long-lived process checks anew.
+_PASSED: dict[str, tuple[set[str], bool, Preflight | None]] = {}
+_PASSED_LOCK = threading.Lock()
+
+
+def _config_key(cfg: "RunConfig") -> str:
+    import json
+
+    return json.dumps(cfg.model_dump(mode="json"), sort_keys=True, default=str)
+
+
+def _remember(cfg: "RunConfig", steps: set[str], force: bool, result: Preflight) -> None:
+    key = _config_key(cfg)
+    with _PASSED_LOCK:
+        old_steps, old_force, old = _PASSED.get(key, (set(), False, None))
+        keep = result if "prompts" in steps else old  # the Preflight that holds the prompts
+        _PASSED[key] = (old_steps | steps, old_force or force, keep)
+
+
+def take_passed(cfg: "RunConfig", *, force: bool = True) -> Preflight | None:
+    """The Preflight of earlier :func:`check_run` calls with weights in this process that, together, ran
+    every step of :data:`STEPS` on this exact config (budget limits enforced unless ``force``), removing
+    it; None when there is none (then the caller checks)."""
+    key = _config_key(cfg)
+    with _PASSED_LOCK:
+        entry = _PASSED.get(key)
+        if entry is None:
+            return None
+        steps, with_force, result = entry
+        if set(STEPS) - steps or (with_force and not force) or result is None:
+            return None
+        del _PASSED[key]
+    return result
 
 
 def validate_config(cfg: "RunConfig", *, models: bool = True, force: bool = False) -> "list[Prompt]":

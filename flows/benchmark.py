@@ -47,15 +47,16 @@ def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: li
             raise ConfigError(f"{it['label']}: match_nfe needs a best_of_n config, got {cfg.search.method}")
     outs = []
     by_label: dict[str, dict[str, Any]] = {}
-    for it in bench["configs"]:
-        extra = []
+    for it, cfg in zip(bench["configs"], cfgs):
         if it["match_nfe"]:
             from avits_core.benchmark import matched_n
+            from avits_core.config import apply_overrides, config_from_dict
 
             n = matched_n(by_label[it["match_nfe"]]["run_path"])
             logger.info("%s: Best-of-%d matches the NFE of %s", it["label"], n, it["match_nfe"])
-            extra = [f"search.n={n}"]
-        out = its(config_path=it["path"], overrides=it["set"] + list(overrides or []) + extra)
+            cfg = config_from_dict(apply_overrides(cfg.model_dump(mode="json"), [f"search.n={n}"]),
+                                   source=f"{it['path']} (match_nfe: search.n={n})")
+        out = its(config=cfg)  # the validated config, not a path for the subflow to parse again
         by_label[it["label"]] = out
         outs.append({"label": it["label"], **out})
         logger.info("%s -> %s", it["label"], out["run_path"])

@@ -124,10 +124,13 @@ def validate_config(cfg: RunConfig) -> list[Prompt]:
 def prepare_run(cfg: RunConfig, *, check_models: bool = True, force: bool = True) -> RunContext:
     """Check the config (the pre-flight checks of :mod:`avits_core.preflight`, then the weights on disk
     when ``check_models``) and create (or reopen) the run folder. Writes nothing when a check fails."""
-    from avits_core.preflight import check_run
+    from avits_core.preflight import check_run, take_passed
 
-    prompts = check_run(cfg, models=False, force=force).prompts
-    if check_models:  # weights on disk: the model's own error (MissingWeightsError names the file)
+    passed = take_passed(cfg, force=force)  # the command checked it already (with the weights)
+    if passed is not None:
+        log.info("pre-flight and weight checks already passed in this command; not repeating them")
+    prompts = passed.prompts if passed is not None else check_run(cfg, models=False, force=force).prompts
+    if check_models and passed is None:  # weights on disk: the model's own error (MissingWeightsError names the file)
         for spec in cfg.verifiers:
             get_verifier(spec.name, spec.params).check_ready()
         for name, params in cfg.evaluation.specs():

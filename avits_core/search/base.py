@@ -267,6 +267,17 @@ class SearchMethod:
         """The resolved parameters (recorded in run.json under ``search``)."""
         return {"method": self.name, "n_events": self.n_events, **self.params.model_dump(mode="json")}
 
+    def budget(self) -> tuple[int | None, str]:
+        """(candidates created per prompt, the setting that fixes it, for messages), read by the
+        pre-flight budget limits; ``(None, ...)`` when the method does not know it in advance (the
+        check then counts ``search.n``). Default: the ``n`` parameter when the method has one."""
+        n = getattr(self.params, "n", None)
+        return (int(n), f"search.n={n}") if isinstance(n, int) else (None, f"search {self.name}")
+
+    def label(self) -> str:
+        """A short name for one-line summaries (the CLI's start line): the registry name by default."""
+        return self.name
+
 
 def get_search(name: str, params: Mapping[str, Any] | None = None) -> SearchMethod:
     """The search method registered as ``name`` (built-in or entry point ``avits.search``)."""

@@ -30,6 +30,9 @@ class BestOfN(SearchMethod):
     """One scoring event per prompt: ``n`` fresh noises."""
 
     name = "best_of_n"
+
+    def label(self) -> str:
+        return f"Best-of-{self.params.n}"
     Params = BestOfNParams
 
     def plan(self, event: int, view: PromptView) -> EventPlan:

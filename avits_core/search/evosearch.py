@@ -453,6 +453,13 @@ class EvoSearch(SearchMethod):
     def describe(self) -> dict[str, Any]:
         return dict(self.cfg.to_dict(), method=self.name, n_events=self.n_events, n_generations=self.n_events)
 
+    def budget(self) -> tuple[int | None, str]:
+        pops = list(self.cfg.population_size_schedule)
+        return int(sum(pops)), f"EvoSearch population schedule {pops}"
+
+    def label(self) -> str:
+        return "EvoSearch"
+
     @staticmethod
     def population(view: PromptView, generation: int) -> list[str]:
         """Candidate ids of the population of ``generation``: elites carried into it + its new candidates."""
