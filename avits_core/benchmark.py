@@ -14,8 +14,6 @@ import logging
 from pathlib import Path
 from typing import Any, Sequence
 
-import yaml
-
 from avits_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -77,7 +75,11 @@ def load_benchmark(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"benchmark file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    from avits_core.config import load_yaml_text
+    from avits_core.names import check_name
+    from avits_core.prompts import read_text_file
+
+    data = load_yaml_text(read_text_file(path, "benchmark file"), str(path)) or {}  # BOM, duplicate keys, safe
     if not isinstance(data, dict) or not isinstance(data.get("configs"), list) or not data["configs"]:
         raise ConfigError(f"{path}: needs a non-empty 'configs' list")
     unknown = set(data) - {"name", "set", "configs", "output_root"}
@@ -99,10 +101,14 @@ def load_benchmark(path: str | Path) -> dict[str, Any]:
                       "set": list(data.get("set") or []) + list(c.get("set") or []),
                       "match_nfe": c.get("match_nfe")})
     labels = [it["label"] for it in items]
+    for i, lab in enumerate(labels):
+        check_name(lab, "label", where=f"{path}: configs.{i}.label")
     if len(set(labels)) != len(labels):
         raise ConfigError(f"{path}: labels must be unique, got {labels}")
     for i, it in enumerate(items):
         m = it["match_nfe"]
         if m is not None and m not in labels[:i]:
             raise ConfigError(f"{path}: configs.{i}.match_nfe: {m!r} must name an earlier config's label")
-    return {"name": data.get("name") or path.stem, "configs": items}
+    name = data.get("name") or path.stem
+    check_name(name, "benchmark name", where=f"{path}: name")  # becomes <output_root>/benchmarks/<name>/
+    return {"name": name, "configs": items}

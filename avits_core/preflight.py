@@ -222,7 +222,7 @@ def _prompt_lines(st: _State) -> list[str]:
         if isinstance(src, str) and "javis" in Path(src).name.lower():
             line += f". {JAVISBENCH_HINT}"
         elif missing:
-            line += ". Point prompts.source at a .csv or .txt file (relative paths are resolved against the config's folder)"
+            line += ". Point prompts.source at a .csv, .tsv, .txt or .jsonl file (relative paths are resolved against the config's folder)"
         return [line]
     st.prompts = prompts
     where = "inline" if not isinstance(src, str) else src

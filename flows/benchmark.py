@@ -61,7 +61,10 @@ def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: li
         outs.append({"label": it["label"], **out})
         logger.info("%s -> %s", it["label"], out["run_path"])
     rows = comparison_rows(outs)
+    from avits_core.names import inside
+
     root = Path(cfgs[0].output_root) / "benchmarks" / bench["name"]
+    inside(Path(cfgs[0].output_root) / "benchmarks", bench["name"])  # UnsafePathError if it leaves benchmarks/
     paths = write_comparison(rows, root)
     return {"name": bench["name"], "rows": rows, "paths": {k: str(v) for k, v in paths.items()},
             "runs": [o["run_path"] for o in outs]}

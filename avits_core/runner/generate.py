@@ -66,13 +66,14 @@ def generate_event(ctx: "RunContext", prompt_id: str, event: int) -> list[dict[s
     for rec, clip, lat in zip(ge.records, ge.clips, ge.latents):
         cid = rec.candidate_id
         rel = Path("media") / prompt_id / f"{cid}.mp4"
+        target = ctx.store.inside(rel)  # UnsafePathError if a name would leave the run folder
         if not ctx.store.remote:
-            (ctx.store.path / rel).parent.mkdir(parents=True, exist_ok=True)
-        write_mp4(clip, ctx.store.path / rel.as_posix())
+            target.parent.mkdir(parents=True, exist_ok=True)
+        write_mp4(clip, target)
         lrel = None
         if lat:
             lrel = latent_relpath(prompt_id, cid)
-            save_latents(ctx.store.path / lrel.as_posix(), lat)
+            save_latents(ctx.store.inside(lrel), lat)
         truth = clip.meta.get("truth")
         rows.append(dict(
             run_id=ctx.run_id, prompt_id=prompt_id, prompt_index=pi, prompt_text=prompt.text, candidate_id=cid,

@@ -169,7 +169,7 @@ class RunState(SearchState):
     def save_plan(self, plan: EventPlan) -> None:
         from avits_core.store import fs as sfs
 
-        p = self.ctx.store.path / plan_relpath(plan.prompt_id, plan.event)
+        p = self.ctx.store.inside(plan_relpath(plan.prompt_id, plan.event))
         sfs.put_bytes(p, json.dumps(plan.to_dict(), indent=1).encode("utf-8"))
 
     def load_plan(self, prompt_id: str, event: int) -> EventPlan | None:
