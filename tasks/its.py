@@ -58,7 +58,7 @@ def select(ctx: RunContext, spec: dict[str, Any] | None = None) -> str:
 @task(name="evaluate", cache_policy=NO_CACHE)
 def evaluate(ctx: RunContext, selection_id: str) -> list[dict[str, Any]]:
     """Write metrics for the baseline and the selection; return the results table."""
-    runner.evaluate(ctx, selection_id)
+    runner.timed(ctx, "evaluate", runner.evaluate, ctx, selection_id)
     return runner.results_table(ctx, selection_id)
 
 
@@ -69,7 +69,7 @@ def report(ctx: RunContext, selection_id: str) -> str:
 
     from avits_core.report import write_report
 
-    rep = write_report(ctx, selection_id)
+    rep = runner.timed(ctx, "report", write_report, ctx, selection_id)
     key = "".join(ch if ch.isalnum() else "-" for ch in ctx.run_id.lower())[:60]
     create_table_artifact(key=f"{key}-results", table=rep.results, description=f"avits results {ctx.run_id}")
     create_markdown_artifact(key=f"{key}-report", markdown=rep.markdown, description=f"avits report {ctx.run_id}")
