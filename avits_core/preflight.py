@@ -235,17 +235,14 @@ def device_line(what: str, device: Any) -> str | None:
     """ERROR when ``device`` names a CUDA device this machine does not have; None when fine."""
     if device is None or not str(device).startswith("cuda"):
         return None
-    dev = str(device)
     try:
-        import torch
+        from avits_core.loading import check_device
 
-        if not torch.cuda.is_available():
-            return f"ERROR: {what}: device {dev!r} but CUDA is not available here (torch {torch.__version__})"
-        idx = int(dev.split(":")[1]) if ":" in dev else 0
-        if idx >= torch.cuda.device_count():
-            return f"ERROR: {what}: device {dev!r} does not exist ({torch.cuda.device_count()} CUDA devices)"
-    except (ImportError, ValueError) as exc:
-        return f"ERROR: {what}: cannot check device {dev!r} ({exc})"
+        check_device(device, what=what)  # the same check a generator makes before loading weights
+    except ConfigError as exc:
+        return f"ERROR: {exc}"
+    except ImportError as exc:
+        return f"ERROR: {what}: cannot check device {str(device)!r} ({exc})"
     return None
 
 

@@ -46,6 +46,10 @@ def test_dtype_and_device_parsing():
     if not torch.cuda.is_available():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             loading.check_device("cuda")
+        # the pre-flight's device finding is the same check
+        assert preflight.device_line("generator synth", "cuda:1") == (
+            "ERROR: generator synth: device 'cuda:1' requested but CUDA is not available on this machine")
+    assert preflight.device_line("generator synth", "cpu") is None
 
 
 def test_hub_ids_and_local_paths(tmp_path, monkeypatch):
