@@ -82,7 +82,7 @@ def run(cfg: "RunConfig", *, check_models: bool = True) -> dict[str, Any]:
     try:
         run_search(ctx)
         sel_id = timed(ctx, "select", select, ctx, default_spec(cfg))
-        evaluate(ctx, sel_id)
+        timed(ctx, "evaluate", evaluate, ctx, sel_id)
         results = results_table(ctx, sel_id)
     except BaseException:
         finish_run(ctx, status="failed")
