@@ -93,6 +93,8 @@ def test_generator_checks_name_the_field():
     # 2 paths x 2 branches at steps [2, 4] of 6: 2*6 + 4*(1+4) + 4*(1+2) = 44 step evaluations = 7.33 samples
     m = get_search("search_over_paths", {"paths": 2, "branches": 2, "schedule": [2, 4], "budget": 7})
     assert m.max_step_evals(6) == 44
+    assert m.budget()[0] == 2 + 2 * 2 * 2  # candidates per prompt, for the pre-flight limits
+    assert get_search("zero_order", {"n": 6, "neighbours": 3}).budget()[0] == 6
     with pytest.raises(ConfigError, match="search.params.budget: .* 44 step evaluations = 7.33 full samples"):
         m.check_generator(6)
     get_search("search_over_paths", {"paths": 2, "branches": 2, "schedule": [2, 4], "budget": 8}).check_generator(6)

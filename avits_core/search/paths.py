@@ -111,6 +111,12 @@ class SearchOverPaths(SearchMethod):
         s = self.params.schedule
         return [s[event]] if event < len(s) else []
 
+    def budget(self) -> tuple[int | None, str]:
+        """Most candidates one prompt can create (N fresh + N M per round), for the pre-flight limits."""
+        p = self.params
+        n = p.paths + len(p.schedule) * p.paths * p.branches
+        return n, f"search.params paths={p.paths} x branches={p.branches} over {len(p.schedule)} round(s)"
+
     def max_step_evals(self, num_steps: int) -> int:
         """Most step evaluations one prompt can spend with a generator of ``num_steps`` steps."""
         p = self.params
