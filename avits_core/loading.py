@@ -21,9 +21,9 @@ Weights (:func:`looks_like_local_path`, :func:`hub_snapshot`, :func:`resolve_fol
 
 The process-wide cache (:func:`cached`, :func:`cached_instance`, :func:`clear_cache`, :func:`cache_keys`)
     One object per key per process: model weights under ``(kind, resolved path, device, dtype)``,
-    generator and verifier instances under ``(kind, registry name, JSON of params)``. One re-entrant
-    lock guards it, so threaded task runners load a model once, and a generator whose constructor loads
-    its weights through :func:`cached` does not deadlock.
+    generator and verifier instances under ``(kind, registry name, JSON of params)``. One lock per key
+    (re-entrant) makes threaded task runners load a model once while other keys load side by side, and
+    a generator whose constructor loads its weights through :func:`cached` does not deadlock.
 
 torch and huggingface_hub are imported lazily; nothing here imports transformers, diffusers or the
 registry (callers pass the factory).
@@ -249,15 +249,24 @@ def resolve_weights_file(path: str | os.PathLike[str], *, what: str, hint: str) 
 # --------------------------------------------------------------------------------------------------
 
 _CACHE: dict[tuple[str, ...], Any] = {}
-_LOCK = threading.RLock()
+_KEY_LOCKS: dict[tuple[str, ...], threading.RLock] = {}
+_LOCK = threading.Lock()  # guards the two dicts only; never held while a model loads
 
 
 def _get_or_load(key: tuple[str, ...], loader: Callable[[], T], message: str) -> T:
     with _LOCK:
-        if key not in _CACHE:
-            log.info("%s", message)
-            _CACHE[key] = loader()
-        return _CACHE[key]
+        if key in _CACHE:
+            return _CACHE[key]
+        key_lock = _KEY_LOCKS.setdefault(key, threading.RLock())
+    with key_lock:  # one loader per key; other keys load side by side
+        with _LOCK:
+            if key in _CACHE:
+                return _CACHE[key]
+        log.info("%s", message)
+        obj = loader()
+        with _LOCK:
+            _CACHE[key] = obj
+        return obj
 
 
 def cached(kind: str, path: str | os.PathLike[str], device: str, dtype: Any, loader: Callable[[], T]) -> T:

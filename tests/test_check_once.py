@@ -86,6 +86,35 @@ def test_one_process_wide_cache_for_models_and_instances():
         loading.clear_cache(kind)
 
 
+def test_cache_loads_a_key_once_across_threads_and_keys_side_by_side():
+    import threading
+    import time
+
+    started, release, calls = threading.Event(), threading.Event(), []
+
+    def slow():
+        calls.append("slow")
+        started.set()
+        release.wait(10)
+        return "slow-model"
+
+    out = []
+    threads = [threading.Thread(target=lambda: out.append(loading.cached("T-slow", "/s", "cpu", "f", slow)))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    assert started.wait(10)
+    t0 = time.perf_counter()  # another key is not held up by the slow load
+    assert loading.cached("T-fast", "/f", "cpu", "f", lambda: "fast") == "fast"
+    assert time.perf_counter() - t0 < 5 and not release.is_set()
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert out == ["slow-model"] * 3 and calls == ["slow"]
+    loading.clear_cache("T-slow")
+    loading.clear_cache("T-fast")
+
+
 # ------------------------------------------------------------------------------- checks run once
 def test_prepare_run_reuses_the_commands_check_once(tmp_path, monkeypatch):
     cfg = load_config(_cfg(tmp_path))
