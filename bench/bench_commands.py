@@ -80,10 +80,10 @@ def main() -> None:
     base = ["--set", f"output_root={runs}"]
 
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores")
+    before = {p.name for p in runs.glob("demo-*") if (p / "run.json").exists()} if runs.exists() else set()
     wall, cpu, out = timed(["run", str(DEMO), *base, "-q"], env)
-    made = "(finished)" not in out
     run = next(p for p in runs.iterdir() if (p / "run.json").exists() and p.name.startswith("demo-"))
-    print(f"demo run {run.name}: {'made' if made else 'reused'} in {wall:.1f} s wall, {cpu:.1f} s CPU")
+    print(f"demo run {run.name}: {'reused' if run.name in before else 'made'} in {wall:.1f} s wall, {cpu:.1f} s CPU")
 
     cases = [
         ("finished run", ["run", str(DEMO), *base], 0, 3.0),
