@@ -202,9 +202,9 @@ def test_no_unpickling_of_user_files():
         if str(path) not in JIT_ALLOWED:
             bad.append(f"{path}:{node.lineno}: {_dotted(node.func)}")
     assert not bad, bad
-    # the rule is enforced by the code, not only followed: a pickled latent file is refused
+    # the scan is not vacuous
     n_loads = sum(1 for _ in _calls(("torch.load",)))
-    assert n_loads >= 5  # the scan does see the call sites
+    assert n_loads >= 5  # it sees the call sites (state.py latents, imagebind, synchformer, ...)
 
 
 def test_a_pickled_latent_file_is_not_executed(tmp_path):
@@ -221,8 +221,9 @@ def test_a_pickled_latent_file_is_not_executed(tmp_path):
 
     f = tmp_path / "c000.pt"
     f.write_bytes(pickle.dumps({"steps": Evil()}))
-    with pytest.raises((AvitsError, Exception)):
+    with pytest.raises(Exception) as ei:  # the weights-only unpickler refuses os.system
         load_latent_file(f, "c000", 0, 0)
+    assert isinstance(ei.value, (pickle.UnpicklingError, AvitsError)), repr(ei.value)
     assert not marker.exists()
 
 
