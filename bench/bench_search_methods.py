@@ -8,7 +8,8 @@ For every run seed, method and NFE budget per prompt, the search engine's in-mem
 NFE accounting, clips kept in memory) runs the method over the prompts with ARW over av_align +
 av_sync + synth_text guiding; the held-out oracle metrics of each prompt's answer come from
 SynthAV's ground truth. Rows: ``first`` (the first candidate of every prompt: no search),
-``best_of_n``, ``evosearch``, ``zero_order``, ``search_over_paths``, ``evosearch+route``
+``best_of_n``, ``evosearch``, ``zero_order``, ``search_over_paths``, ``smc``, ``beam``,
+``prune``, ``evosearch+route``
 (route_by_modality). Best-of-k for the smaller budgets is the exact replay of the first k candidates
 of the largest Best-of-N run (seeds do not depend on N; the aggregator is fed the same events), its
 wall time scaled by k/N.
@@ -21,7 +22,8 @@ defined here), where routing has one-sided verifiers to read.
 
 Outputs (``--out``, default ``runs/bench_search_methods/``): ``results.jsonl`` (one line per
 seed x method x budget; reused on the next call, so an interrupted bench resumes), ``table.md``,
-``faithful_vs_nfe.png``. New methods plug in by name: add an entry to ``GRID`` (method name from
+``faithful_vs_nfe.png`` (linked from ``table.md``). Rows of other bench folders join with
+``--merge OTHER/results.jsonl`` (keys already present are kept). New methods plug in by name: add an entry to ``GRID`` (method name from
 ``SEARCH_METHODS`` and its params per budget).
 """
 
@@ -251,6 +253,27 @@ def plot(summary, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def merge_rows(rows: list[dict[str, Any]], have: set, path: Path) -> list[dict[str, Any]]:
+    """Rows of another bench's ``results.jsonl`` whose key (seed, method, budget, verifiers, prompts) is
+    not in ``have``; appended to ``rows`` and their keys to ``have``. A missing file is an error."""
+    if not path.is_file():
+        raise SystemExit(f"--merge: no such file {path}")
+    added = []
+    for i, line in enumerate(path.read_text().splitlines(), 1):
+        if not line.strip():
+            continue
+        r = json.loads(line)
+        missing = [k for k in ("seed", "method", "budget", "verifiers", "prompts", *METRICS) if k not in r]
+        if missing:
+            raise SystemExit(f"--merge: {path} line {i} lacks field {missing[0]!r}")
+        key = (r["seed"], r["method"], r["budget"], r["verifiers"], r["prompts"])
+        if key not in have:
+            have.add(key)
+            rows.append(r)
+            added.append(r)
+    return added
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--prompts", type=int, default=24)
@@ -262,6 +285,9 @@ def main() -> None:
     ap.add_argument("--studies", default="guided,split",
                     help="guided (the main table), split (the routing study); comma-separated")
     ap.add_argument("--out", default=str(REPO / "runs/bench_search_methods"))
+    ap.add_argument("--merge", nargs="*", default=[], metavar="RESULTS_JSONL",
+                    help="results.jsonl files of other bench runs (other --out): their rows whose (seed, method, "
+                         "budget, verifiers, prompts) this --out lacks are added to its results.jsonl first")
     args = ap.parse_args()
     budgets = [int(b) for b in args.budgets.split(",")]
     labels = [m for m in args.methods.split(",") if m]
@@ -273,6 +299,12 @@ def main() -> None:
     store = out / "results.jsonl"
     rows = [json.loads(x) for x in store.read_text().splitlines()] if store.exists() else []
     have = {(r["seed"], r["method"], r["budget"], r["verifiers"], r["prompts"]) for r in rows}
+    for other in args.merge:
+        added = merge_rows(rows, have, Path(other))
+        if added:
+            with store.open("a") as f:
+                f.writelines(json.dumps(r) + "\n" for r in added)
+        print(f"merged {len(added)} rows from {other}", flush=True)
     prompts = load_prompts(REPO / "data/prompts/synth-24.csv", limit=args.prompts)
     gen = SynthAVGenerator(num_steps=STEPS)
 
@@ -342,6 +374,9 @@ def main() -> None:
         split_sum = summarise(rows, "split", ["first", "evosearch", "evosearch+route"], budgets)
         text.append(markdown(split_sum, "Routing study: av_align + av_sync + synth_text_video + synth_text_audio"))
         plot(split_sum, out / "faithful_vs_nfe_routing.png", "routing study (split synth_text)")
+    text.append("![faithful vs NFE per method](faithful_vs_nfe.png)\n")
+    if any(r["verifiers"] == "split" for r in rows):
+        text.append("![routing study](faithful_vs_nfe_routing.png)\n")
     (out / "table.md").write_text("\n".join(text))
     print("\n".join(text))
     print(f"wrote {out / 'table.md'}, {out / 'faithful_vs_nfe.png'}")
