@@ -1,20 +1,15 @@
 """zero_order, search_over_paths and modality routing (issue 16): planning rules on hand-scripted
 scores, NFE and lineage through the engine, edge cases (budget of one, equal scores, failing
-verifiers, a neighbourhood / population larger than the budget), tiny random LTX-2 at library level,
-and ``avits run`` on SynthAV with a SIGKILL and resume (slow)."""
+verifiers, a neighbourhood / population larger than the budget), tiny random LTX-2 at library level
+(SIGKILL and resume: ``test_search_resume.py``)."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import yaml
 
 from avits_core.aggregate import get_aggregator
 from avits_core.errors import ConfigError, EvoSearchError
@@ -27,8 +22,6 @@ from avits_core.search.routing import Router, route, side_of, verifier_sides
 from avits_core.seeding import candidate_seeds, derive_seed
 from avits_core.verifiers.base import MinInput, Verifier
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
 P = Prompt("pa", "a small red ball bounces three times with a high click over rain")
 P2 = Prompt("pb", "a large blue cube bounces twice with a low beep over wind")
 
@@ -382,66 +375,5 @@ def test_methods_on_tiny_ltx2(tiny_ltx2, method, params, n_cands, own):
 
 
 # --------------------------------------------------------------------------- avits run (slow)
-
-
-def _cfg(tmp_path, method, params, run_id):
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg.update(output_root=str(tmp_path / "runs"), run_id=run_id)
-    cfg["search"] = {"method": method, "n": 4, "prompts_per_task": 1, "params": params}
-    cfg["verifiers"] = [{"name": "av_sync"}, {"name": "synth_text"}]
-    path = tmp_path / f"{run_id}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
-
-
-def _env(tmp_path, **extra):
-    return dict(os.environ, PREFECT_HOME=str(tmp_path / "ph"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
-                PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="240", HF_HUB_OFFLINE="1", **extra)
-
-
-def _check_run(run, n_expected):
-    from avits_core.store.duck import query
-
-    c = query(run, "SELECT count(*) n, count(DISTINCT candidate_id) u, sum(nfe_own) nfe FROM candidates").to_pylist()[0]
-    assert c["n"] == c["u"] == n_expected
-    r = query(run, "SELECT count(*) n, count(DISTINCT (candidate_id, verifier)) u FROM rewards_all").to_pylist()[0]
-    assert r["n"] == r["u"] == n_expected * 2
-    orphans = query(run, "SELECT count(*) n FROM candidates c WHERE len(c.parent_ids) > 0 AND c.parent_ids[1] NOT IN "
-                         "(SELECT candidate_id FROM candidates)").to_pylist()[0]["n"]
-    assert orphans == 0
-    sel = query(run, "SELECT count(DISTINCT prompt_id) p, count(*) n FROM selections").to_pylist()[0]
-    assert sel["p"] == 2
-    return c
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("method, params, n_expected, nfe", [
-    # 2 prompts x 4 candidates of 6 steps
-    ("zero_order", {"n": 4, "neighbours": 2, "route_by_modality": True}, 8, 2 * 4 * 6),
-    # 2 prompts x (2 fresh + 2 x 2 branches at step 2: 1 + 4 each)
-    ("search_over_paths", {"paths": 2, "branches": 2, "schedule": [2]}, 12, 2 * (2 * 6 + 4 * 5)),
-])
-def test_avits_run_then_sigkill_and_resume(tmp_path, method, params, n_expected, nfe):
-    path = _cfg(tmp_path, method, params, "m")
-    run = tmp_path / "runs" / "m"
-    env = _env(tmp_path, AVITS_SCORE_FLUSH_ROWS="2")
-    exe = BIN / "avits"
-    proc = subprocess.Popen([str(exe), "run", str(path), "-q"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
-    deadline, killed = time.time() + 300, False
-    while time.time() < deadline and proc.poll() is None:
-        if run.exists() and len(list((run / "rewards").glob("part-*.parquet"))) >= 2:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-            killed = True
-            break
-        time.sleep(0.02)
-    if not killed:  # finished before the kill (a fast machine): the resume below is then a no-op rerun
-        out = proc.communicate(timeout=300)[0]
-        assert proc.returncode == 0, out[-3000:]
-    again = subprocess.run([str(exe), "run", str(path), "-q"], env=env, cwd=REPO, capture_output=True, text=True,
-                           timeout=400)
-    assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
-    c = _check_run(run, n_expected)
-    assert c["nfe"] == nfe
-    assert (run / "plans").exists() and any((run / "plans").rglob("e*.json"))
+# ``avits run`` of zero_order and search_over_paths, killed with SIGKILL mid-run and rerun, compared with an
+# uninterrupted run: tests/test_search_resume.py (with beam and prune; smc in test_search_smc_beam_prune.py).
