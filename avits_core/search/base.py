@@ -206,6 +206,14 @@ class MethodParams(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
 
+def strictly_increasing(field: str, steps: list[int]) -> list[int]:
+    """``steps`` unchanged when strictly increasing, else a ConfigError naming ``search.params.<field>[i]``."""
+    for i in range(1, len(steps)):
+        if steps[i] <= steps[i - 1]:
+            raise ConfigError(f"search.params.{field}[{i}]: steps must be strictly increasing, got {steps}")
+    return steps
+
+
 def _params_error(exc: ValidationError) -> ConfigError:
     """The first error of a pydantic validation as a ConfigError naming ``search.params.<field>``
     (a ConfigError raised inside a validator is passed on unchanged)."""

@@ -36,14 +36,14 @@ from avits_core.errors import ConfigError
 from avits_core.search.base import (
     CandidatePlan,
     EventPlan,
-    MethodParams,
     PromptView,
     SearchMethod,
     check_step_list,
     lookahead_cost,
     rank_by_aggregate,
+    strictly_increasing,
 )
-from avits_core.search.routing import Router, check_modality, check_verifier_modalities
+from avits_core.search.routing import RoutedParams
 from avits_core.seeding import candidate_seeds, derive_seed
 
 log = logging.getLogger(__name__)
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 CONTINUE = {"rule": "continue"}
 
 
-class BeamParams(MethodParams):
+class BeamParams(RoutedParams):
     beams: int = Field(default=2, ge=1, description="B, beams kept after every scored step")
     candidates_per_beam: int = Field(default=2, ge=1, description="K, continuations of each beam per step")
     beam_steps: list[int] = Field(default_factory=lambda: [5, 10, 15], min_length=1,
@@ -59,30 +59,11 @@ class BeamParams(MethodParams):
     lookahead: int = Field(default=2, ge=1, description="coarse ODE steps of the look-ahead clean estimate")
     noise_scale: float = Field(default=1.0, ge=0, le=1, description="stochastic sampler's noise scale (0 = ODE)")
     nfe_budget: int | None = Field(default=None, ge=1, description="optional cap on denoiser steps per prompt")
-    modality: str = Field(default="joint", description="track(s) whose transitions are stochastic: joint, video, "
-                                                       "audio (the other follows the ODE)")
-    route_by_modality: bool = Field(default=False, description="choose the stochastic track per parent from its "
-                                                               "one-sided verifiers (avits_core.search.routing)")
-    verifier_modalities: Any = Field(default=None, description="tracks of verifiers that are not registered")
-
-    @field_validator("modality")
-    @classmethod
-    def _modality(cls, v: str) -> str:
-        return check_modality("search.params.modality", v)
-
-    @field_validator("verifier_modalities")
-    @classmethod
-    def _vmods(cls, v: Any) -> Any:
-        check_verifier_modalities("search.params.verifier_modalities", v)
-        return v
 
     @field_validator("beam_steps")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        for i in range(1, len(v)):
-            if v[i] <= v[i - 1]:
-                raise ConfigError(f"search.params.beam_steps[{i}]: steps must be strictly increasing, got {v}")
-        return v
+        return strictly_increasing("beam_steps", v)
 
 
 class BeamSearch(SearchMethod):
@@ -96,7 +77,7 @@ class BeamSearch(SearchMethod):
         if self.params.noise_scale == 0.0 and self.params.candidates_per_beam > 1:
             raise ConfigError("search.params.noise_scale: with candidates_per_beam > 1 the continuations of a beam "
                               "need stochastic transitions (> 0); with the ODE they would all be identical")
-        self.router = Router(self.params.modality, self.params.route_by_modality, self.params.verifier_modalities)
+        self.router = self.params.router()
 
     @property
     def n_events(self) -> int:

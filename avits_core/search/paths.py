@@ -53,14 +53,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from avits_core.errors import ConfigError, EvoSearchError
-from avits_core.search.base import CandidatePlan, EventPlan, MethodParams, PromptView, SearchMethod
-from avits_core.search.routing import Router, check_modality, check_verifier_modalities
+from avits_core.search.base import CandidatePlan, EventPlan, PromptView, SearchMethod
+from avits_core.search.routing import RoutedParams
 from avits_core.seeding import candidate_seeds, derive_seed
 
 log = logging.getLogger(__name__)
 
 
-class SearchOverPathsParams(MethodParams):
+class SearchOverPathsParams(RoutedParams):
     """``search.params`` of ``search_over_paths``."""
 
     paths: int = Field(default=4, ge=1, description="N: fresh noises, and paths kept after every round")
@@ -69,16 +69,9 @@ class SearchOverPathsParams(MethodParams):
                                 description="branch step of each round (non-decreasing; one round each)")
     beta: float = Field(default=0.5, gt=0.0, le=1.0, description="re-noising strength of a branch")
     budget: int | None = Field(default=None, ge=1, description="optional cap in full samples per prompt")
-    modality: str = Field(default="joint", description="joint | video | audio: which latent a branch re-noises")
-    route_by_modality: bool = Field(default=False, description="choose the modality per path from its "
-                                                               "video-side / audio-side rewards")
-    verifier_modalities: dict[str, list[str]] | None = Field(
-        default=None, description="tracks read by verifiers that are not registered (routing only)")
 
     @model_validator(mode="after")
     def _valid(self) -> "SearchOverPathsParams":
-        check_modality("search.params.modality", self.modality)
-        check_verifier_modalities("search.params.verifier_modalities", self.verifier_modalities)
         for i, k in enumerate(self.schedule):
             if k < 0:
                 raise ConfigError(f"search.params.schedule[{i}]: a step must be >= 0, got {k}")
@@ -101,7 +94,7 @@ class SearchOverPaths(SearchMethod):
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        self.router = Router(p.modality, p.route_by_modality, p.verifier_modalities)
+        self.router = p.router()
 
     @property
     def n_events(self) -> int:

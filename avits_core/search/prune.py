@@ -52,6 +52,7 @@ from avits_core.search.base import (
     PromptView,
     SearchMethod,
     check_step_list,
+    strictly_increasing,
     lookahead_cost,
     rank_by_aggregate,
 )
@@ -75,10 +76,7 @@ class PruneParams(MethodParams):
     @field_validator("prune_steps")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        for i in range(1, len(v)):
-            if v[i] <= v[i - 1]:
-                raise ConfigError(f"search.params.prune_steps[{i}]: steps must be strictly increasing, got {v}")
-        return v
+        return strictly_increasing("prune_steps", v)
 
     @field_validator("keep")
     @classmethod

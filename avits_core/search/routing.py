@@ -40,7 +40,10 @@ import logging
 import math
 from typing import Any, Mapping, Sequence
 
+from pydantic import Field, model_validator
+
 from avits_core.errors import ConfigError, EvoSearchError
+from avits_core.search.base import MethodParams
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +201,25 @@ class Router:
         out = [route(p, rewards, sides, self.modality) for p in parents]
         log.info("%s: routed modalities %s", view.prompt_id, dict(zip(parents, out)))
         return out
+
+
+class RoutedParams(MethodParams):
+    """Parameters shared by every method that can choose which track a new candidate changes
+    (zero_order, search_over_paths, smc, beam; EvoSearch has its own copy in its presets)."""
+
+    modality: str = Field(default="joint", description="joint | video | audio: the track(s) a new candidate changes "
+                                                       "(a mutation's noise, a branch's re-noising, or the "
+                                                       "stochastic transitions; the other track is kept)")
+    route_by_modality: bool = Field(default=False, description="choose the track per parent from its video-side / "
+                                                               "audio-side rewards (see this module)")
+    verifier_modalities: Any = Field(default=None, description="tracks read by verifiers that are not registered "
+                                                               "(routing only): {name: [video|audio|text, ...]}")
+
+    @model_validator(mode="after")
+    def _routing_fields(self) -> "RoutedParams":
+        check_modality("search.params.modality", self.modality)
+        check_verifier_modalities("search.params.verifier_modalities", self.verifier_modalities)
+        return self
+
+    def router(self) -> "Router":
+        return Router(self.modality, self.route_by_modality, self.verifier_modalities)

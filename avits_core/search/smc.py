@@ -52,13 +52,13 @@ from avits_core.errors import ConfigError
 from avits_core.search.base import (
     CandidatePlan,
     EventPlan,
-    MethodParams,
     PromptView,
     SearchMethod,
     check_step_list,
     lookahead_cost,
+    strictly_increasing,
 )
-from avits_core.search.routing import Router, check_modality, check_verifier_modalities
+from avits_core.search.routing import RoutedParams
 from avits_core.seeding import candidate_seeds, derive_seed
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def log_potential(kind: str, lam: float, lineage: Sequence[float | None]) -> flo
     raise ValueError(f"unknown potential {kind!r}")
 
 
-class SMCParams(MethodParams):
+class SMCParams(RoutedParams):
     particles: int = Field(default=8, ge=1, description="K, the number of particles")
     resample_steps: list[int] = Field(default_factory=lambda: [5, 10, 15], min_length=1,
                                       description="steps at which particles are scored and may be resampled")
@@ -121,30 +121,11 @@ class SMCParams(MethodParams):
     noise_scale: float = Field(default=1.0, ge=0, le=1, description="stochastic sampler's noise scale (0 = ODE)")
     lookahead: int = Field(default=1, ge=1, description="model evaluations of each clean estimate")
     nfe_budget: int | None = Field(default=None, ge=1, description="optional cap on denoiser steps per prompt")
-    modality: str = Field(default="joint", description="track(s) whose transitions are stochastic: joint, video, "
-                                                       "audio (the other follows the ODE)")
-    route_by_modality: bool = Field(default=False, description="choose the stochastic track per parent from its "
-                                                               "one-sided verifiers (avits_core.search.routing)")
-    verifier_modalities: Any = Field(default=None, description="tracks of verifiers that are not registered")
-
-    @field_validator("modality")
-    @classmethod
-    def _modality(cls, v: str) -> str:
-        return check_modality("search.params.modality", v)
-
-    @field_validator("verifier_modalities")
-    @classmethod
-    def _vmods(cls, v: Any) -> Any:
-        check_verifier_modalities("search.params.verifier_modalities", v)
-        return v
 
     @field_validator("resample_steps")
     @classmethod
     def _increasing(cls, v: list[int]) -> list[int]:
-        for i in range(1, len(v)):
-            if v[i] <= v[i - 1]:
-                raise ConfigError(f"search.params.resample_steps[{i}]: steps must be strictly increasing, got {v}")
-        return v
+        return strictly_increasing("resample_steps", v)
 
 
 class SMC(SearchMethod):
@@ -158,7 +139,7 @@ class SMC(SearchMethod):
         if self.params.noise_scale == 0.0 and self.params.particles > 1:
             raise ConfigError("search.params.noise_scale: SMC needs stochastic transitions (> 0); with the ODE the "
                               "copies of a resampled particle would stay identical")
-        self.router = Router(self.params.modality, self.params.route_by_modality, self.params.verifier_modalities)
+        self.router = self.params.router()
 
     @property
     def n_events(self) -> int:

@@ -54,15 +54,15 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from avits_core.errors import ConfigError
-from avits_core.search.base import CandidatePlan, EventPlan, MethodParams, PromptView, SearchMethod
+from avits_core.search.base import CandidatePlan, EventPlan, PromptView, SearchMethod
 from avits_core.search.engine import best_of
-from avits_core.search.routing import Router, check_modality, check_verifier_modalities
+from avits_core.search.routing import RoutedParams
 from avits_core.seeding import candidate_seeds, derive_seed
 
 log = logging.getLogger(__name__)
 
 
-class ZeroOrderParams(MethodParams):
+class ZeroOrderParams(RoutedParams):
     """``search.params`` of ``zero_order`` (``n`` defaults to the config's ``search.n``)."""
 
     n: int = Field(default=8, ge=1, description="budget: candidates (full samples) per prompt")
@@ -70,16 +70,9 @@ class ZeroOrderParams(MethodParams):
                                                         "or fresh noises at a restart)")
     radius: float = Field(default=0.3, gt=0.0, le=1.0, description="neighbourhood size: the mutation "
                                                                     "strength beta of the noise (1 = fresh noise)")
-    modality: str = Field(default="joint", description="joint | video | audio: which noise a neighbour changes")
-    route_by_modality: bool = Field(default=False, description="choose the modality per pivot from its "
-                                                               "video-side / audio-side rewards")
-    verifier_modalities: dict[str, list[str]] | None = Field(
-        default=None, description="tracks read by verifiers that are not registered (routing only)")
 
     @model_validator(mode="after")
     def _valid(self) -> "ZeroOrderParams":
-        check_modality("search.params.modality", self.modality)
-        check_verifier_modalities("search.params.verifier_modalities", self.verifier_modalities)
         if self.neighbours > self.n:
             raise ConfigError(
                 f"search.params.neighbours: {self.neighbours} candidates per event exceed the budget of "
@@ -97,7 +90,7 @@ class ZeroOrder(SearchMethod):
     def __init__(self, params=None):
         super().__init__(params)
         p = self.params
-        self.router = Router(p.modality, p.route_by_modality, p.verifier_modalities)
+        self.router = p.router()
 
     @property
     def n_events(self) -> int:
