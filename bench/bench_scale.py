@@ -45,6 +45,16 @@ def _timed(fn):
     return out, time.perf_counter() - t0
 
 
+def _compare(rows: list[dict], paths: dict, n_cand: int) -> None:
+    """Add ratio and overhead per candidate vs ``rows[0]``, and whether every table equals thread/local's."""
+    base = rows[0]["wall_s"]
+    for r in rows:
+        r["ratio"] = round(r["wall_s"] / base, 3)
+        r["overhead_ms_per_candidate"] = round(1e3 * (r["wall_s"] - base) / n_cand, 1)
+        r["tables_equal"] = all(table_rows(paths[r["variant"]], t) == table_rows(paths["thread/local"], t)
+                                for t in TABLES)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--prompts", type=int, default=8)
@@ -77,12 +87,7 @@ def main() -> None:
                 paths[name] = out["run_path"]
                 rows.append({"variant": name, "wall_s": round(wall, 2)})
                 print(f"{name}: {wall:.1f} s", flush=True)
-        base = rows[0]["wall_s"]
-        for r in rows:
-            r["ratio"] = round(r["wall_s"] / base, 3)
-            r["overhead_ms_per_candidate"] = round(1e3 * (r["wall_s"] - base) / n_cand, 1)
-            r["tables_equal"] = all(table_rows(paths[r["variant"]], t) == table_rows(paths["thread/local"], t)
-                                    for t in TABLES)
+        _compare(rows, paths, n_cand)
     if not a.skip_shards:
         from flows.shards import its_sharded
 
@@ -97,12 +102,7 @@ def main() -> None:
                     paths[f"shards={k}"] = out["run_path"]
                     shard_rows.append({"variant": f"shards={k}", "wall_s": round(wall, 2)})
                     print(f"shards={k}: {wall:.1f} s", flush=True)
-        b1 = shard_rows[0]["wall_s"]
-        for r in shard_rows:
-            r["ratio"] = round(r["wall_s"] / b1, 3)
-            r["overhead_ms_per_candidate"] = round(1e3 * (r["wall_s"] - b1) / n_cand, 1)
-            r["tables_equal"] = all(table_rows(paths[r["variant"]], t) == table_rows(paths["thread/local"], t)
-                                    for t in TABLES)
+        _compare(shard_rows, paths, n_cand)
         rows += shard_rows
     print(f"\n{a.prompts} prompts x {a.n} candidates = {n_cand}; ratio/overhead vs thread/local "
           f"(shards vs shards=1)")
