@@ -47,6 +47,7 @@ from pathlib import Path
 from typing import Any, Iterator, Protocol
 
 from avits_core.errors import AvitsError
+from avits_core.store import fs as sfs
 
 log = logging.getLogger(__name__)
 
@@ -94,17 +95,7 @@ class LocalBackend:
         return self.folder / key
 
     def create(self, key: str, data: bytes) -> bool:
-        self.folder.mkdir(parents=True, exist_ok=True)
-        try:
-            fd = os.open(self._path(key), os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            return False
-        try:
-            os.write(fd, data)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        return True
+        return sfs.put_if_absent(self._path(key), data)
 
     def read(self, key: str) -> bytes | None:
         try:
@@ -128,9 +119,7 @@ class LocalBackend:
         with self._guard(key):
             if self.read(key) != expected:
                 return False
-            tmp = self._path(f".{key}.{uuid.uuid4().hex}.tmp")
-            tmp.write_bytes(data)
-            os.replace(tmp, self._path(key))
+            sfs.put_bytes(self._path(key), data)
             return True
 
     def delete_if(self, key: str, expected: bytes) -> bool:
@@ -145,8 +134,6 @@ class ObjectStoreBackend:
     """The lock object ``<run>/<key>`` on an object store, with conditional requests (see the module docstring)."""
 
     def __init__(self, folder: Any):
-        from avits_core.store import fs as sfs
-
         self.folder = sfs.as_path(folder)
         self.fs = self.folder.fs
 
@@ -154,13 +141,9 @@ class ObjectStoreBackend:
         return (self.folder / key).path
 
     def create(self, key: str, data: bytes) -> bool:
-        from avits_core.store import fs as sfs
-
         return sfs.put_if_absent(self.folder / key, data)
 
     def _read_tagged(self, key: str) -> tuple[bytes, str] | None:
-        from avits_core.store import fs as sfs
-
         return sfs.read_with_etag(self.folder / key)
 
     def read(self, key: str) -> bytes | None:
@@ -168,8 +151,6 @@ class ObjectStoreBackend:
         return None if got is None else got[0]
 
     def _conditional(self, fn: Any) -> bool:
-        from avits_core.store import fs as sfs
-
         try:
             fn()
         except FileNotFoundError:
@@ -199,8 +180,6 @@ class ObjectStoreBackend:
 
 def backend_for(run_path: Any) -> LockBackend:
     """:class:`ObjectStoreBackend` for a run on an object store, else :class:`LocalBackend`."""
-    from avits_core.store import fs as sfs
-
     p = sfs.as_path(run_path)
     return ObjectStoreBackend(p) if sfs.is_remote(p) else LocalBackend(p)
 
@@ -310,9 +289,7 @@ class RunLock:
 
     def __init__(self, run_path: str | Path, command: str, *, backend: LockBackend | None = None,
                  heartbeat_s: float | None = None):
-        from avits_core.store.fs import as_path
-
-        self.run_path = as_path(run_path)
+        self.run_path = sfs.as_path(run_path)
         self.command = command
         self.backend = backend or backend_for(self.run_path)
         self.heartbeat_s = HEARTBEAT_S if heartbeat_s is None else heartbeat_s
