@@ -49,11 +49,10 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-import numpy as np
 from pydantic import Field, model_validator
 
 from avits_core.errors import ConfigError, EvoSearchError
-from avits_core.search.base import CandidatePlan, EventPlan, PromptView, SearchMethod
+from avits_core.search.base import CandidatePlan, EventPlan, PromptView, SearchMethod, rank_by_aggregate
 from avits_core.search.routing import RoutedParams
 from avits_core.seeding import candidate_seeds, derive_seed
 
@@ -93,8 +92,7 @@ class SearchOverPaths(SearchMethod):
 
     def __init__(self, params=None):
         super().__init__(params)
-        p = self.params
-        self.router = p.router()
+        self.router = self.params.router()
 
     @property
     def n_events(self) -> int:
@@ -144,9 +142,7 @@ class SearchOverPaths(SearchMethod):
         if not prev:
             raise EvoSearchError(f"{pid}: no candidate of event {event - 1} has all its rewards; "
                                  f"cannot choose the paths of round {event}")
-        scores = np.asarray([agg[c] for c in prev], dtype=np.float64)
-        order = np.lexsort((np.arange(len(prev)), -scores))  # best first, ties to the lower id
-        kept = [prev[i] for i in order[: p.paths]]
+        kept = rank_by_aggregate(prev, agg)[: p.paths]  # best first, ties to the lower id
         step = p.schedule[event - 1]
         mods = self.router.for_parents(view, kept)
         kids = []
