@@ -470,38 +470,51 @@ class LTX2Generator:
         self.last_peak_memory_bytes = int(torch.cuda.max_memory_allocated(self._exec_device)) if cuda else None
         return results
 
-    def denoise(self, latents: Latents, prompt: Prompt, start: int, stop: int) -> Latents:
-        self._check_latents(latents, "denoise")
+    def _check_span(self, latents: Latents, start: int, stop: int, what: str) -> None:
+        self._check_latents(latents, what)
         if not (0 <= start < stop <= self._num_steps):
             raise ValueError(
-                f"ltx2.denoise: need 0 <= start < stop <= {self._num_steps}, got start={start}, stop={stop}"
+                f"ltx2.{what}: need 0 <= start < stop <= {self._num_steps}, got start={start}, stop={stop}"
             )
         if latents.step != start:
-            raise ValueError(f"ltx2.denoise: latents are at step {latents.step}, not at start={start}")
+            raise ValueError(f"ltx2.{what}: latents are at step {latents.step}, not at start={start}")
+
+    def _over_rows(self, latents: Latents, prompt: Prompt, body: Any, what: str, step: int, spent: int
+                   ) -> Latents:
+        """Run ``body(V, A, ctx, lo, hi) -> (V, A)`` without grad on each row chunk of ``latents``
+        (float32 on the execution device, ``ctx`` the prompt's context for the chunk), count ``spent``
+        NFE per row and return the concatenated rows at ``step``."""
         enc = self._encode(_prompt_text(prompt))
         V_all = latents.video.to(self._exec_device, torch.float32)
         A_all = latents.audio.to(self._exec_device, torch.float32)
 
         def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-            V, A = V_all[lo:hi], A_all[lo:hi]
             ctx = self._context(enc, hi - lo)
             with torch.no_grad():
-                for i in range(start, stop):
-                    g_v, g_a = self._guided_x0(V, A, ctx, i)
-                    V = self._euler(V, g_v, i)
-                    A = self._euler(A, g_a, i)
-            return V, A
+                return body(V_all[lo:hi], A_all[lo:hi], ctx, lo, hi)
 
-        parts = self._chunked(len(latents), run, "denoise")
-        spent = self.nfe_per_step * (stop - start)
+        parts = self._chunked(len(latents), run, what)
         self.nfe_total += spent * len(latents)
         return Latents(
             video=torch.cat([p[0] for p in parts]),
             audio=torch.cat([p[1] for p in parts]),
-            step=stop,
+            step=step,
             seeds=list(latents.seeds),
             nfe=latents.nfe + spent,
         )
+
+    def denoise(self, latents: Latents, prompt: Prompt, start: int, stop: int) -> Latents:
+        self._check_span(latents, start, stop, "denoise")
+
+        def run(V: torch.Tensor, A: torch.Tensor, ctx: dict[str, torch.Tensor], lo: int, hi: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+            for i in range(start, stop):
+                g_v, g_a = self._guided_x0(V, A, ctx, i)
+                V = self._euler(V, g_v, i)
+                A = self._euler(A, g_a, i)
+            return V, A
+
+        return self._over_rows(latents, prompt, run, "denoise", stop, self.nfe_per_step * (stop - start))
 
     def denoise_sde(self, latents: Latents, prompt: Prompt, start: int, stop: int, noise_scale: float,
                     modality: str = "joint") -> Latents:
@@ -516,46 +529,26 @@ class LTX2Generator:
 
         if float(noise_scale) == 0.0:
             return self.denoise(latents, prompt, start, stop)
-        self._check_latents(latents, "denoise_sde")
-        if not (0 <= start < stop <= self._num_steps):
-            raise ValueError(
-                f"ltx2.denoise_sde: need 0 <= start < stop <= {self._num_steps}, got start={start}, stop={stop}"
-            )
-        if latents.step != start:
-            raise ValueError(f"ltx2.denoise_sde: latents are at step {latents.step}, not at start={start}")
-        enc = self._encode(_prompt_text(prompt))
-        V_all = latents.video.to(self._exec_device, torch.float32)
-        A_all = latents.audio.to(self._exec_device, torch.float32)
+        self._check_span(latents, start, stop, "denoise_sde")
         sig = self.timesteps
 
-        def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-            V, A = V_all[lo:hi], A_all[lo:hi]
-            ctx = self._context(enc, hi - lo)
-            with torch.no_grad():
-                for i in range(start, stop):
-                    t, t_next = float(sig[i]), float(sig[i + 1])
-                    cv, sv = sde_coefficients(t, t_next, eta_v)
-                    ca, sa = sde_coefficients(t, t_next, eta_a)
-                    g_v, g_a = self._guided_x0(V, A, ctx, i)
-                    V = (1.0 - t_next) * g_v + cv * (V - (1.0 - t) * g_v) / t
-                    A = (1.0 - t_next) * g_a + ca * (A - (1.0 - t) * g_a) / t
-                    if sv > 0.0 or sa > 0.0:
-                        z = self.init_noise(sde_noise_seeds(latents.seeds[lo:hi], i))
-                        V = V + sv * z.video.to(V.device, V.dtype)
-                        A = A + sa * z.audio.to(A.device, A.dtype)
-                    V, A = V.to(torch.float32), A.to(torch.float32)
+        def run(V: torch.Tensor, A: torch.Tensor, ctx: dict[str, torch.Tensor], lo: int, hi: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+            for i in range(start, stop):
+                t, t_next = float(sig[i]), float(sig[i + 1])
+                cv, sv = sde_coefficients(t, t_next, eta_v)
+                ca, sa = sde_coefficients(t, t_next, eta_a)
+                g_v, g_a = self._guided_x0(V, A, ctx, i)
+                V = (1.0 - t_next) * g_v + cv * (V - (1.0 - t) * g_v) / t
+                A = (1.0 - t_next) * g_a + ca * (A - (1.0 - t) * g_a) / t
+                if sv > 0.0 or sa > 0.0:
+                    z = self.init_noise(sde_noise_seeds(latents.seeds[lo:hi], i))
+                    V = V + sv * z.video.to(V.device, V.dtype)
+                    A = A + sa * z.audio.to(A.device, A.dtype)
+                V, A = V.to(torch.float32), A.to(torch.float32)
             return V, A
 
-        parts = self._chunked(len(latents), run, "denoise_sde")
-        spent = self.nfe_per_step * (stop - start)
-        self.nfe_total += spent * len(latents)
-        return Latents(
-            video=torch.cat([p[0] for p in parts]),
-            audio=torch.cat([p[1] for p in parts]),
-            step=stop,
-            seeds=list(latents.seeds),
-            nfe=latents.nfe + spent,
-        )
+        return self._over_rows(latents, prompt, run, "denoise_sde", stop, self.nfe_per_step * (stop - start))
 
     def predict_x0(self, latents: Latents, prompt: Prompt, step: int) -> Latents:
         """The guided x0 estimate at step index ``step`` (0 <= step < num_steps); returned at step num_steps."""
@@ -564,23 +557,12 @@ class LTX2Generator:
             raise ValueError(f"ltx2.predict_x0: step must be in [0, {self._num_steps - 1}], got {step}")
         if latents.step != step:
             raise ValueError(f"ltx2.predict_x0: latents are at step {latents.step}, not at step={step}")
-        enc = self._encode(_prompt_text(prompt))
-        V_all = latents.video.to(self._exec_device, torch.float32)
-        A_all = latents.audio.to(self._exec_device, torch.float32)
 
-        def run(lo: int, hi: int) -> tuple[torch.Tensor, torch.Tensor]:
-            with torch.no_grad():
-                return self._guided_x0(V_all[lo:hi], A_all[lo:hi], self._context(enc, hi - lo), step)
+        def run(V: torch.Tensor, A: torch.Tensor, ctx: dict[str, torch.Tensor], lo: int, hi: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+            return self._guided_x0(V, A, ctx, step)
 
-        parts = self._chunked(len(latents), run, "predict_x0")
-        self.nfe_total += self.nfe_per_step * len(latents)
-        return Latents(
-            video=torch.cat([p[0] for p in parts]),
-            audio=torch.cat([p[1] for p in parts]),
-            step=self._num_steps,
-            seeds=list(latents.seeds),
-            nfe=latents.nfe + self.nfe_per_step,
-        )
+        return self._over_rows(latents, prompt, run, "predict_x0", self._num_steps, self.nfe_per_step)
 
     # ---------------------------------------------------------------- decoding
 
