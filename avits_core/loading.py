@@ -301,3 +301,35 @@ def cache_keys(kind: str | None = None) -> list[tuple[str, ...]]:
     """The keys held now (all, or one ``kind``'s)."""
     with _LOCK:
         return [k for k in _CACHE if kind is None or k[0] == kind]
+
+
+# --------------------------------------------------------------------------------------------------
+# batching under a memory limit
+# --------------------------------------------------------------------------------------------------
+
+
+def chunks_halving_on_oom(owner: Any, n: int, fn: Callable[[int, int], T], *, device: Any, what: str,
+                          unit: str = "items") -> list[T]:
+    """``[fn(lo, hi), ...]`` over ``range(n)`` in chunks of at most ``owner.batch_size``. On
+    ``torch.OutOfMemoryError`` halve ``owner.batch_size`` (kept for later calls), free the CUDA cache and
+    retry the same chunk; at batch size 1 the error propagates."""
+    import torch
+
+    cuda = str(device).startswith("cuda")
+    results: list[T] = []
+    lo = 0
+    while lo < n:
+        hi = min(n, lo + owner.batch_size)
+        try:
+            results.append(fn(lo, hi))
+        except torch.OutOfMemoryError:
+            if owner.batch_size == 1:
+                raise
+            owner.batch_size = max(1, owner.batch_size // 2)
+            log.warning("%s: out of memory with %d %s per call; retrying with batch_size=%d",
+                        what, hi - lo, unit, owner.batch_size)
+            if cuda:
+                torch.cuda.empty_cache()
+            continue
+        lo = hi
+    return results

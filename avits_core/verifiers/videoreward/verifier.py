@@ -56,6 +56,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from avits_core.errors import ConfigError, MissingWeightsError
+from avits_core.loading import chunks_halving_on_oom
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
@@ -278,32 +279,18 @@ class VideoReward(Verifier):
         return out
 
     def _forward(self, model: Any, clips: Sequence[AVClip], texts: Sequence[str], settings: dict[str, Any]) -> np.ndarray:
-        import torch
-
         items = []
         for c, text in zip(clips, texts):
             vi = fr.prepare_video(c.video, float(c.fps), fps=settings["fps"] or 2.0, nframes=settings["nframes"],
                                   min_pixels=settings["min_pixels"], max_pixels=settings["max_pixels"])
             items.append((model.token_ids(text, vi.num_tokens), vi.patches, vi.grid))
-        results: list[np.ndarray] = []
-        cuda = str(self.device).startswith("cuda")
-        lo = 0
-        while lo < len(items):
-            hi = min(len(items), lo + self.batch_size)
+
+        def run(lo: int, hi: int) -> np.ndarray:
             chunk = items[lo:hi]
-            try:
-                results.append(model.forward([t for t, _, _ in chunk], [p for _, p, _ in chunk], [g for _, _, g in chunk]))
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                log.warning("videoreward: out of memory with %d clips per call; retrying with batch_size=%d",
-                            hi - lo, self.batch_size)
-                if cuda:
-                    torch.cuda.empty_cache()
-                continue
-            lo = hi
-        return np.concatenate(results)
+            return model.forward([t for t, _, _ in chunk], [p for _, p, _ in chunk], [g for _, _, g in chunk])
+
+        return np.concatenate(chunks_halving_on_oom(self, len(items), run, device=self.device,
+                                                    what="videoreward", unit="clips"))
 
     def heads(self, raw: np.ndarray) -> list[dict[str, float]]:
         """Per clip: raw and normalised heads, ``overall`` and ``overall_raw`` (see the module docstring)."""

@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Sequence
 import numpy as np
 
 from avits_core.errors import ConfigError
+from avits_core.loading import chunks_halving_on_oom
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
@@ -189,23 +190,9 @@ class VQAScore(Verifier):
         cuda = str(self.device).startswith("cuda")
         if cuda:
             torch.cuda.reset_peak_memory_stats(self.device)
-        out: list[np.ndarray] = []
-        lo, n = 0, len(q_ids)
-        while lo < n:
-            hi = min(n, lo + self.batch_size)
-            try:
-                px = torch.from_numpy(pixels[lo:hi])
-                out.append(model.score(px, q_ids[lo:hi], a_ids[lo:hi]))
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                log.warning("vqascore: out of memory with %d pictures per forward; retrying with batch_size=%d",
-                            hi - lo, self.batch_size)
-                if cuda:
-                    torch.cuda.empty_cache()
-                continue
-            lo = hi
+        out = chunks_halving_on_oom(
+            self, len(q_ids), lambda lo, hi: model.score(torch.from_numpy(pixels[lo:hi]), q_ids[lo:hi], a_ids[lo:hi]),
+            device=self.device, what="vqascore", unit="pictures")
         self.last_peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device)) if cuda else None
         return np.concatenate(out) if out else np.zeros(0)
 
