@@ -15,8 +15,7 @@ Decisions:
 from __future__ import annotations
 
 import os
-import uuid
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -50,28 +49,14 @@ def markdown_table(rows: Sequence[Mapping[str, Any]], cols: Sequence[str] | None
     return "\n".join(out)
 
 
-def _tmp_name(path: Path) -> Path:
-    return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-
-
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary file and a rename. Returns the path.
-    An object-store path (:mod:`avits_core.store.fs`) is written in one whole PUT."""
+    """Write ``data`` to ``path`` through a temporary file and a rename (:func:`avits_core.store.fs.put_bytes`).
+    Returns the path. An object-store path (:mod:`avits_core.store.fs`) is written in one whole PUT."""
     from avits_core.store import fs as sfs
 
-    if sfs.is_url(path) or sfs.is_remote(path):
-        path = sfs.as_path(path)
-        sfs.put_bytes(path, data)
-        return path
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    p = sfs.as_path(path) if sfs.is_url(path) or sfs.is_remote(path) else Path(path)
+    sfs.put_bytes(p, data)
+    return p
 
 
 def atomic_write_text(path: str | os.PathLike[str], text: str) -> Path:
@@ -84,42 +69,18 @@ def atomic_write_parquet(path: str | os.PathLike[str], table: Any) -> Path:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from avits_core.store import fs as sfs
-
-    if sfs.is_url(path) or sfs.is_remote(path):
-        buf = pa.BufferOutputStream()
-        pq.write_table(table, buf)
-        return atomic_write_bytes(path, buf.getvalue().to_pybytes())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        pq.write_table(table, tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buf = pa.BufferOutputStream()
+    pq.write_table(table, buf)
+    return atomic_write_bytes(path, buf.getvalue().to_pybytes())
 
 
 def atomic_save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """``fig.savefig`` (PNG) through a temporary file and a rename."""
-    from avits_core.store import fs as sfs
+    """``fig.savefig`` (format from the suffix, default PNG) through a temporary file and a rename."""
+    import io
 
-    if sfs.is_url(path) or sfs.is_remote(path):
-        import io
-
-        buf = io.BytesIO()
-        fig.savefig(buf, dpi=dpi, format=str(path).rsplit(".", 1)[-1] if "." in str(path) else "png")
-        return atomic_write_bytes(path, buf.getvalue())
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _tmp_name(path)
-    try:
-        fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format=PurePosixPath(str(path)).suffix.lstrip(".") or "png")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_rows(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:
