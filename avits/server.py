@@ -180,14 +180,23 @@ def start_child_server(timeout: float | None = None, env: dict[str, str] | None 
     return srv
 
 
-def shared_server_url() -> str | None:
-    """The API URL of a running ``avits server start`` server, or None."""
+def _read_state() -> dict | None:
+    """The state file of ``avits server start`` (pid, port, api_url, ...), or None when absent or unreadable."""
     try:
-        st = json.loads(state_file().read_text())
+        return json.loads(state_file().read_text())
     except (OSError, ValueError):
         return None
-    url = st.get("api_url")
-    if url and _alive(int(st.get("pid", 0) or 0)) and healthy(url, timeout=1.0):
+
+
+def _state_pid(st: dict) -> int:
+    return int(st.get("pid", 0) or 0)
+
+
+def shared_server_url() -> str | None:
+    """The API URL of a running ``avits server start`` server, or None."""
+    st = _read_state()
+    url = st and st.get("api_url")
+    if url and _alive(_state_pid(st)) and healthy(url, timeout=1.0):
         return url
     return None
 
@@ -290,11 +299,10 @@ def server_start(port: int = DEFAULT_PORT, timeout: float | None = None) -> dict
 
 def server_status() -> dict | None:
     """The state of the avits server with ``healthy`` added, or None when none was started."""
-    try:
-        st = json.loads(state_file().read_text())
-    except (OSError, ValueError):
+    st = _read_state()
+    if st is None:
         return None
-    st["alive"] = _alive(int(st.get("pid", 0) or 0))
+    st["alive"] = _alive(_state_pid(st))
     st["healthy"] = st["alive"] and healthy(st.get("api_url", ""), timeout=2.0)
     return st
 
@@ -304,7 +312,7 @@ def server_stop(timeout: float = 10.0) -> dict | None:
     st = server_status()
     if st is None:
         return None
-    pid = int(st.get("pid", 0) or 0)
+    pid = _state_pid(st)
     if pid and st["alive"]:
         os.kill(pid, signal.SIGTERM)
         t0 = time.monotonic()
