@@ -238,6 +238,14 @@ class SynthAVGenerator:
         if int(step) != step or not 0 <= step <= self._num_steps:
             raise ValueError(f"synth: {what} must be an integer step in [0, {self._num_steps}], got {step!r}")
 
+    def _check_span(self, latents: Latents, start: int, stop: int, what: str) -> None:
+        self._check_step(start, "start")
+        self._check_step(stop, "stop")
+        if not start < stop:
+            raise ValueError(f"synth: {what} needs start < stop, got start={start}, stop={stop}")
+        if latents.step != start:
+            raise ValueError(f"synth: latents are at step {latents.step}, but {what} was asked to start at {start}")
+
     # -- protocol methods -----------------------------------------------------------------------
     def init_noise(self, seeds: Sequence[int]) -> Latents:
         """Standard-normal latents, one row per seed (video dims drawn first, then audio)."""
@@ -257,12 +265,7 @@ class SynthAVGenerator:
 
     def denoise(self, latents: Latents, prompt: Prompt, start: int, stop: int) -> Latents:
         """Euler-integrate the exact mixture flow from step ``start`` to ``stop``."""
-        self._check_step(start, "start")
-        self._check_step(stop, "stop")
-        if not start < stop:
-            raise ValueError(f"synth: denoise needs start < stop, got start={start}, stop={stop}")
-        if latents.step != start:
-            raise ValueError(f"synth: latents are at step {latents.step}, but denoise was asked to start at {start}")
+        self._check_span(latents, start, stop, "denoise")
         x = self._joint(latents)
         ts = self._timesteps
         for k in range(start, stop):
@@ -289,12 +292,7 @@ class SynthAVGenerator:
 
         if float(noise_scale) == 0.0:
             return self.denoise(latents, prompt, start, stop)
-        self._check_step(start, "start")
-        self._check_step(stop, "stop")
-        if not start < stop:
-            raise ValueError(f"synth: denoise_sde needs start < stop, got start={start}, stop={stop}")
-        if latents.step != start:
-            raise ValueError(f"synth: latents are at step {latents.step}, but denoise_sde was asked to start at {start}")
+        self._check_span(latents, start, stop, "denoise_sde")
         x = self._joint(latents)
         ts = self._timesteps
         for k in range(start, stop):
