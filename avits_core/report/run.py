@@ -208,7 +208,7 @@ def _html(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]], n
         "</head><body>",
         f"<h1>avits run <code>{html.escape(ctx.run_id)}</code></h1>",
         f"<p>selection <code>{html.escape(selection_id)}</code></p>",
-        "<table><tr><th>metric</th><th>held out</th><th>better</th><th>baseline</th><th>selected</th><th>change</th></tr>",
+        "<table><tr>" + "".join(f"<th>{h}</th>" for h in RESULT_HEADERS) + "</tr>",
         *table_rows,
         "</table>",
     ]
