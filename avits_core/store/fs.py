@@ -31,9 +31,9 @@ import tempfile
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Union
+from typing import Any, BinaryIO, Callable, Iterator, Mapping, Union
 
-__all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "put_if_absent", "read_bytes",
+__all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "write_atomic", "put_if_absent", "read_bytes",
            "local_copy", "local_target", "upload_dir", "set_storage_options", "storage_options",
            "fs_of", "fs_key", "remove", "PreconditionFailed"]
 
@@ -127,19 +127,39 @@ def put_bytes(p: AnyPath, data: bytes) -> None:
         return
     p = Path(p)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.parent / f".{p.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    write_atomic(p, lambda f: f.write(data))
+
+
+def write_atomic(final: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Local files: call ``write(fileobj)`` on a hidden temp file beside ``final`` (its folder must
+    exist), fsync, rename onto ``final``, fsync the folder. A crash leaves the old file or the new one."""
+    tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         with open(tmp, "wb") as f:
-            f.write(data)
+            write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, p)
+        os.replace(tmp, final)
     except BaseException:
         try:
             tmp.unlink()
         except FileNotFoundError:
             pass
         raise
+    _fsync_dir(final.parent)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
 
 
 def put_if_absent(p: AnyPath, data: bytes) -> bool:

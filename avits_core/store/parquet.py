@@ -160,38 +160,7 @@ _local_locks_guard = threading.Lock()
 
 
 # ---------------------------------------------------------------------------------------------
-# helpers: atomic files
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # pragma: no cover - platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
-
-
-def _atomic_write(final: Path, write: Any) -> None:
-    """Call ``write(fileobj)`` on a hidden temp file beside ``final``, fsync, then rename onto ``final``."""
-    tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
-    _fsync_dir(final.parent)
+# helpers: JSON (atomic writes: store.fs.write_atomic / put_bytes)
 
 
 def _json_default(obj: Any) -> Any:
@@ -596,7 +565,7 @@ class RunStore:
             sfs.put_bytes(final, buf.getvalue().to_pybytes())
         else:
             d.mkdir(parents=True, exist_ok=True)
-            _atomic_write(final, lambda f: pq.write_table(tbl, f, compression="zstd"))
+            sfs.write_atomic(final, lambda f: pq.write_table(tbl, f, compression="zstd"))
         log.debug("%s: wrote %d rows to %s", table, tbl.num_rows, final)
         return final
 
@@ -703,11 +672,7 @@ class RunStore:
             text = json.dumps(dict(data), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{self.run_json_path}: cannot serialise to JSON: {exc}") from exc
-        if self.remote:
-            sfs.put_bytes(self.run_json_path, text.encode("utf-8") + b"\n")
-            return
-        self.path.mkdir(parents=True, exist_ok=True)
-        _atomic_write(self.run_json_path, lambda f: f.write(text.encode("utf-8") + b"\n"))
+        sfs.put_bytes(self.run_json_path, text.encode("utf-8") + b"\n")  # creates the run folder locally
 
     def read_run_json(self) -> dict[str, Any]:
         """The content of run.json (StoreError when missing or not a JSON object)."""
