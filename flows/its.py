@@ -22,8 +22,7 @@ from prefect import flow, get_run_logger
 
 from avits_core import runner
 from avits_core.config import RunConfig
-from flows.waves import resolve_config, run_waves  # noqa: F401 (re-exported; shared with flows/shards.py)
-from tasks import its as t
+from flows.waves import resolve_config, run_waves, select_evaluate_report
 
 
 def task_runner_for(cfg: RunConfig) -> Any:
@@ -72,9 +71,7 @@ def its(config_path: str | None = None, overrides: list[str] | None = None,
                 [v.name for v in cfg.verifiers])
     try:
         run_waves(ctx)
-        sel_id = t.select(ctx, runner.default_spec(cfg).to_dict())
-        results = t.evaluate(ctx, sel_id)
-        report_path = t.report(ctx, sel_id)
+        sel_id, results, report_path = select_evaluate_report(ctx, cfg)
     except BaseException:
         runner.finish_run(ctx, status="failed")
         raise

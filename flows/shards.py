@@ -162,7 +162,7 @@ def its_sharded(config_path: str | None = None, overrides: list[str] | None = No
                 config: RunConfig | dict[str, Any] | None = None, shards: int = 2,
                 shard_deployment: str = DEFAULT_SHARD_DEPLOYMENT, shard_retries: int = 1) -> dict[str, Any]:
     """One ITS run over ``shards`` shard flow runs on a work pool, then replay, evaluation and report."""
-    from flows.waves import resolve_config
+    from flows.waves import resolve_config, select_evaluate_report
     from tasks import its as t
 
     logger = get_run_logger()
@@ -179,9 +179,7 @@ def its_sharded(config_path: str | None = None, overrides: list[str] | None = No
         if left:
             raise RuntimeError("shards finished but work is missing: " + "; ".join(left[:10]))
         t.record_compute(ctx)
-        sel_id = t.select(ctx, runner.default_spec(cfg).to_dict())
-        results = t.evaluate(ctx, sel_id)
-        report_path = t.report(ctx, sel_id)
+        sel_id, results, report_path = select_evaluate_report(ctx, cfg)
     except BaseException:
         runner.finish_run(ctx, status="failed")
         raise

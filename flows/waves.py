@@ -58,3 +58,10 @@ def run_waves(ctx: runner.RunContext, only: set[str] | None = None) -> dict[str,
     logger.info("%s: NFE %d over %d prompts, %d decodes", ctx.cfg.search.method, summary["nfe_total"],
                 len(ctx.prompts), summary["decodes"])
     return summary
+
+
+def select_evaluate_report(ctx: runner.RunContext, cfg: RunConfig) -> tuple[str, Any, str]:
+    """The run's default selection (the replay), its evaluation and its report, through tasks:
+    (selection id, evaluation results, report path). Shared by the ``its`` and ``its-sharded`` flows."""
+    sel_id = t.select(ctx, runner.default_spec(cfg).to_dict())
+    return sel_id, t.evaluate(ctx, sel_id), t.report(ctx, sel_id)
