@@ -239,7 +239,7 @@ def run(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="only warnings and the results"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="also Prefect's task-level logs and tracebacks"),
     force: bool = typer.Option(False, "--force", help="accept budgets above the pre-flight limits (search.n > 1024 ...)"),
-    break_lock: bool = typer.Option(False, "--break-lock", help="break a stale lock left by a command on another machine"),
+    break_lock: bool = BREAK_LOCK,
     shards: int = typer.Option(1, "--shards", help="split the prompts over K flow runs of the its-shard/gpu deployment "
                                "(one per GPU worker; needs a running Prefect server: PREFECT_API_URL or `avits server start`)"),
 ) -> None:
@@ -470,7 +470,7 @@ def rerank(
     param: list[str] = typer.Option([], "--param", help="aggregator parameter KEY=VALUE (YAML value), repeatable"),
     budget: Optional[int] = typer.Option(None, "--budget", help="use only the first K candidates of each prompt"),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="tracebacks of failures"),
-    break_lock: bool = typer.Option(False, "--break-lock", help="break a stale lock left by a command on another machine"),
+    break_lock: bool = BREAK_LOCK,
 ) -> None:
     """Re-rank a finished run: no generator; scores only missing (candidate, verifier) pairs.
 
