@@ -88,14 +88,12 @@ class AVClip:
 
 import logging  # noqa: E402
 import os  # noqa: E402
-import uuid  # noqa: E402
-from contextlib import contextmanager  # noqa: E402
 from fractions import Fraction  # noqa: E402
 from pathlib import Path  # noqa: E402
-from typing import Any, Iterator  # noqa: E402
 
 # The error classes live in avits_core.errors; imported here so `from avits_core.media import MediaError` works.
 from avits_core.errors import MediaError, MediaFileNotFoundError, MediaFormatError  # noqa: E402
+from avits_core.store import fs as sfs  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -106,21 +104,6 @@ AAC_SAMPLE_RATES: tuple[int, ...] = (
 _AAC_FRAME = 1024  # samples per AAC frame
 
 
-
-
-@contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temp path beside ``path`` (same suffix); move it onto ``path`` on success, delete it on failure."""
-    tmp = path.parent / f".{path.stem}.tmp-{uuid.uuid4().hex}{path.suffix}"
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            tmp.unlink()
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def _fps_fraction(fps: float) -> Fraction:
@@ -141,8 +124,6 @@ def write_mp4(clip: AVClip, path: str | os.PathLike[str], *, crf: int = 18,
     cannot carry is resampled to 48 kHz (see the notes above); ``clip.meta`` is not stored. Raises MediaFormatError for an
     empty clip and MediaError when encoding fails.
     """
-    from avits_core.store import fs as sfs
-
     if sfs.is_remote(path):
         with sfs.local_target(path) as local:
             write_mp4(clip, local, crf=crf, audio_bitrate=audio_bitrate)
@@ -182,7 +163,7 @@ def write_mp4(clip: AVClip, path: str | os.PathLike[str], *, crf: int = 18,
     audio = np.ascontiguousarray(audio, dtype=np.float32)
 
     rate = _fps_fraction(clip.fps)
-    with _atomic_path(path) as tmp:
+    with sfs.atomic_path(path) as tmp:
         try:
             with av.open(str(tmp), mode="w", format="mp4", options={"movflags": "+faststart"}) as container:
                 vs = container.add_stream("libx264", rate=rate)
@@ -306,8 +287,6 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
     and MediaFormatError for an unreadable file, one without a video or audio stream, or a stream
     that decodes to nothing.
     """
-    from avits_core.store import fs as sfs
-
     if sfs.is_remote(path):  # object store: download to a temp file (one GET), read that
         try:
             with sfs.local_copy(path) as local:
@@ -423,15 +402,13 @@ def write_wav(audio: np.ndarray, sample_rate: int, path: str | os.PathLike[str],
         raise MediaFormatError(f"cannot write {path}: sample_rate must be > 0, got {sample_rate}")
     if not path.parent.is_dir():
         raise MediaFileNotFoundError(f"cannot write {path}: folder {path.parent} does not exist")
-    with _atomic_path(path) as tmp:
+    with sfs.atomic_path(path) as tmp:
         sf.write(str(tmp), a, int(sample_rate), subtype=subtype, format="WAV")
     return path
 
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read an audio file (wav, flac, ogg: whatever libsndfile reads) as float32 mono (channels averaged) and its rate."""
-    from avits_core.store import fs as sfs
-
     if sfs.is_remote(path):
         if not path.exists():
             raise MediaFileNotFoundError(f"audio file not found: {path}")
@@ -487,8 +464,6 @@ def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[
     which need not carry sound. Both backends decode with FFmpeg; their RGB conversions may differ
     by a few levels per pixel (measured in tests/test_media.py).
     """
-    from avits_core.store import fs as sfs
-
     if sfs.is_remote(path):
         if not path.exists():
             raise MediaFileNotFoundError(f"media file not found: {path}")

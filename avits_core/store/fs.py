@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Union
 
-__all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "write_atomic", "put_if_absent", "read_bytes",
+__all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "write_atomic", "atomic_path", "put_if_absent", "read_bytes",
            "local_copy", "local_target", "upload_dir", "set_storage_options", "storage_options",
            "fs_of", "fs_key", "remove", "PreconditionFailed"]
 
@@ -130,15 +130,13 @@ def put_bytes(p: AnyPath, data: bytes) -> None:
     write_atomic(p, lambda f: f.write(data))
 
 
-def write_atomic(final: Path, write: Callable[[BinaryIO], Any]) -> None:
-    """Local files: call ``write(fileobj)`` on a hidden temp file beside ``final`` (its folder must
-    exist), fsync, rename onto ``final``, fsync the folder. A crash leaves the old file or the new one."""
+@contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Local files: a hidden temp path beside ``final`` (its folder must exist) for a writer that
+    needs a path (an encoder); renamed onto ``final`` when the block exits cleanly, deleted otherwise."""
     tmp = final.parent / f".{final.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
+        yield tmp
         os.replace(tmp, final)
     except BaseException:
         try:
@@ -146,6 +144,15 @@ def write_atomic(final: Path, write: Callable[[BinaryIO], Any]) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def write_atomic(final: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Local files: call ``write(fileobj)`` on a hidden temp file beside ``final`` (its folder must
+    exist), fsync, rename onto ``final``, fsync the folder. A crash leaves the old file or the new one."""
+    with atomic_path(final) as tmp, open(tmp, "wb") as f:
+        write(f)
+        f.flush()
+        os.fsync(f.fileno())
     _fsync_dir(final.parent)
 
 

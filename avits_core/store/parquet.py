@@ -77,7 +77,6 @@ import json
 import logging
 import math
 import os
-import re
 import threading
 import time
 import uuid
