@@ -82,62 +82,19 @@ def _system_lines() -> list[str]:
 # --------------------------------------------------------------------------- a run folder
 
 
-def _part_error(path: Path) -> str | None:
-    """None when the Parquet part opens and every row group reads, else the reason."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-        for i in range(pf.num_row_groups):
-            pf.read_row_group(i)
-    except (OSError, pa.ArrowException, ValueError) as exc:
-        return " ".join(str(exc).split()) or type(exc).__name__
-    return None
-
-
 def corrupt_parts(run_path: str | Path) -> list[tuple[Path, str]]:
-    """(part file, reason) for every unreadable part of the run. Uses the store's own finder when it
-    has one (``avits_core.store.parquet.corrupt_parts``), else opens every part here."""
+    """(part file, reason) for every unreadable part of the run (:func:`avits_core.store.parquet.corrupt_parts`)."""
     from avits_core.store import parquet as pqstore
 
-    finder = getattr(pqstore, "corrupt_parts", None) or getattr(pqstore, "find_corrupt_parts", None)
-    run_path = Path(run_path)
-    if callable(finder):
-        found = finder(run_path)
-        out = []
-        for item in found:
-            if isinstance(item, (tuple, list)):
-                out.append((Path(item[0]), str(item[1])))
-            else:
-                p = Path(getattr(item, "path", item))
-                out.append((p, str(getattr(item, "reason", getattr(item, "error", "unreadable")))))
-        return out
-    out = []
-    for table in pqstore.TABLE_NAMES:
-        d = run_path / table
-        if not d.is_dir():
-            continue
-        for part in sorted(d.glob(pqstore.PART_GLOB)):
-            why = _part_error(part)
-            if why is not None:
-                out.append((part, why))
-    return out
+    return [(Path(c.path), str(c.reason)) for c in pqstore.corrupt_parts(Path(run_path))]
 
 
 def quarantine_part(run_path: str | Path, part: Path) -> Path:
-    """Move ``part`` to ``<run>/quarantine/<table>/`` (out of the table's glob); returns the new path.
-    Uses the store's ``quarantine_parts`` when it has one."""
+    """Move ``part`` to ``<run>/quarantine/<table>/`` (out of the table's glob); returns the new path
+    (:func:`avits_core.store.parquet.quarantine_parts`)."""
     from avits_core.store import parquet as pqstore
 
-    mover = getattr(pqstore, "quarantine_parts", None)
-    if callable(mover):
-        return Path(mover(run_path, [part])[0][1])
-    run_path = Path(run_path)
-    dest = run_path / "quarantine" / part.parent.name / part.name
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    os.replace(part, dest)
-    return dest
+    return Path(pqstore.quarantine_parts(run_path, [part])[0][1])
 
 
 def run_folder_lines(run_path: str | Path, *, quarantine: bool = False) -> list[str]:
