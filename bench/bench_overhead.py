@@ -153,14 +153,6 @@ def _proc_cpu(pid: int) -> float:
     return sum(int(x) for x in f[11:15]) / os.sysconf("SC_CLK_TCK")
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _run_dir(root: Path) -> Path:
     return next(p for p in root.iterdir() if (p / "run.json").exists())
 
@@ -208,9 +200,11 @@ def main() -> None:
           flush=True)
     shared = None
     if not a.no_shared:
+        from avits.server import free_port
+
         senv = {**env, "PREFECT_HOME": str(root / "prefect-shared")}
         w0 = time.perf_counter()
-        sw, sc, out, rc = _child([str(AVITS), "server", "start", "--port", str(_free_port())], senv)
+        sw, sc, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], senv)
         if rc != 0:
             raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
         try:
