@@ -158,6 +158,7 @@ class _FastEngine:
         self.opt = ClosedFormOptimizer(optimizer, lr, k, self.dtype)
         self.moments = [RunningMoments() for _ in range(k)]
         self.eps_sq = float(eps_sq)
+        self._ve: np.ndarray | None = None
 
     def append(self, batches: Sequence[np.ndarray]) -> None:
         for m, x in zip(self.moments, batches):
@@ -170,7 +171,7 @@ class _FastEngine:
 
     def _var_eps(self) -> np.ndarray:
         """var_k + eps_sq per verifier (float64), computed once per appended event."""
-        if getattr(self, "_ve", None) is None:
+        if self._ve is None:
             self._ve = np.array([m.var_pop for m in self.moments], dtype=np.float64) + self.eps_sq
         return self._ve
 
@@ -210,6 +211,19 @@ class _FastEngine:
         g = np.empty(k, dtype=dt)
         tmp = np.empty(k, dtype=dt)
         den = np.empty(k, dtype=dt)
+
+        def fma_into(acc: np.ndarray, x: np.ndarray, w: Any) -> None:
+            """acc = x * w + acc with one rounding (``x`` is scratch); float32 goes through float64."""
+            if f32:
+                w64[:] = x
+                np.multiply(w64, w, out=w64)
+                np.add(w64, acc, out=w64)
+                acc[:] = w64
+            else:
+                x *= w
+                x += acc
+                acc[:] = x
+
         for _ in range(max_iter):
             # g = (0.5 - 0.5 * exp(-s) * ve) in float64, rounded once to dt
             e64[:] = s
@@ -225,27 +239,11 @@ class _FastEngine:
                 s *= decay
             # exp_avg = lerp(exp_avg, g, 1 - beta1), fused multiply-add
             np.subtract(g, m, out=tmp)
-            if f32:
-                w64[:] = tmp
-                w64 *= a1
-                w64 += m
-                m[:] = w64
-            else:
-                tmp *= a1
-                tmp += m
-                m[:] = tmp
+            fma_into(m, tmp, a1)
             # exp_avg_sq = exp_avg_sq * beta2 + (1 - beta2) * g * g, last multiply-add fused
             v *= c_b2
             np.multiply(g, c_1mb2, out=tmp)
-            if f32:
-                w64[:] = tmp
-                w64 *= g
-                w64 += v
-                v[:] = w64
-            else:
-                tmp *= g
-                tmp += v
-                v[:] = tmp
+            fma_into(v, tmp, g)
             bc1 = 1 - beta1**t
             bc2_sqrt = (1 - beta2**t) ** 0.5
             step_size = opt.lr / bc1
