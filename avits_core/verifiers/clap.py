@@ -55,23 +55,23 @@ _RNG_LOCK = threading.Lock()
 _FUSION_SEED = 0
 
 
-def _clip_audio(audio: np.ndarray, sr_in: int, sr_out: int, what: str) -> np.ndarray:
+def _checked_audio(audio: np.ndarray, what: str) -> np.ndarray:
+    """``audio`` as float32; ValueError when it is empty or not finite."""
     a = np.asarray(audio, dtype=np.float32)
     if a.size == 0:
         raise ValueError(f"{what}: the clip has no audio samples")
     if not np.all(np.isfinite(a)):
         raise ValueError(f"{what}: the audio contains NaN or infinite samples")
-    a = hf.resample_audio(a, sr_in, sr_out)
+    return a
+
+
+def _clip_audio(audio: np.ndarray, sr_in: int, sr_out: int, what: str) -> np.ndarray:
+    a = hf.resample_audio(_checked_audio(audio, what), sr_in, sr_out)
     return np.clip(a, -1.0, 1.0).astype(np.float32)
 
 
 def _javisbench_audio(audio: np.ndarray, sr_in: int, sr_out: int, what: str) -> np.ndarray:
-    a = np.asarray(audio, dtype=np.float32)
-    if a.size == 0:
-        raise ValueError(f"{what}: the clip has no audio samples")
-    if not np.all(np.isfinite(a)):
-        raise ValueError(f"{what}: the audio contains NaN or infinite samples")
-    return hf.resample_javisbench(a, sr_in, sr_out)
+    return hf.resample_javisbench(_checked_audio(audio, what), sr_in, sr_out)
 
 
 class ClapScore(hf.HFModelVerifier):
