@@ -18,7 +18,7 @@ pytest.importorskip("diffusers", reason="diffusers is not installed (pip install
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, save_tiny_ltx2  # noqa: E402
+from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, one_torch_thread, save_tiny_ltx2  # noqa: E402
 
 from avits_core.errors import ConfigError, MissingWeightsError  # noqa: E402
 from avits_core.generators.base import JointGenerator, Latents  # noqa: E402
@@ -51,10 +51,8 @@ TOL = 1e-4
 @pytest.fixture(scope="module", autouse=True)
 def _one_thread():
     """The tiny models gain nothing from intra-op threads; one thread avoids spin-waiting on a busy CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        yield
 
 
 @pytest.fixture(scope="module")

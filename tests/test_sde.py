@@ -202,13 +202,11 @@ def test_lookahead_x0():
 def test_ltx2_sde(tmp_path):
     pytest.importorskip("diffusers")
     sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, save_tiny_ltx2
+    from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, one_torch_thread, save_tiny_ltx2
     from avits_core.generators.ltx2 import LTX2Generator
 
     path = save_tiny_ltx2(tmp_path / "tiny", "2.0")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         gen = LTX2Generator(height=64, width=96, num_frames=9, frame_rate=24.0, model_path=str(path), num_steps=4,
                             max_sequence_length=TINY_MAX_SEQUENCE_LENGTH, guidance_scale=3.0,
                             audio_guidance_scale=3.0)
@@ -230,8 +228,6 @@ def test_ltx2_sde(tmp_path):
         one = gen.denoise(x, p, 0, 1)
         vid = denoise_sde(gen, x, p, 0, 1, 1.0, "video")  # from pure noise the video is all fresh noise
         assert float((vid.audio - one.audio).abs().max()) < 1e-4 and not torch.allclose(vid.video, one.video)
-    finally:
-        torch.set_num_threads(before)
 
 
 class _PlainLTX(_PlainGenerator):

@@ -331,22 +331,20 @@ def test_router_without_rewards_is_a_clear_error():
 @pytest.fixture(scope="module")
 def tiny_ltx2(tmp_path_factory):
     pytest.importorskip("diffusers", reason="diffusers is not installed (pip install 'avits[ltx2]')")
-    import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, save_tiny_ltx2
+    from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, one_torch_thread, save_tiny_ltx2
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    path = save_tiny_ltx2(tmp_path_factory.mktemp("ltx2") / "tiny-2.0", "2.0")
     from avits_core.registry import GENERATORS
 
-    gen = GENERATORS.create("ltx2", model_path=str(path), num_steps=3, max_sequence_length=TINY_MAX_SEQUENCE_LENGTH,
-                            height=64, width=96, num_frames=9, frame_rate=24.0, guidance_scale=1.0,
-                            audio_guidance_scale=1.0, stg_scale=0.0, audio_stg_scale=0.0, modality_scale=1.0,
-                            audio_modality_scale=1.0, guidance_rescale=0.0, audio_guidance_rescale=0.0)
-    yield gen
-    torch.set_num_threads(before)
+    with one_torch_thread():
+        path = save_tiny_ltx2(tmp_path_factory.mktemp("ltx2") / "tiny-2.0", "2.0")
+        gen = GENERATORS.create("ltx2", model_path=str(path), num_steps=3,
+                                max_sequence_length=TINY_MAX_SEQUENCE_LENGTH, height=64, width=96, num_frames=9,
+                                frame_rate=24.0, guidance_scale=1.0, audio_guidance_scale=1.0, stg_scale=0.0,
+                                audio_stg_scale=0.0, modality_scale=1.0, audio_modality_scale=1.0,
+                                guidance_rescale=0.0, audio_guidance_rescale=0.0)
+        yield gen
 
 
 @pytest.mark.parametrize("method, params, n_cands, own", [

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 import yaml
 
 from avits_core.aggregate import get_aggregator
@@ -449,13 +448,11 @@ def test_store_backed_run_equals_the_in_memory_loop(tmp_path, method, params):
 def test_tiny_ltx2_all_three_methods(tmp_path):
     pytest.importorskip("diffusers")
     sys.path.insert(0, str(Path(__file__).parent))
-    from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, save_tiny_ltx2
+    from tiny_ltx2 import TINY_MAX_SEQUENCE_LENGTH, one_torch_thread, save_tiny_ltx2
     from avits_core.generators.ltx2 import LTX2Generator
 
     path = save_tiny_ltx2(tmp_path / "tiny", "2.0")
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with one_torch_thread():
         gen = LTX2Generator(height=64, width=96, num_frames=9, frame_rate=24.0, model_path=str(path), num_steps=4,
                             max_sequence_length=TINY_MAX_SEQUENCE_LENGTH, guidance_scale=2.0,
                             audio_guidance_scale=2.0)
@@ -473,8 +470,6 @@ def test_tiny_ltx2_all_three_methods(tmp_path):
             assert finals and res.selected in {r.candidate_id for r in finals}
             assert all(r.nfe == 4 * c for r in finals)
             assert all(np.isfinite(v["brightness"]) for v in res.scores.values())
-    finally:
-        torch.set_num_threads(before)
 
 
 # --------------------------------------------------------------------------- avits run (slow)

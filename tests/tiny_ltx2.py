@@ -25,6 +25,8 @@ set to non-trivial values so that a wrong (de)normalisation shows up in the pari
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -295,3 +297,15 @@ def save_tiny_ltx2(path: str | Path, version: str = "2.0", seed: int = 0, **kw: 
     path = Path(path)
     tiny_pipeline(version, seed, **kw).save_pretrained(str(path), safe_serialization=True)
     return path
+
+
+@contextmanager
+def one_torch_thread() -> Iterator[None]:
+    """Run the tiny models on one intra-op thread (they gain nothing from more, and more spin-wait on a busy
+    CPU); the previous thread count is restored on exit."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
