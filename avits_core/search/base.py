@@ -316,6 +316,14 @@ def check_step_list(field_name: str, steps: Sequence[int], num_steps: int) -> No
             raise ConfigError(f"{field_name}[{i}]: steps must be strictly increasing, got {list(steps)}")
 
 
+def check_nfe_budget(planned: int, budget: int | None, field: str, what: str) -> None:
+    """ConfigError naming ``search.params.<field>`` when ``planned`` denoiser steps per prompt (``what``
+    needs them) exceed ``search.params.nfe_budget`` (None: no cap)."""
+    if budget is not None and planned > budget:
+        raise ConfigError(f"search.params.{field}: {what} need {planned} denoiser steps per prompt, more than "
+                          f"search.params.nfe_budget={budget}")
+
+
 def lookahead_cost(lookahead: int, step: int, num_steps: int) -> int:
     """Model evaluations of a clean estimate with ``lookahead`` at ``step`` (capped by the steps left)."""
     return min(int(lookahead), int(num_steps) - int(step))

@@ -38,6 +38,7 @@ from avits_core.search.base import (
     EventPlan,
     PromptView,
     SearchMethod,
+    check_nfe_budget,
     check_step_list,
     lookahead_cost,
     rank_by_aggregate,
@@ -85,21 +86,14 @@ class BeamSearch(SearchMethod):
 
     def planned_steps(self, num_steps: int) -> int:
         p = self.params
-        BK, L = p.beams * p.candidates_per_beam, p.lookahead
-        steps = list(p.beam_steps)
-        total = BK * steps[-1] + BK * (num_steps - steps[-1])  # trajectories: every event segment, B K rows each
-        total += BK * sum(lookahead_cost(L, s, num_steps) for s in steps)
-        return int(total)
+        BK = p.beams * p.candidates_per_beam  # B K rows in every event segment, 0 -> S in all
+        return int(BK * num_steps + BK * sum(lookahead_cost(p.lookahead, s, num_steps) for s in p.beam_steps))
 
     def check_generator(self, num_steps: int) -> None:
-        check_step_list("search.params.beam_steps", self.params.beam_steps, num_steps)
-        budget = self.params.nfe_budget
-        if budget is not None and self.planned_steps(num_steps) > budget:
-            p = self.params
-            raise ConfigError(
-                f"search.params.beams: {p.beams} beams x {p.candidates_per_beam} candidates need "
-                f"{self.planned_steps(num_steps)} denoiser steps per prompt, more than "
-                f"search.params.nfe_budget={budget}")
+        p = self.params
+        check_step_list("search.params.beam_steps", p.beam_steps, num_steps)
+        check_nfe_budget(self.planned_steps(num_steps), p.nfe_budget, "beams",
+                         f"{p.beams} beams x {p.candidates_per_beam} candidates")
 
     def plan(self, event: int, view: PromptView) -> EventPlan:
         p = self.params

@@ -52,7 +52,13 @@ from typing import Any
 from pydantic import Field, model_validator
 
 from avits_core.errors import ConfigError, EvoSearchError
-from avits_core.search.base import CandidatePlan, EventPlan, PromptView, SearchMethod, rank_by_aggregate
+from avits_core.search.base import (
+    CandidatePlan,
+    EventPlan,
+    PromptView,
+    SearchMethod,
+    rank_by_aggregate,
+)
 from avits_core.search.routing import RoutedParams
 from avits_core.seeding import candidate_seeds, derive_seed
 

@@ -51,10 +51,11 @@ from avits_core.search.base import (
     MethodParams,
     PromptView,
     SearchMethod,
+    check_nfe_budget,
     check_step_list,
-    strictly_increasing,
     lookahead_cost,
     rank_by_aggregate,
+    strictly_increasing,
 )
 from avits_core.seeding import candidate_seeds
 
@@ -130,12 +131,8 @@ class PrunedBestOfN(SearchMethod):
 
     def check_generator(self, num_steps: int) -> None:
         check_step_list("search.params.prune_steps", self.params.prune_steps, num_steps)
-        budget = self.params.nfe_budget
-        if budget is not None and self.planned_steps(num_steps) > budget:
-            raise ConfigError(
-                f"search.params.n: {self.params.n} candidates pruned at {self.params.prune_steps} need "
-                f"{self.planned_steps(num_steps)} denoiser steps per prompt, more than "
-                f"search.params.nfe_budget={budget}")
+        check_nfe_budget(self.planned_steps(num_steps), self.params.nfe_budget, "n",
+                         f"{self.params.n} candidates pruned at {self.params.prune_steps}")
 
     def describe(self) -> dict[str, Any]:
         return dict(super().describe(), survivors=self.survivors())

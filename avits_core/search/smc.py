@@ -54,6 +54,7 @@ from avits_core.search.base import (
     EventPlan,
     PromptView,
     SearchMethod,
+    check_nfe_budget,
     check_step_list,
     lookahead_cost,
     strictly_increasing,
@@ -151,11 +152,8 @@ class SMC(SearchMethod):
 
     def check_generator(self, num_steps: int) -> None:
         check_step_list("search.params.resample_steps", self.params.resample_steps, num_steps)
-        budget = self.params.nfe_budget
-        if budget is not None and self.planned_steps(num_steps) > budget:
-            raise ConfigError(
-                f"search.params.particles: {self.params.particles} particles need {self.planned_steps(num_steps)} "
-                f"denoiser steps per prompt, more than search.params.nfe_budget={budget}")
+        check_nfe_budget(self.planned_steps(num_steps), self.params.nfe_budget, "particles",
+                         f"{self.params.particles} particles")
 
     # -- plans ------------------------------------------------------------------------------------
     def plan(self, event: int, view: PromptView) -> EventPlan:
