@@ -63,6 +63,7 @@ import numpy as np
 from avits_core.errors import ConfigError, MediaError, MediaFormatError
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt, load_prompts
+from avits_core.store import fs as sfs
 from avits_core.verifiers.base import Verifier
 
 log = logging.getLogger(__name__)
@@ -683,9 +684,8 @@ def finish(plan: EvalPlan, store: Any) -> dict[str, Any]:
         "n_errors": {m: len(e) for m, e in errors.items()}, "errors": errors,
     }
     for name, obj in (("summary.json", summary), ("categories.json", cat_rows), ("evaluation.json", info)):
-        tmp = plan.out / f".{name}.tmp"
-        tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")
-        tmp.replace(plan.out / name)
+        sfs.put_bytes(plan.out / name,
+                      (json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n").encode("utf-8"))
     store.update_run_json(kind="evaluate", evaluation_id=plan.evaluation_id, protocol=plan.spec.protocol,
                           folder=info["folder"], prompts=info["prompts"])
     return {"summary": summary, "evaluation": info, "categories": cat_rows}
