@@ -10,8 +10,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import os
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -136,17 +134,9 @@ def evaluate_distribution(ctx: Any, selection_id: str) -> int:
         t0 = time.perf_counter()
         new = _media_features(refs, missing)
         for kind, fs in new.items():
-            if sfs.is_remote(cache_dir):  # object store: one whole PUT
-                buf = io.BytesIO()
-                np.savez(buf, features=fs.features, key=np.array(key), extractor=np.array(fs.extractor))
-                sfs.put_bytes(cache_path[kind], buf.getvalue())
-                ref_feats[kind] = fs
-                continue
-            cache_dir.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=cache_dir, prefix=".tmp-", suffix=".npz")
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, features=fs.features, key=np.array(key), extractor=np.array(fs.extractor))
-            os.replace(tmp, cache_path[kind])
+            buf = io.BytesIO()
+            np.savez(buf, features=fs.features, key=np.array(key), extractor=np.array(fs.extractor))
+            sfs.put_bytes(cache_path[kind], buf.getvalue())  # one whole PUT, or an atomic local write
             ref_feats[kind] = fs
         log.info("reference features (%s) of %d clips in %.2fs", ", ".join(new), len(refs), time.perf_counter() - t0)
 
