@@ -2,13 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-
 import torch
-
-
-log = logging.getLogger(__name__)
-
 
 # --------------------------------------------------------------------------------------------------
 # Packing helpers (same layouts as the pipeline)
