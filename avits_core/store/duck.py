@@ -50,7 +50,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avits_core.store import fs as sfs
-from avits_core.store.parquet import PART_GLOB, RUN_JSON, CorruptPart
+from avits_core.store.parquet import PART_GLOB, RUN_JSON, CorruptPart, parquet_source
 from avits_core.store.schemas import SCHEMAS, TABLE_NAMES, StoreError
 
 log = logging.getLogger(__name__)
@@ -117,7 +117,7 @@ def skipped_parts(con: duckdb.DuckDBPyConnection) -> list[CorruptPart]:
 
 def _footer_problem(path: Path) -> str | None:
     try:
-        pq.read_metadata(pa.BufferReader(sfs.read_bytes(path)) if sfs.is_remote(path) else path)
+        pq.read_metadata(parquet_source(path))
     except (OSError, pa.ArrowException, ValueError) as exc:
         return " ".join(f"{type(exc).__name__}: {exc}".split())
     return None

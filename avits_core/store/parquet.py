@@ -139,13 +139,19 @@ def _warn_skip(path: Path, reason: str) -> None:
                 "`avits doctor <run> --quarantine` moves it aside", path, reason)
 
 
+def parquet_source(path: Any) -> Any:
+    """What pyarrow.parquet opens for part file ``path``: the path itself locally, its bytes (one GET)
+    on an object store."""
+    return pa.BufferReader(sfs.read_bytes(path)) if sfs.is_remote(path) else path
+
+
 def part_problem(path: str | os.PathLike[str], table: str | None = None) -> str | None:
     """Why part file ``path`` cannot be read in full (conformed to ``table``'s schema when given), or None."""
     sch = table_schema(table) if table else None
     try:
         path = sfs.as_path(path)
         if sch is None:
-            pq.read_table(pa.BufferReader(sfs.read_bytes(path)) if sfs.is_remote(path) else path)
+            pq.read_table(parquet_source(path))
         else:
             RunStore._read_part(path, sch)
     except StoreError as exc:
@@ -598,7 +604,7 @@ class RunStore:
     @staticmethod
     def _read_part(path: Path, sch: pa.Schema) -> pa.Table:
         try:
-            pf = pq.ParquetFile(pa.BufferReader(sfs.read_bytes(path)) if sfs.is_remote(path) else path)
+            pf = pq.ParquetFile(parquet_source(path))
             present = set(pf.schema_arrow.names)
             got = pf.read(columns=[n for n in sch.names if n in present])
         except (OSError, pa.ArrowException, ValueError) as exc:
