@@ -69,12 +69,14 @@ def save_latents(path: Path, snaps: Mapping[int, Latents], row: int = 0) -> None
 
 def load_latent_file(path: Path, cid: str, seed: int, step: int) -> Latents:
     """The one-row latent of candidate ``cid`` at ``step`` from its latent file."""
+    import io
+
     import torch
 
-    try:
-        from avits_core.store import fs as sfs
+    from avits_core.store import fs as sfs
 
-        src = __import__("io").BytesIO(sfs.read_bytes(path)) if sfs.is_remote(path) else path
+    try:
+        src = io.BytesIO(sfs.read_bytes(path)) if sfs.is_remote(path) else path
         data = torch.load(src, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise EvoSearchError(f"latent file {path} of candidate {cid} is missing") from None
