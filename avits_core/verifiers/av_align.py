@@ -64,6 +64,7 @@ from avits_core.verifiers.features import (
     check_motion,
     motion_energy,
     overlap_duration,
+    sync_input_problem,
     video_peaks,
 )
 
@@ -163,36 +164,6 @@ def javisbench_av_align(clip: AVClip) -> tuple[float, dict[str, float]]:
     return score, {"n_audio_peaks": int(a.size), "n_video_peaks": int(v.size), "hits": int(hits)}
 
 
-#: Mean absolute difference (0..255 grey levels) between consecutive frames below which a picture is static.
-STATIC_PIXEL_DIFF = 0.25
-
-
-def _overlap_and_silence(name: str, clip: AVClip, min_s: float) -> str | None:
-    """Why a sync verifier cannot measure a clip beyond its sizes: audio and video overlap for less
-    than ``min_s`` seconds, the picture never changes, or the audio is digital silence. None when it can.
-
-    A static picture is judged on the pixels (every pair of consecutive frames differs by less than
-    ``STATIC_PIXEL_DIFF`` grey levels on average), not on the optical flow: Farnebäck reports a small
-    constant flow (~0.005 px/frame) on some identical textured frames, which passed the flow-based
-    test and gave a silent 0.0."""
-    from avits_core.verifiers.features import check_audio
-
-    both = overlap_duration(clip)
-    if both + 1e-9 < min_s:
-        return f"input too small for {name}: audio and video overlap for {both:.3f} s < {min_s:g} s"
-    v = clip.video
-    if v.shape[0] >= 2:
-        step = np.abs(np.diff(v.astype(np.int16), axis=0)).reshape(v.shape[0] - 1, -1).mean(axis=1)
-        if float(step.max()) < STATIC_PIXEL_DIFF:
-            return (f"{name}: video is static (consecutive frames differ by at most {float(step.max()):.3f} "
-                    f"grey levels on average): no motion to align")
-    try:
-        check_audio(clip.audio)
-    except FlatSignalError as exc:
-        return f"{name}: {exc}"
-    return None
-
-
 class AVAlign(Verifier):
     """AV-Align IoU of audio onset peaks and optical-flow motion peaks, tolerance +-1 video frame.
 
@@ -215,7 +186,7 @@ class AVAlign(Verifier):
 
     def check_input(self, clip: AVClip) -> str | None:
         """min_input, the time both tracks cover (>= 0.5 s), and digital silence."""
-        return super().check_input(clip) or _overlap_and_silence(self.name, clip, self.min_input.video_seconds)
+        return super().check_input(clip) or sync_input_problem(self.name, clip, self.min_input.video_seconds)
 
     identity_params = ("protocol",)
 

@@ -46,6 +46,7 @@ from avits_core.verifiers.features import (
     motion_energy,
     overlap_duration,
     smooth,
+    sync_input_problem,
 )
 
 MAX_LAG_S = 0.5
@@ -110,9 +111,7 @@ class AVSync(Verifier):
 
     def check_input(self, clip: AVClip) -> str | None:
         """min_input, the time both tracks cover (>= 1 s), and digital silence."""
-        from avits_core.verifiers.av_align import _overlap_and_silence
-
-        return super().check_input(clip) or _overlap_and_silence(self.name, clip, self.min_input.video_seconds)
+        return super().check_input(clip) or sync_input_problem(self.name, clip, self.min_input.video_seconds)
 
     def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
         return -abs(estimate_offset(clip))

@@ -461,3 +461,32 @@ def smooth(values: np.ndarray, sigma: float) -> np.ndarray:
 def overlap_duration(clip: AVClip) -> float:
     """Seconds covered by both tracks: min(video duration, audio duration)."""
     return min(clip.duration, clip.audio_duration)
+
+
+#: Mean absolute difference (0..255 grey levels) between consecutive frames below which a picture is static.
+STATIC_PIXEL_DIFF = 0.25
+
+
+def sync_input_problem(name: str, clip: AVClip, min_s: float) -> str | None:
+    """Why a sync verifier (av_align, av_sync) cannot measure a clip beyond its sizes: audio and video
+    overlap for less than ``min_s`` seconds, the picture never changes, or the audio is digital silence.
+    None when it can.
+
+    A static picture is judged on the pixels (every pair of consecutive frames differs by less than
+    ``STATIC_PIXEL_DIFF`` grey levels on average), not on the optical flow: Farnebäck reports a small
+    constant flow (~0.005 px/frame) on some identical textured frames, which passed the flow-based
+    test and gave a silent 0.0."""
+    both = overlap_duration(clip)
+    if both + 1e-9 < min_s:
+        return f"input too small for {name}: audio and video overlap for {both:.3f} s < {min_s:g} s"
+    v = clip.video
+    if v.shape[0] >= 2:
+        step = np.abs(np.diff(v.astype(np.int16), axis=0)).reshape(v.shape[0] - 1, -1).mean(axis=1)
+        if float(step.max()) < STATIC_PIXEL_DIFF:
+            return (f"{name}: video is static (consecutive frames differ by at most {float(step.max()):.3f} "
+                    f"grey levels on average): no motion to align")
+    try:
+        check_audio(clip.audio)
+    except FlatSignalError as exc:
+        return f"{name}: {exc}"
+    return None
