@@ -14,6 +14,7 @@ from avits_core.errors import ConfigError
 from avits_core.generators.base import Latents
 from avits_core.generators.ltx2.loading import load_ltx2_pipeline
 from avits_core.generators.ltx2.packing import pack_audio, pack_video, rescale_guidance, unpack_audio, unpack_video
+from avits_core.loading import chunks_halving_on_oom
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 
@@ -451,22 +452,7 @@ class LTX2Generator:
         cuda = self._exec_device.type == "cuda"
         if cuda:
             torch.cuda.reset_peak_memory_stats(self._exec_device)
-        results: list[Any] = []
-        lo = 0
-        while lo < n:
-            hi = min(n, lo + self.batch_size)
-            try:
-                results.append(fn(lo, hi))
-            except torch.OutOfMemoryError:
-                if self.batch_size == 1:
-                    raise
-                self.batch_size = max(1, self.batch_size // 2)
-                log.warning("ltx2.%s: out of memory with %d candidates per call; retrying with batch_size=%d",
-                            what, hi - lo, self.batch_size)
-                if cuda:
-                    torch.cuda.empty_cache()
-                continue
-            lo = hi
+        results = chunks_halving_on_oom(self, n, fn, device=self._exec_device, what=f"ltx2.{what}", unit="candidates")
         self.last_peak_memory_bytes = int(torch.cuda.max_memory_allocated(self._exec_device)) if cuda else None
         return results
 
