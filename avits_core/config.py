@@ -54,6 +54,19 @@ def _safe(value: str, what: str, max_len: int) -> str:
         raise ValueError(str(exc)) from None
 
 
+def _drop(node: Any, keys: list[str]) -> None:
+    """Remove the dotted key ``keys`` from a model_dump in place (``*``: every list item or dict value)."""
+    k, rest = keys[0], keys[1:]
+    if k == "*":
+        for item in node if isinstance(node, list) else node.values() if isinstance(node, dict) else ():
+            _drop(item, rest)
+    elif isinstance(node, dict):
+        if rest:
+            _drop(node.get(k), rest)
+        else:
+            node.pop(k, None)
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -306,20 +319,11 @@ class RunConfig(_Strict):
         ``dtype`` stay in: they change the numbers. A prompt *file* enters by its content, not its
         path: the same prompts give the same run wherever the repository lives, and an edited prompt
         file gives a new run instead of mixing stored candidates of the old texts into it."""
-        d = self.model_dump(exclude={"run_id", "output_root", "runner", "storage"})
-        d["search"].pop("prompts_per_task", None)
-        for v in d["verifiers"]:
-            v["params"].pop("batch_size", None)
-        for v in d["evaluation"]["verifiers"]:
-            if isinstance(v, dict):
-                v.get("params", {}).pop("batch_size", None)
-        dist = d["evaluation"].get("distribution")
-        if dist is None:  # added later: configs without it keep their hash
+        d = self.model_dump(exclude={"run_id"})
+        for knob in SCHEDULING_KNOBS:
+            _drop(d, knob.split("."))
+        if d["evaluation"].get("distribution") is None:  # added later: configs without it keep their hash
             d["evaluation"].pop("distribution", None)
-        else:
-            for kind in ("video", "audio"):
-                if isinstance(dist.get(kind), dict):
-                    dist[kind].pop("batch_size", None)
         src = d["prompts"]["source"]
         if isinstance(src, str) and Path(src).is_file():
             d["prompts"]["source"] = "sha256:" + hashlib.sha256(Path(src).read_bytes()).hexdigest()
