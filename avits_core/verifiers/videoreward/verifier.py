@@ -46,7 +46,6 @@ Weights and speed
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import threading
 from collections import OrderedDict
@@ -65,7 +64,6 @@ from avits_core.verifiers.videoreward import checkpoint as ck
 from avits_core.verifiers.videoreward import frames as fr
 from avits_core.verifiers.videoreward import template as tp
 
-log = logging.getLogger(__name__)
 
 HEAD_NAMES = ("VQ", "MQ", "TA", "overall")
 CACHE_SIZE = 100_000
