@@ -645,10 +645,8 @@ def summarize(plan: EvalPlan, rows: Sequence[Mapping[str, Any]]) -> tuple[dict[s
 def finish(plan: EvalPlan, store: Any) -> dict[str, Any]:
     """Write metrics rows (once per evaluation id), summary.json, categories.json, evaluation.json."""
     rows = metric_rows(plan, store)
-    existing = set()
-    if plan.evaluation_id in {r for r in store.read("metrics", ["selection_id"]).column("selection_id").to_pylist()}:
-        existing = {(r["metric"], r["candidate_id"]) for r in store.read("metrics").to_pylist()
-                    if r["selection_id"] == plan.evaluation_id}
+    mine = [r for r in store.read("metrics").to_pylist() if r["selection_id"] == plan.evaluation_id]
+    existing = {(r["metric"], r["candidate_id"]) for r in mine}
     if plan.set_metrics and not any(c is None for _, c in existing):
         readable, index = [], []
         for e in plan.entries:
@@ -658,8 +656,7 @@ def finish(plan: EvalPlan, store: Any) -> dict[str, Any]:
                 index.append(e.index)
         set_rows = set_level_rows(plan, readable, index)
     else:
-        set_rows = [r for r in store.read("metrics").to_pylist()
-                    if r["selection_id"] == plan.evaluation_id and r["candidate_id"] is None]
+        set_rows = [r for r in mine if r["candidate_id"] is None]
     new = [{k: v for k, v in r.items() if not k.startswith("_")} for r in rows
            if (r["metric"], r["candidate_id"]) not in existing]
     new += [r for r in set_rows if (r["metric"], None) not in existing]
