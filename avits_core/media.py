@@ -409,11 +409,12 @@ def write_wav(audio: np.ndarray, sample_rate: int, path: str | os.PathLike[str],
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read an audio file (wav, flac, ogg: whatever libsndfile reads) as float32 mono (channels averaged) and its rate."""
-    if sfs.is_remote(path):
-        if not path.exists():
-            raise MediaFileNotFoundError(f"audio file not found: {path}")
-        with sfs.local_copy(path) as local:
-            return read_wav(local)
+    if sfs.is_remote(path):  # one GET, no HEAD first (as read_mp4)
+        try:
+            with sfs.local_copy(path) as local:
+                return read_wav(local)
+        except FileNotFoundError:
+            raise MediaFileNotFoundError(f"audio file not found: {path}") from None
     import soundfile as sf
 
     path = Path(path)
@@ -464,11 +465,12 @@ def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[
     which need not carry sound. Both backends decode with FFmpeg; their RGB conversions may differ
     by a few levels per pixel (measured in tests/test_media.py).
     """
-    if sfs.is_remote(path):
-        if not path.exists():
-            raise MediaFileNotFoundError(f"media file not found: {path}")
-        with sfs.local_copy(path) as local:
-            return read_video(local, backend=backend)
+    if sfs.is_remote(path):  # one GET, no HEAD first (as read_mp4)
+        try:
+            with sfs.local_copy(path) as local:
+                return read_video(local, backend=backend)
+        except FileNotFoundError:
+            raise MediaFileNotFoundError(f"media file not found: {path}") from None
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"media file not found: {path}")
