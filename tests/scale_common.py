@@ -4,6 +4,7 @@ server on 127.0.0.1, small run configs, and the comparable content of a run's ta
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -100,9 +101,9 @@ def table_rows(run_path: Any, table: str) -> list[tuple]:
     return [tuple(r.values()) for r in t.to_pylist()]
 
 
-def _stop(proc: subprocess.Popen, signals: tuple = (15,), wait: float = 15) -> None:
-    import signal as _signal
-
+def stop_process(proc: subprocess.Popen, signals: tuple = (signal.SIGTERM,), wait: float = 15) -> None:
+    """Stop a process started with ``start_new_session=True``: each of ``signals`` to its group in turn
+    (sharing ``wait`` seconds), then SIGKILL if it is still running."""
     for sig in signals:
         if proc.poll() is not None:
             return
@@ -115,7 +116,7 @@ def _stop(proc: subprocess.Popen, signals: tuple = (15,), wait: float = 15) -> N
         except subprocess.TimeoutExpired:
             continue
     if proc.poll() is None:
-        os.killpg(proc.pid, _signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=10)
 
 
@@ -123,7 +124,6 @@ def _stop(proc: subprocess.Popen, signals: tuple = (15,), wait: float = 15) -> N
 def prefect_server_with_gpu_workers(home: Path, n_workers: int = 2) -> Iterator[dict[str, str]]:
     """A real ``prefect server`` on 127.0.0.1, the deployments of prefect.yaml, and ``n_workers`` process
     workers on the avits-gpu pool (CUDA_VISIBLE_DEVICES=i, --limit 1). Yields the environment to use."""
-    import signal as _signal
     import urllib.request
 
     port = free_port()
@@ -171,4 +171,4 @@ def prefect_server_with_gpu_workers(home: Path, n_workers: int = 2) -> Iterator[
         yield env
     finally:
         for name, p in reversed(procs):
-            _stop(p, (_signal.SIGTERM, _signal.SIGINT) if name.startswith("gpu") else (_signal.SIGTERM,))
+            stop_process(p, (signal.SIGTERM, signal.SIGINT) if name.startswith("gpu") else (signal.SIGTERM,))

@@ -5,9 +5,7 @@ Every process started here is stopped by PID (the worker needs TERM then INT).""
 
 import json
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from scale_common import free_port, stop_process
 
 from avits_core.store.duck import query
 
@@ -23,31 +22,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.server]
 STARTUP_TIMEOUT = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _stop(proc: subprocess.Popen, signals=(signal.SIGTERM,), wait: float = 15) -> None:
-    for sig in signals:
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait / len(signals))
-        except subprocess.TimeoutExpired:
-            continue
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
-
-
 def test_deployment_run_against_real_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     bindir = str(Path(sys.executable).parent)
     env = dict(os.environ)
     env.update(
@@ -116,4 +92,4 @@ def test_deployment_run_against_real_server(tmp_path):
         assert "0 3 * * *" in sched
     finally:
         for name, p in reversed(procs):
-            _stop(p, (signal.SIGTERM, signal.SIGINT) if name == "worker" else (signal.SIGTERM,))
+            stop_process(p, (signal.SIGTERM, signal.SIGINT) if name == "worker" else (signal.SIGTERM,))

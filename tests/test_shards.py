@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-
-from scale_common import REPO, demo_config, free_port, table_rows
+from scale_common import REPO, demo_config, free_port, stop_process, table_rows
 
 STARTUP_TIMEOUT = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600"))
 
@@ -65,23 +64,6 @@ def test_cli_shards_without_a_server_is_one_error(tmp_path):
                        timeout=300)
     assert r.returncode == 2 and "--shards needs a running Prefect server" in r.stderr
     assert not (tmp_path / "runs").exists()
-
-
-def _stop(proc: subprocess.Popen, signals=(signal.SIGTERM,), wait: float = 15) -> None:
-    for sig in signals:
-        if proc.poll() is not None:
-            return
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
-        try:
-            proc.wait(timeout=wait / len(signals))
-        except subprocess.TimeoutExpired:
-            continue
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=10)
 
 
 @pytest.mark.slow
@@ -148,7 +130,7 @@ def test_two_shards_on_two_gpu_workers_equal_the_unsharded_run(tmp_path):
         assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-3000:]
     finally:
         for name, p in reversed(procs):
-            _stop(p, (signal.SIGTERM, signal.SIGINT) if name.startswith("gpu") else (signal.SIGTERM,))
+            stop_process(p, (signal.SIGTERM, signal.SIGINT) if name.startswith("gpu") else (signal.SIGTERM,))
 
     sharded, plain = tmp_path / "sharded" / "r", tmp_path / "plain" / "r"
     for table in ("candidates", "rewards", "selections", "metrics", "arw_trace"):
