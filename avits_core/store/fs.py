@@ -33,7 +33,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Callable, Iterator, Mapping, Union
 
-__all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "write_atomic", "atomic_path", "put_if_absent", "read_bytes",
+__all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "write_atomic", "atomic_path", "put_if_absent", "put_conditional", "read_bytes",
            "local_copy", "local_target", "upload_dir", "set_storage_options", "storage_options",
            "fs_of", "fs_key", "remove", "PreconditionFailed"]
 
@@ -172,13 +172,7 @@ def _fsync_dir(path: Path) -> None:
 def put_if_absent(p: AnyPath, data: bytes) -> bool:
     """Create ``p`` with ``data`` only if nothing is there; True when this call created it."""
     if is_remote(p):
-        try:
-            p.fs.pipe_file(p.path, data, IfNoneMatch="*")
-        except Exception as exc:  # s3fs re-raises botocore errors under its own types
-            if isinstance(_translate(exc), PreconditionFailed):
-                return False
-            raise
-        return True
+        return put_conditional(p, data)
     p = Path(p)
     p.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -190,6 +184,19 @@ def put_if_absent(p: AnyPath, data: bytes) -> bool:
         os.fsync(fd)
     finally:
         os.close(fd)
+    return True
+
+
+def put_conditional(p: Any, data: bytes, if_match: str | None = None) -> bool:
+    """Object stores: ONE PUT of ``data`` to ``p`` only while ``p`` still has ETag ``if_match`` (None: only
+    while ``p`` does not exist); False when the store refused it because the condition failed."""
+    cond = {"IfMatch": if_match} if if_match else {"IfNoneMatch": "*"}
+    try:
+        p.fs.pipe_file(p.path, data, **cond)
+    except Exception as exc:  # s3fs re-raises botocore errors under its own types
+        if isinstance(_translate(exc), PreconditionFailed):
+            return False
+        raise
     return True
 
 

@@ -671,13 +671,16 @@ class RunStore:
 
     def write_run_json(self, data: Mapping[str, Any]) -> None:
         """Atomically replace run.json with ``data`` (creating the run folder if needed)."""
+        sfs.put_bytes(self.run_json_path, self._run_json_bytes(data))  # creates the run folder locally
+
+    def _run_json_bytes(self, data: Mapping[str, Any]) -> bytes:
         if not isinstance(data, Mapping):
             raise StoreError(f"run.json content must be a dict, got {type(data).__name__}")
         try:
             text = json.dumps(dict(data), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
         except (TypeError, ValueError) as exc:
             raise StoreError(f"{self.run_json_path}: cannot serialise to JSON: {exc}") from exc
-        sfs.put_bytes(self.run_json_path, text.encode("utf-8") + b"\n")  # creates the run folder locally
+        return text.encode("utf-8") + b"\n"
 
     def read_run_json(self) -> dict[str, Any]:
         """The content of run.json (StoreError when missing or not a JSON object)."""
@@ -719,15 +722,9 @@ class RunStore:
             else:
                 etag, current = got[1], self._parse_run_json(got[0])
             new = change(current)
-            text = json.dumps(dict(new), indent=2, default=_json_default, allow_nan=False, ensure_ascii=False)
-            cond = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
-            try:
-                p.fs.pipe_file(p.path, text.encode("utf-8") + b"\n", **cond)
+            if sfs.put_conditional(p, self._run_json_bytes(new), if_match=etag):
                 return new
-            except Exception as exc:  # noqa: BLE001 - botocore/s3fs error types vary
-                if not isinstance(sfs._translate(exc), sfs.PreconditionFailed):
-                    raise
-                time.sleep(0.05 * (1 + i % 5))
+            time.sleep(0.05 * (1 + i % 5))
         raise StoreError(f"{p}: gave up after {attempts} conflicting concurrent updates")
 
     @contextmanager
