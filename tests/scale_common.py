@@ -151,7 +151,7 @@ def prefect_server_with_gpu_workers(home: Path, n_workers: int = 2) -> Iterator[
 
     try:
         server = start("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)])
-        deadline = time.time() + 600
+        deadline = time.time() + float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600"))
         while True:
             try:
                 with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:

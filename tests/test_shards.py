@@ -11,18 +11,13 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 import yaml
-from scale_common import REPO, demo_config, free_port, stop_process, table_rows
-
-STARTUP_TIMEOUT = float(os.environ.get("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "600"))
+from scale_common import REPO, demo_config, prefect_server_with_gpu_workers, table_rows
 
 
 def test_shard_split_partitions_prompts():
@@ -69,56 +64,21 @@ def test_cli_shards_without_a_server_is_one_error(tmp_path):
 @pytest.mark.slow
 @pytest.mark.server
 def test_two_shards_on_two_gpu_workers_equal_the_unsharded_run(tmp_path):
-    port = free_port()
     bindir = Path(sys.executable).parent
-    env = dict(os.environ, PREFECT_HOME=str(tmp_path / "ph"), PREFECT_API_URL=f"http://127.0.0.1:{port}/api",
-               PREFECT_SERVER_ANALYTICS_ENABLED="false", PREFECT_WORKER_QUERY_SECONDS="2",
-               PATH=str(bindir) + os.pathsep + os.environ.get("PATH", ""))
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    prefect = [str(bindir / "prefect")]
     logs = tmp_path / "logs"
-    logs.mkdir()
-    procs: list[tuple[str, subprocess.Popen]] = []
-
-    def start(name, args, **extra):
-        p = subprocess.Popen(prefect + args, env=dict(env, **extra), cwd=REPO, stdout=open(logs / f"{name}.log", "w"),
-                             stderr=subprocess.STDOUT, start_new_session=True)
-        procs.append((name, p))
-        return p
-
-    def cli(args, timeout=600):
-        r = subprocess.run(prefect + args, env=env, cwd=REPO, capture_output=True, text=True, timeout=timeout)
-        assert r.returncode == 0, f"prefect {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
-        return r.stdout
 
     def worker_logs():
-        return "\n".join(f"--- {n}\n" + (logs / f"{n}.log").read_text()[-3000:] for n, _ in procs if n != "server")
+        return "\n".join(f"--- {n}\n" + (logs / f"{n}.log").read_text()[-3000:] for n in ("gpu0", "gpu1"))
 
     cfg = demo_config(str(tmp_path / "sharded"), limit=5, n=3, run_id="r")
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     avits = str(bindir / "avits")
-    try:
-        server = start("server", ["server", "start", "--host", "127.0.0.1", "--port", str(port)])
-        deadline = time.time() + STARTUP_TIMEOUT
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert server.poll() is None, (logs / "server.log").read_text()
-            assert time.time() < deadline, "server did not become healthy"
-            time.sleep(0.5)
-        cli(["work-pool", "create", "avits-local", "--type", "process"])
-        cli(["work-pool", "create", "avits-gpu", "--type", "process"])
-        cli(["--no-prompt", "deploy", "--all"])
-        ls = cli(["deployment", "ls"])
-        assert "its-shard/gpu" in ls and "its/sharded" in ls
-        for i in (0, 1):
-            start(f"gpu{i}", ["worker", "start", "--pool", "avits-gpu", "--name", f"gpu{i}", "--limit", "1",
-                              "--type", "process"], CUDA_VISIBLE_DEVICES=str(i))
+    with prefect_server_with_gpu_workers(tmp_path, n_workers=2) as env:
+        ls = subprocess.run([str(bindir / "prefect"), "deployment", "ls"], env=env, cwd=REPO, capture_output=True,
+                            text=True, timeout=600)
+        assert ls.returncode == 0, f"prefect deployment ls failed:\n{ls.stdout}\n{ls.stderr}"
+        assert "its-shard/gpu" in ls.stdout and "its/sharded" in ls.stdout
         r = subprocess.run([avits, "run", str(path), "--shards", "2"], env=env, cwd=REPO, capture_output=True, text=True,
                            timeout=1500)
         assert r.returncode == 0, f"sharded run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{worker_logs()}"
@@ -128,9 +88,6 @@ def test_two_shards_on_two_gpu_workers_equal_the_unsharded_run(tmp_path):
         path1.write_text(yaml.safe_dump(cfg1))
         r1 = subprocess.run([avits, "run", str(path1), "-q"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
         assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-3000:]
-    finally:
-        for name, p in reversed(procs):
-            stop_process(p, (signal.SIGTERM, signal.SIGINT) if name.startswith("gpu") else (signal.SIGTERM,))
 
     sharded, plain = tmp_path / "sharded" / "r", tmp_path / "plain" / "r"
     for table in ("candidates", "rewards", "selections", "metrics", "arw_trace"):
