@@ -109,6 +109,11 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child between 
 
 
 def _alive(pid: int) -> bool:
+    """True when process ``pid`` exists and is not a zombie. A pid <= 0 is never a live server: for
+    ``os.kill`` 0 means this process group and a negative number another group (a state file without a
+    pid reads as 0)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
