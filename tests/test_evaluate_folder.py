@@ -256,11 +256,11 @@ def test_set_level_metrics_with_tiny_i3d_and_audioclip(tmp_path):
     assert rows["fad"]["extractor"] == "audioclip:ac.pt/16k-4s+protocol=javisbench"
     assert res["summary"]["fvd"] == rows["fvd"]["value"]
     # the same numbers from the library functions on the same features (both sets cut to 3 rows)
-    from avits_core.evaluate_folder import _set_extractors, read_entry, prepare
+    from avits_core.evaluate_folder import prepare, read_entry, set_extractors
 
     plan = prepare(EvalSpec(folder=gen, prompts=prompts, out=tmp_path / "ev", protocol="javisbench",
                             metrics=metrics, reference=ref))
-    ex = _set_extractors(plan.set_metrics, "javisbench")
+    ex = set_extractors(plan.set_metrics, "javisbench")
     from avits_core.media import read_mp4
 
     g = [read_entry(e, "javisbench")[0] for e in plan.entries]
