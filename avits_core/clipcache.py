@@ -28,10 +28,10 @@ import dataclasses
 import logging
 import os
 import threading
-from collections import OrderedDict
 from pathlib import Path
 from typing import Callable
 
+from avits_core.cache import SingleFlightCache
 from avits_core.media import AVClip
 
 log = logging.getLogger(__name__)
@@ -55,26 +55,14 @@ def clip_nbytes(clip: AVClip) -> int:
     return int(clip.video.nbytes + clip.audio.nbytes)
 
 
-class _Flight:
-    __slots__ = ("done", "clip", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.clip: AVClip | None = None
-        self.error: BaseException | None = None
-
-
 class ClipCache:
-    """Decoded clips keyed by (resolved path, size, mtime_ns), at most ``max_bytes`` in total (LRU)."""
+    """Decoded clips keyed by (resolved path, size, mtime_ns), at most ``max_bytes`` in total (LRU), in a
+    :class:`avits_core.cache.SingleFlightCache` (single flight; errors raised to every waiter, not kept)."""
 
     def __init__(self, max_bytes: int | None = None, reader: Callable[[Path], AVClip] | None = None) -> None:
         self.max_bytes = _env_max_bytes() if max_bytes is None else int(max_bytes)
         self._reader = reader
-        self._data: OrderedDict[tuple, AVClip] = OrderedDict()
-        self._inflight: dict[tuple, _Flight] = {}
-        self._bytes = 0
-        self._lock = threading.Lock()
-        self._stats = {"hits": 0, "decoded": 0, "waited": 0, "evicted": 0}
+        self._cache: SingleFlightCache[tuple, AVClip] = SingleFlightCache(max_bytes=self.max_bytes, sizeof=clip_nbytes)
 
     @staticmethod
     def key(path: str | os.PathLike[str]) -> tuple:
@@ -90,6 +78,12 @@ class ClipCache:
 
         return read_mp4(path)
 
+    def _decode(self, path: Path) -> AVClip:
+        clip = self._read(path)
+        clip.video.setflags(write=False)
+        clip.audio.setflags(write=False)
+        return clip
+
     def read(self, path: str | os.PathLike[str]) -> AVClip:
         """The decoded clip of ``path`` (see the module docstring); raises what ``read_mp4`` raises."""
         from avits_core.store import fs as sfs
@@ -101,58 +95,16 @@ class ClipCache:
             key = self.key(path)
         except OSError:
             return self._read(path)  # let the reader raise its own, clearer error (file not found)
-        with self._lock:
-            hit = self._data.get(key)
-            if hit is not None:
-                self._data.move_to_end(key)
-                self._stats["hits"] += 1
-                return _view(hit)
-            flight = self._inflight.get(key)
-            owner = flight is None
-            if owner:
-                flight = self._inflight[key] = _Flight()
-                self._stats["decoded"] += 1
-            else:
-                self._stats["waited"] += 1
-        if not owner:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return _view(flight.clip)
-        try:
-            clip = self._read(path)
-        except BaseException as exc:
-            with self._lock:
-                self._inflight.pop(key, None)
-            flight.error = exc
-            flight.done.set()
-            raise
-        clip.video.setflags(write=False)
-        clip.audio.setflags(write=False)
-        n = clip_nbytes(clip)
-        with self._lock:
-            self._inflight.pop(key, None)
-            if 0 < n <= self.max_bytes:
-                self._data[key] = clip
-                self._bytes += n
-                while self._bytes > self.max_bytes and self._data:
-                    _, old = self._data.popitem(last=False)
-                    self._bytes -= clip_nbytes(old)
-                    self._stats["evicted"] += 1
-        flight.clip = clip
-        flight.done.set()
-        return _view(clip)
+        return _view(self._cache.get_or_compute(key, lambda: self._decode(path)))
 
     def stats(self) -> dict[str, int]:
         """hits, decoded, waited, evicted, entries, bytes."""
-        with self._lock:
-            return {**self._stats, "entries": len(self._data), "bytes": self._bytes}
+        t = self._cache.totals()
+        return {"hits": t["hits"], "decoded": t["computed"], "waited": t["waited"], "evicted": t["evicted"],
+                "entries": t["entries"], "bytes": t["bytes"]}
 
     def clear(self) -> None:
-        with self._lock:
-            self._data.clear()
-            self._bytes = 0
-            self._stats = {k: 0 for k in self._stats}
+        self._cache.clear()
 
 
 def _view(clip: AVClip) -> AVClip:

@@ -21,9 +21,11 @@ Weights (:func:`looks_like_local_path`, :func:`hub_snapshot`, :func:`resolve_fol
 
 The process-wide cache (:func:`cached`, :func:`cached_instance`, :func:`clear_cache`, :func:`cache_keys`)
     One object per key per process: model weights under ``(kind, resolved path, device, dtype)``,
-    generator and verifier instances under ``(kind, registry name, JSON of params)``. One lock per key
-    (re-entrant) makes threaded task runners load a model once while other keys load side by side, and
-    a generator whose constructor loads its weights through :func:`cached` does not deadlock.
+    generator and verifier instances under ``(kind, registry name, JSON of params)``, in one
+    :class:`avits_core.cache.SingleFlightCache` (unbounded): threaded task runners load a key once (the
+    others wait for it) while other keys load side by side; no lock is held during a load, so a generator
+    whose constructor loads its weights through :func:`cached` does not deadlock. A failed load is not
+    kept: it is raised to every thread that waited for it, and the next call loads again.
 
 torch and huggingface_hub are imported lazily; nothing here imports transformers, diffusers or the
 registry (callers pass the factory).
@@ -34,10 +36,10 @@ from __future__ import annotations
 import json
 import logging
 import os
-import threading
 from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
+from avits_core.cache import SingleFlightCache
 from avits_core.errors import ConfigError, MissingWeightsError
 
 log = logging.getLogger(__name__)
@@ -248,25 +250,16 @@ def resolve_weights_file(path: str | os.PathLike[str], *, what: str, hint: str) 
 # the process-wide cache
 # --------------------------------------------------------------------------------------------------
 
-_CACHE: dict[tuple[str, ...], Any] = {}
-_KEY_LOCKS: dict[tuple[str, ...], threading.RLock] = {}
-_LOCK = threading.Lock()  # guards the two dicts only; never held while a model loads
+#: Models and generator / verifier instances: keys (kind, ...), unbounded (dropped by clear_cache).
+_CACHE: SingleFlightCache[tuple[str, ...], Any] = SingleFlightCache(group=lambda key: key[0])
 
 
 def _get_or_load(key: tuple[str, ...], loader: Callable[[], T], message: str) -> T:
-    with _LOCK:
-        if key in _CACHE:
-            return _CACHE[key]
-        key_lock = _KEY_LOCKS.setdefault(key, threading.RLock())
-    with key_lock:  # one loader per key; other keys load side by side
-        with _LOCK:
-            if key in _CACHE:
-                return _CACHE[key]
+    def load() -> T:
         log.info("%s", message)
-        obj = loader()
-        with _LOCK:
-            _CACHE[key] = obj
-        return obj
+        return loader()
+
+    return _CACHE.get_or_compute(key, load)
 
 
 def cached(kind: str, path: str | os.PathLike[str], device: str, dtype: Any, loader: Callable[[], T]) -> T:
@@ -289,18 +282,12 @@ def cached_instance(kind: str, name: str, params: dict[str, Any], factory: Calla
 def clear_cache(kind: str | None = None) -> None:
     """Drop cached objects: every one, or those of one ``kind`` (tests; freeing GPU memory between
     benchmark configs)."""
-    with _LOCK:
-        if kind is None:
-            _CACHE.clear()
-        else:
-            for k in [k for k in _CACHE if k[0] == kind]:
-                del _CACHE[k]
+    _CACHE.discard(None if kind is None else (lambda k: k[0] == kind))
 
 
 def cache_keys(kind: str | None = None) -> list[tuple[str, ...]]:
     """The keys held now (all, or one ``kind``'s)."""
-    with _LOCK:
-        return [k for k in _CACHE if kind is None or k[0] == kind]
+    return [k for k in _CACHE.keys() if kind is None or k[0] == kind]
 
 
 # --------------------------------------------------------------------------------------------------

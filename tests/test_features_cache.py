@@ -49,8 +49,8 @@ def test_cached_features_equal_the_direct_computation_and_are_computed_once():
     assert F.audio_onset_envelope(clip.audio.copy(), clip.sample_rate, clip.fps) is e
     assert F.motion_energy(clip.video, 2 * clip.fps) is not m
     st = F.FEATURES.stats()
-    assert st["motion"] == {"hits": 1, "computed": 2, "waited": 0, "failed": 0}
-    assert st["onset"] == {"hits": 1, "computed": 1, "waited": 0, "failed": 0}
+    assert st["motion"] == {"hits": 1, "computed": 2, "waited": 0, "failed": 0, "evicted": 0}
+    assert st["onset"] == {"hits": 1, "computed": 1, "waited": 0, "failed": 0, "evicted": 0}
     assert not m.values.flags.writeable and not e.values.flags.writeable
 
 

@@ -71,13 +71,13 @@ import math
 import sys
 import threading
 import weakref
-from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from avits_core.cache import SingleFlightCache
 from avits_core.errors import FlatSignalError  # defined there, re-exported here
 from avits_core.media import AVClip
 
@@ -173,94 +173,33 @@ def audio_peaks(envelope: Series, sr: int, fps: float, oversample: int = ONSET_O
     return envelope.times[idx]
 
 
-class FeatureCache:
-    """A process-wide, thread-safe memo of per-clip features, computed once per key.
+class FeatureCache(SingleFlightCache):
+    """A process-wide, thread-safe memo of per-clip features, computed once per key
+    (:class:`avits_core.cache.SingleFlightCache`: single flight, failures not stored, LRU bound).
 
-    ``get_or_compute(key, compute)`` returns the stored value for ``key``, or runs ``compute()``
-    once and stores it. *Single flight*: while one thread computes a key, every other thread that
-    asks for the same key waits for that computation and gets its result (or the same exception;
-    failures are not stored, so a later call tries again). Different keys compute in parallel.
-    Bounded to ``maxsize`` entries (least recently used dropped first); the features kept here are
-    small (a few hundred floats per clip), so 1,024 entries cost well under 10 MB.
+    ``get_or_compute(key, compute)`` returns the stored value for ``key``, or runs ``compute()`` once
+    (BLAS and OpenCV limited to one thread, :func:`numeric_threads`), makes the arrays of the result
+    read-only and stores it. Bounded to ``maxsize`` entries; the features kept here are small (a few
+    hundred floats per clip), so 1,024 entries cost well under 10 MB.
 
-    ``stats()`` counts hits, computations (misses) and waits (a thread that found the key in
-    flight): after scoring a set of clips with av_align and av_sync, ``computed`` of the motion
-    feature equals the number of distinct clips.
+    ``stats()`` counts, per feature kind (``key[0]``), hits, computations (misses), waits (a thread that
+    found the key in flight), failures and evictions: after scoring a set of clips with av_align and
+    av_sync, ``computed`` of the motion feature equals the number of distinct clips.
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
+        super().__init__(max_entries=maxsize, group=_feature_kind)
         self.maxsize = maxsize
-        self._data: OrderedDict[tuple, Any] = OrderedDict()
-        self._inflight: dict[tuple, _Flight] = {}
-        self._lock = threading.Lock()
-        self._stats: dict[str, dict[str, int]] = {}
 
-    def _count(self, key: tuple, what: str) -> None:
-        kind = str(key[0]) if key else ""
-        d = self._stats.setdefault(kind, {"hits": 0, "computed": 0, "waited": 0, "failed": 0})
-        d[what] += 1
-
-    def get_or_compute(self, key: tuple, compute: Callable[[], Any]) -> Any:
-        with self._lock:
-            if key in self._data:
-                self._data.move_to_end(key)
-                self._count(key, "hits")
-                return self._data[key]
-            flight = self._inflight.get(key)
-            owner = flight is None
-            if owner:
-                flight = self._inflight[key] = _Flight()
-                self._count(key, "computed")
-            else:
-                self._count(key, "waited")
-        if not owner:
-            flight.done.wait()
-            if flight.error is not None:
-                raise flight.error
-            return flight.value
-        try:
-            with numeric_threads():
-                value = compute()
-        except BaseException as exc:
-            with self._lock:
-                self._inflight.pop(key, None)
-                self._count(key, "failed")
-            flight.error = exc
-            flight.done.set()
-            raise
+    def _compute(self, key: Any, compute: Callable[[], Any]) -> Any:
+        with numeric_threads():
+            value = compute()
         _freeze(value)
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            while len(self._data) > self.maxsize:
-                self._data.popitem(last=False)
-            self._inflight.pop(key, None)
-        flight.value = value
-        flight.done.set()
         return value
 
-    def stats(self) -> dict[str, dict[str, int]]:
-        """Per feature kind: hits, computed, waited, failed (since the last ``clear``)."""
-        with self._lock:
-            return {k: dict(v) for k, v in self._stats.items()}
 
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def clear(self) -> None:
-        """Drop every stored value and the counters (computations in flight finish normally)."""
-        with self._lock:
-            self._data.clear()
-            self._stats.clear()
-
-
-class _Flight:
-    __slots__ = ("done", "value", "error")
-
-    def __init__(self) -> None:
-        self.done = threading.Event()
-        self.value: Any = None
-        self.error: BaseException | None = None
+def _feature_kind(key: Any) -> str:
+    return str(key[0]) if isinstance(key, tuple) and key else ""
 
 
 def _freeze(value: Any) -> None:
