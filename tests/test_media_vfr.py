@@ -144,3 +144,36 @@ def test_missing_audio_and_empty_streams_are_clear_errors(tmp_path):
     no_frames = write(tmp_path / "no-frames.mp4", [], click_track(EVENTS, duration=3.0, sr=SR))
     with pytest.raises(MediaFormatError, match=r"no-frames.mp4"):
         read_mp4(no_frames)
+
+
+def test_read_mp4_audio_is_read_mp4s_audio_without_the_video(tmp_path):
+    """read_mp4_audio places the audio by the first video packet's time instead of the first decoded
+    frame's: the same samples as read_mp4 on every timing case above, on a file whose video starts
+    after its audio (lead-in dropped), and on our own encoder's output (B-frames, AAC priming)."""
+    from avclips import jump_clip
+    from avits_core.media import read_mp4_audio, write_mp4
+
+    full = click_track(EVENTS, duration=3.0, sr=SR)
+    times = [k / 30 for k in range(90)]
+    gap_at, gap = 1.024, 0.256
+    cut = np.concatenate([full[: int(gap_at * SR)], full[int((gap_at + gap) * SR):]])
+    files = [
+        write(tmp_path / "vfr.mp4", VFR_TIMES, full),
+        write(tmp_path / "late.mp4", times, full[: int(2.5 * SR)], audio_start=0.5),
+        write(tmp_path / "gap.mp4", times, cut, audio_gap=(gap_at, gap)),
+        write(tmp_path / "video-late.mp4", [0.4 + t for t in times], full),
+        write_mp4(jump_clip(seed=3), tmp_path / "ours.mp4"),
+    ]
+    offsets = set()
+    for path in files:
+        clip = read_mp4(path)
+        audio, sr = read_mp4_audio(path)
+        assert sr == clip.sample_rate and audio.dtype == np.float32
+        assert np.array_equal(audio, clip.audio), path.name
+        offsets.add(round(clip.meta["audio_start_s"], 3))
+    assert len(offsets) >= 3  # zero, positive (late audio) and negative (late video) offsets were covered
+    no_audio = write(tmp_path / "silent-film.mp4", times, None)
+    with pytest.raises(MediaFormatError, match=r"silent-film.mp4 has no audio stream"):
+        read_mp4_audio(no_audio)
+    with pytest.raises(MediaFormatError, match=r"no-frames.mp4"):
+        read_mp4_audio(write(tmp_path / "no-frames.mp4", [], full))
