@@ -116,13 +116,7 @@ class SingleFlightCache(Generic[K, V]):
             raise
         with self._lock:
             self._inflight.pop(key, None)
-            if self._keeps(size):
-                old = self._data.pop(key, None)
-                if old is not None:
-                    self._bytes -= old[1]
-                self._data[key] = (value, size)
-                self._bytes += size
-                self._evict()
+            self._store(key, value, size)
         flight.value = value
         flight.done.set()
         return value
@@ -140,6 +134,21 @@ class SingleFlightCache(Generic[K, V]):
             k, (_, size) = self._data.popitem(last=False)
             self._bytes -= size
             self._count(k, "evicted")
+
+    def put(self, key: K, value: V) -> None:
+        """Store ``value`` under ``key`` now (replacing a stored one), within the bounds."""
+        size = self.sizeof(value)
+        with self._lock:
+            self._store(key, value, size)
+
+    def _store(self, key: Any, value: Any, size: int) -> None:  # under the lock
+        old = self._data.pop(key, None)
+        if old is not None:
+            self._bytes -= old[1]
+        if self._keeps(size):
+            self._data[key] = (value, size)
+            self._bytes += size
+            self._evict()
 
     def peek(self, key: K, default: Any = None) -> Any:
         """The stored value of ``key`` (no counter, no recency change), else ``default``."""

@@ -118,3 +118,14 @@ def test_the_three_caches_are_this_class():
     assert isinstance(features.FEATURES, SingleFlightCache)
     assert isinstance(loading._CACHE, SingleFlightCache)
     assert isinstance(clipcache.ClipCache(max_bytes=1)._cache, SingleFlightCache)
+
+
+def test_put_replaces_and_respects_the_bound():
+    cache: SingleFlightCache = SingleFlightCache(max_bytes=6, sizeof=len)
+    cache.put("a", b"123")
+    cache.put("a", b"12")  # replaces: bytes follow the new value
+    assert cache.peek("a") == b"12" and cache.nbytes == 2
+    cache.put("b", b"12345")  # 7 > 6: a goes
+    assert cache.keys() == ["b"] and cache.nbytes == 5
+    cache.put("c", b"1234567")  # larger than the bound: not kept
+    assert "c" not in cache and cache.keys() == ["b"]

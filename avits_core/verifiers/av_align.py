@@ -64,6 +64,7 @@ from avits_core.verifiers.features import (
     check_motion,
     motion_energy,
     overlap_duration,
+    shared_feature,
     sync_input_problem,
     video_peaks,
 )
@@ -157,10 +158,17 @@ def javisbench_iou(audio_peaks: np.ndarray, video_peaks: np.ndarray, fps: float)
 
 
 def javisbench_av_align(clip: AVClip) -> tuple[float, dict[str, float]]:
-    """AV-Align of one clip in the JavisBench protocol (see the module docstring), with details."""
-    a = javisbench_audio_peaks(clip.audio, clip.sample_rate)
-    v = strict_local_maxima_times(javisbench_flow_series(clip.video), float(clip.fps))
-    score, hits = javisbench_iou(a, v, float(clip.fps))
+    """AV-Align of one clip in the JavisBench protocol (see the module docstring), with details.
+
+    The two peak lists go through :func:`~avits_core.verifiers.features.shared_feature` (keyed by the
+    samples' / frames' content and the sample rate / fps), so asking again for the same clip (the
+    details after the score) reuses them."""
+    audio = np.asarray(clip.audio, dtype=np.float32)
+    sr, fps = int(clip.sample_rate), float(clip.fps)
+    a = shared_feature("javisbench_onsets", (audio,), (sr,), lambda: javisbench_audio_peaks(audio, sr))
+    v = shared_feature("javisbench_motion_peaks", (clip.video,), (fps,),
+                       lambda: strict_local_maxima_times(javisbench_flow_series(clip.video), fps))
+    score, hits = javisbench_iou(a, v, fps)
     return score, {"n_audio_peaks": int(a.size), "n_video_peaks": int(v.size), "hits": int(hits)}
 
 
@@ -194,23 +202,18 @@ class AVAlign(Verifier):
         if protocol not in PROTOCOLS:
             raise ConfigError(f"av_align: protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.protocol = protocol
-        self._details: dict[int, dict[str, float]] = {}
-
-    def score_clips(self, clips, prompts):  # type: ignore[override]
-        self._details = {}  # per-batch: peak counts of the javisbench protocol, keyed by clip identity
-        return [self.score_clip(c, p) for c, p in zip(clips, prompts)]
 
     def score_details(self, clips, prompts):  # type: ignore[override]
-        """javisbench protocol: per clip the audio/video peak counts and hits behind the score."""
+        """javisbench protocol: per clip the audio/video peak counts and hits behind the score, computed
+        from the clip itself (its peaks are shared features, found again after the score), never from
+        state of the instance: one instance may score in several threads at once."""
         if self.protocol != "javisbench":
             return None
-        return [self._details.get(id(c)) for c in clips]
+        return [javisbench_av_align(c)[1] for c in clips]
 
     def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
         if self.protocol == "javisbench":
-            value, details = javisbench_av_align(clip)
-            self._details[id(clip)] = details
-            return value
+            return javisbench_av_align(clip)[0]
         a, v = clip_events(clip)
         # a hair of slack so that a peak exactly one frame away counts despite float rounding
         return av_align_score(a, v, tol=1.0 / float(clip.fps) + 1e-9)

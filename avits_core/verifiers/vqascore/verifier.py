@@ -8,12 +8,14 @@ from typing import Any, ClassVar, Sequence
 
 import numpy as np
 
+from avits_core.cache import SingleFlightCache
 from avits_core.errors import ConfigError
 from avits_core.loading import chunks_halving_on_oom
 from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.verifiers import hf
 from avits_core.verifiers.base import MinInput, Verifier
+from avits_core.verifiers.features import array_digest
 from avits_core.verifiers.vqascore import checkpoint as ckpt
 from avits_core.verifiers.vqascore import frames as fr
 
@@ -137,7 +139,6 @@ class VQAScore(Verifier):
         self.tokenizer_path = tokenizer_path
         self.cache_dir = cache_dir
         self.last_peak_memory_bytes: int | None = None
-        self._last_details: list[dict[str, Any]] | None = None
 
     # -- weights -------------------------------------------------------------------------------
     def layout(self) -> ckpt.Layout:
@@ -196,7 +197,10 @@ class VQAScore(Verifier):
         self.last_peak_memory_bytes = int(torch.cuda.max_memory_allocated(self.device)) if cuda else None
         return np.concatenate(out) if out else np.zeros(0)
 
-    def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
+    def _frame_scores(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[tuple[list[int], np.ndarray]]:
+        """Per clip: (sampled frame indices, the model's score of each picture), all pictures of the batch
+        through the model together. Each result is also remembered in :data:`_RESULTS` under its content
+        key (the latest result replaces an earlier one), where :meth:`score_details` finds it."""
         model, tok, pre = self.components()
         colour = fr.mean_colour(pre["mean"])
         q_cache: dict[str, list[int]] = {}
@@ -209,7 +213,7 @@ class VQAScore(Verifier):
             if a not in a_cache:
                 a_cache[a] = [int(x) for x in tok(a).input_ids]
             idx, pics = self.pictures(clip)
-            indices.append(idx)
+            indices.append([int(i) for i in idx])
             for pic in pics:
                 pixels.append(fr.clip_input(pic, colour, pre["size"], pre["crop"], pre["mean"], pre["std"]))
                 q_ids.append(q_cache[q])
@@ -217,19 +221,49 @@ class VQAScore(Verifier):
                 owner.append(ci)
         pair_scores = self._run_pairs(model, np.stack(pixels), q_ids, a_ids)
         own = np.asarray(owner)
-        values, details = [], []
-        for ci in range(len(clips)):
-            s = pair_scores[own == ci]
-            values.append(float(np.mean(s)))
-            d: dict[str, Any] = {"frame_indices": [int(i) for i in indices[ci]]}
-            if self.video_policy == "mean":
-                d["frame_scores"] = [float(x) for x in s]
-            details.append(d)
-        self._last_details = details
-        return values
+        out = [(indices[ci], pair_scores[own == ci]) for ci in range(len(clips))]
+        for clip, prompt, res in zip(clips, prompts, out):
+            _RESULTS.put(self._result_key(clip, prompt, res[0]), res)
+        return out
+
+    def _result_key(self, clip: AVClip, prompt: Prompt, idx: Sequence[int]) -> tuple:
+        """Everything a clip's frame scores depend on: the weights, device and dtype, the policy and the
+        content of the sampled frames, the question and the answer."""
+        frames = np.ascontiguousarray(clip.video[np.asarray(idx, dtype=np.int64)])
+        return (self.model_path, self.vision_tower_path, self.tokenizer_path, self.cache_dir, self.device,
+                self.dtype, self.video_policy, array_digest(frames), self.question(prompt), self.answer(prompt))
+
+    def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
+        return [float(np.mean(s)) for _, s in self._frame_scores(clips, prompts)]
 
     def score_clip(self, clip: AVClip, prompt: Prompt) -> float:
         return self.score_clips([clip], [prompt])[0]
 
     def score_details(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[dict[str, Any]] | None:
-        return self._last_details
+        """Per clip: ``frame_indices`` (the frames read) and, for ``video_policy="mean"``, ``frame_scores``.
+
+        Taken from the result :meth:`score_clips` remembered for the same (weights, policy, frames,
+        question, answer) content, never from state of the instance: two threads scoring different
+        clips with one (shared) instance each get their own. A result no longer remembered is computed
+        again."""
+        results: list[tuple[list[int], np.ndarray] | None] = []
+        todo: list[int] = []
+        for i, (clip, prompt) in enumerate(zip(clips, prompts)):
+            idx = [int(k) for k in fr.frame_indices(clip.num_frames, self.frames)]
+            results.append(_RESULTS.peek(self._result_key(clip, prompt, idx)))
+            if results[-1] is None:
+                todo.append(i)
+        if todo:
+            for i, res in zip(todo, self._frame_scores([clips[i] for i in todo], [prompts[i] for i in todo])):
+                results[i] = res
+        details = []
+        for idx, s in results:  # type: ignore[misc]
+            d: dict[str, Any] = {"frame_indices": list(idx)}
+            if self.video_policy == "mean":
+                d["frame_scores"] = [float(x) for x in s]
+            details.append(d)
+        return details
+
+
+#: The frame scores of recently scored clips, by content (see VQAScore._result_key): what score_details reads.
+_RESULTS: SingleFlightCache[tuple, tuple[list[int], np.ndarray]] = SingleFlightCache(max_entries=4096)
