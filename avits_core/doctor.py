@@ -83,16 +83,16 @@ def _system_lines() -> list[str]:
 
 
 def corrupt_parts(run_path: str | Path) -> list[tuple[Path, str]]:
-    """(part file, reason) for every unreadable part of the run (:func:`avits_core.store.parquet.corrupt_parts`)."""
-    from avits_core.store import parquet as pqstore
+    """(part file, reason) for every unreadable part of the run (:func:`avits_core.store.parts.corrupt_parts`)."""
+    from avits_core.store import parts as pqstore
 
     return [(Path(c.path), str(c.reason)) for c in pqstore.corrupt_parts(Path(run_path))]
 
 
 def quarantine_part(run_path: str | Path, part: Path) -> Path:
     """Move ``part`` to ``<run>/quarantine/<table>/`` (out of the table's glob); returns the new path
-    (:func:`avits_core.store.parquet.quarantine_parts`)."""
-    from avits_core.store import parquet as pqstore
+    (:func:`avits_core.store.parts.quarantine_parts`)."""
+    from avits_core.store import parts as pqstore
 
     return Path(pqstore.quarantine_parts(run_path, [part])[0][1])
 

@@ -13,7 +13,7 @@ import pytest
 
 from avits_core.store import RunStore, StoreError, connect, query, winners
 from avits_core.store.duck import skipped_parts
-from avits_core.store.parquet import QUARANTINE_DIR, corrupt_parts, quarantine_parts
+from avits_core.store.parts import QUARANTINE_DIR, corrupt_parts, quarantine_parts
 from test_store import cand, met, rew, sel
 
 

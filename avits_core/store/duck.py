@@ -30,7 +30,7 @@ cannot be read (truncated, overwritten, not Parquet) is left out with a warning 
 that table's view then reads the explicit list of the good parts (so it does not see parts added
 after connect); the other tables are untouched. ``skipped_parts(con)`` lists what was left out.
 Damage inside a part with an intact footer surfaces as an error of the query that reads it;
-:func:`avits_core.store.parquet.corrupt_parts` finds those too (it reads every part in full).
+:func:`avits_core.store.parts.corrupt_parts` finds those too (it reads every part in full).
 Use ``con.sql(sql).to_arrow_table()`` for Arrow results (``.df()`` would need pandas).
 
 Object storage. ``path`` may be an object-store URL (``s3://bucket/prefix/run``, see
@@ -50,7 +50,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from avits_core.store import fs as sfs
-from avits_core.store.parquet import PART_GLOB, RUN_JSON, CorruptPart, parquet_source
+from avits_core.store.parts import PART_GLOB, CorruptPart, parquet_source
+from avits_core.store.runjson import RUN_JSON
 from avits_core.store.schemas import SCHEMAS, TABLE_NAMES, StoreError
 
 log = logging.getLogger(__name__)
