@@ -256,6 +256,10 @@ def run(
     overrides = list(set_) + ([f"run_id={run_id}"] if run_id else [])
     try:
         cfg = load_config(config, overrides)
+        if shards != 1:  # a multi-event method in K shards has per-shard ARW state: search.arw_shards = K
+            from flows.shards import sharded_config
+
+            cfg = sharded_config(cfg, shards)
         folder = preflight.run_folder(cfg)
         if not quiet:
             from avits_core.search.base import search_from_config

@@ -286,7 +286,8 @@ def bon_at_k(data: RunData, spec: SelectionSpec, ks: Sequence[int] | None = None
         raise ConfigError(f"budgets must be integers >= 1, got {bad}")
     rows = []
     for k in ks:
-        s = SelectionSpec(list(spec.verifiers), list(spec.weights), spec.aggregator, dict(spec.params), budget=int(k))
+        s = SelectionSpec(list(spec.verifiers), list(spec.weights), spec.aggregator, dict(spec.params), budget=int(k),
+                          arw_shards=spec.arw_shards)
         picks = run_spec(data, s)
         nfe = float(np.mean([sum(data.nfe[c] for c in ids[:k]) for ids in by_prompt.values()]))
         n = sum(1 for c in picks.values() if c is not None)
@@ -318,7 +319,8 @@ def record_budget_selections(ctx: Any, spec: SelectionSpec, ks: Sequence[int]) -
 
     out = []
     for k in ks:
-        s = SelectionSpec(list(spec.verifiers), list(spec.weights), spec.aggregator, dict(spec.params), budget=int(k))
+        s = SelectionSpec(list(spec.verifiers), list(spec.weights), spec.aggregator, dict(spec.params), budget=int(k),
+                          arw_shards=spec.arw_shards)
         sid = runner.select(ctx, s)
         runner.evaluate(ctx, sid)
         out.append(sid)

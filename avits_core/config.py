@@ -88,6 +88,8 @@ class SearchConfig(_Strict):
     n: int = Field(default=8, ge=1, description="Best-of-N: candidates per prompt")
     prompts_per_task: int = Field(default=8, ge=1, description="prompts per generation task")
     params: dict[str, Any] = Field(default_factory=dict, description="method parameters (EvoSearch)")
+    arw_shards: int = Field(default=1, ge=1, le=4096, description="ARW state per shard of prompts (prompt i in shard "
+                            "i mod K; set by `avits run --shards K` for multi-event methods); 1 = one state for the run")
 
 
 class VerifierSpec(_Strict):
@@ -324,6 +326,8 @@ class RunConfig(_Strict):
             _drop(d, knob.split("."))
         if d["evaluation"].get("distribution") is None:  # added later: configs without it keep their hash
             d["evaluation"].pop("distribution", None)
+        if d["search"].get("arw_shards") == 1:  # added later: run-scope configs keep their hash
+            d["search"].pop("arw_shards")
         src = d["prompts"]["source"]
         if isinstance(src, str) and Path(src).is_file():
             d["prompts"]["source"] = "sha256:" + hashlib.sha256(Path(src).read_bytes()).hexdigest()

@@ -67,7 +67,8 @@ def rerank_spec(ctx: runner.RunContext, verifiers: list[str] | str | None, aggre
     p = dict(params if params is not None else (base.params if agg == base.aggregator else {}))
     if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int)):
         raise ConfigError(f"budget must be an integer >= 1, got {budget!r}")
-    spec = SelectionSpec(verifiers=names, weights=weights, aggregator=agg, params=p, budget=budget)
+    spec = SelectionSpec(verifiers=names, weights=weights, aggregator=agg, params=p, budget=budget,
+                         arw_shards=base.arw_shards)  # a sharded multi-event run keeps its per-shard ARW scope
     get_aggregator(spec.aggregator, spec.verifiers, spec.weight_map, **spec.params)  # validate early
     return spec
 

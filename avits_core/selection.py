@@ -20,6 +20,14 @@ Policies (documented decisions):
   but the final ``combine`` pools only the prompt's final candidates, so an answer is always a fully
   denoised clip.
 - Weights are normalised to sum 1 before use; orientation flips lower-is-better verifiers.
+- ARW scope (``arw_shards``): 1 (default, "run scope") = one aggregator state fed by every event of
+  the run. K > 1 ("shard scope") = one aggregator state per shard of prompts, shard of a prompt =
+  its position in the run's prompt order mod K (:func:`prompt_shards`; the split ``avits run
+  --shards K`` gives its shard flow runs). Each state observes only its own shard's events, in
+  event_seq order, and a prompt's winner is ranked by its shard's state. This is how a multi-event
+  search (EvoSearch, ...) run in K shards planned (each shard process held its own online state),
+  so the replay reproduces the choices the search made. K enters the spec (and so the selection
+  id) only when K > 1: the ids of run-scope selections are those stored before this field existed.
 """
 
 from __future__ import annotations
@@ -45,6 +53,7 @@ class SelectionSpec:
     aggregator: str = "arw"
     params: dict[str, Any] = field(default_factory=dict)
     budget: int | None = None
+    arw_shards: int = 1  # 1: one aggregator state for the run; K > 1: one per shard of prompts (see above)
 
     def __post_init__(self) -> None:
         if not self.verifiers:
@@ -59,10 +68,14 @@ class SelectionSpec:
         self.weights = [float(x) for x in w / w.sum()]
         if self.budget is not None and self.budget < 1:
             raise ConfigError(f"budget must be >= 1, got {self.budget}")
+        if isinstance(self.arw_shards, bool) or not isinstance(self.arw_shards, int) or self.arw_shards < 1:
+            raise ConfigError(f"arw_shards must be an integer >= 1, got {self.arw_shards!r}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["weights"] = [round(x, 12) for x in self.weights]
+        if self.arw_shards == 1:  # run scope: the spec (and its selection id) as before the field existed
+            del d["arw_shards"]
         return d
 
     @property
@@ -100,6 +113,14 @@ def _columns(rows: Any, names: Sequence[str], defaults: Mapping[str, Any]) -> di
             d = defaults.get(n)
             out[n] = [r.get(n, d) for r in rows]
     return out
+
+
+def prompt_shards(prompt_order: Sequence[str], shards: int) -> dict[str, int]:
+    """prompt id -> its shard (0-based) of ``shards``: position in ``prompt_order`` mod ``shards``.
+    Shard i is prompts i, i+K, i+2K, ... (balanced whatever the prompt count); K = 1: all in shard 0."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"shards must be an integer >= 1, got {shards!r}")
+    return {pid: i % shards for i, pid in enumerate(prompt_order)}
 
 
 def _last_per_key(key: np.ndarray) -> np.ndarray:
@@ -186,22 +207,37 @@ def replay(
         pid = cpid[ids[0]]
         last_event[pid] = max(last_event.get(pid, e), e)
 
-    agg = get_aggregator(spec.aggregator, V, spec.weight_map, **spec.params)
+    shard_of = prompt_shards(prompt_order, spec.arw_shards) if spec.arw_shards > 1 else {}
+    if spec.arw_shards > 1:
+        unknown = sorted({cpid[ids[0]] for _, ids in groups} - set(shard_of))
+        if unknown:
+            raise ConfigError(f"selection {sel_id}: arw_shards={spec.arw_shards} needs every prompt in the prompt "
+                              f"order; {len(unknown)} are not (first: {unknown[0]!r})")
+    aggs: dict[int, Any] = {}  # shard -> its aggregator (run scope: one, shard 0)
+    trace_rows: list[dict[str, Any]] = []  # every state's trace rows, in the order they were made
     cols = [np.ascontiguousarray(values[:, j]) for j in range(nv)]
     seen: dict[str, list[np.ndarray]] = {}
     selections: dict[str, dict[str, Any]] = {}
     aggregates: dict[str, float] = {}
     for e, ids in groups:
         pid = cpid[ids[0]]
+        shard = shard_of.get(pid, 0)
+        agg = aggs.get(shard)
+        if agg is None:
+            agg = aggs[shard] = get_aggregator(spec.aggregator, V, spec.weight_map, **spec.params)
+        n_trace = len(agg.trace)
         agg.observe({v: cols[j][ids] for v, j in vidx.items()}, event_seq=e, prompt_id=pid,
                     generation=int(gens[ids].min()))
+        trace_rows.extend(agg.trace[n_trace:])
         seen.setdefault(pid, []).append(ids)
         if last_event[pid] == e:
             pool = np.sort(np.concatenate(seen[pid]))
             pool = pool[final[pool]]  # intermediate candidates fed the aggregator but are never answers
             if not pool.size:
                 continue
+            n_trace = len(agg.trace)
             a = agg.combine({v: cols[j][pool] for v, j in vidx.items()})
+            trace_rows.extend(agg.trace[n_trace:])
             best = int(np.flatnonzero(a == a.max())[0])
             for i, x in zip(pool.tolist(), a.tolist()):
                 aggregates[cids[i]] = float(x)
@@ -225,5 +261,5 @@ def replay(
                 spec=spec_json,
             )
         )
-    trace = [dict(selection_id=sel_id, **t) for t in agg.trace]
+    trace = [dict(selection_id=sel_id, **t) for t in trace_rows]
     return ReplayResult(selections=out, trace=trace, aggregates=aggregates)

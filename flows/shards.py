@@ -16,10 +16,16 @@ run on a work pool (one worker per GPU), then one replay / evaluation / report o
 
 Best-of-N has one scoring event per prompt, and the replay is defined by event_seq, not by the order
 in which shards ran: a K-shard run's tables equal the unsharded run's (except the
-``cuda_visible_devices`` column, which says where a candidate was made). Methods with several events
-per prompt (EvoSearch) plan each event from the ARW state of every earlier event of every prompt;
-split over shards that state would have to be per shard, and the replay would have to reproduce it:
-that is NOT implemented, so ``shards > 1`` with such a method is refused before anything is written.
+``cuda_visible_devices`` column, which says where a candidate was made); its ARW scope stays the
+whole run. Methods with several events per prompt (EvoSearch, zero_order, search_over_paths, smc,
+beam, prune) plan each event from the online aggregate; in K shards each shard process holds its own
+(as the paper's multi-GPU scripts do), so :func:`sharded_config` sets ``search.arw_shards = K``: the
+ARW state is per shard of prompts (prompt i in shard i mod K, the split of :func:`shard_prompt_ids`)
+during the search and in the default selection's replay, which therefore reproduces the choices the
+search made. ``search.arw_shards`` is part of the run identity (a multi-event run in K shards is
+another run id than the unsharded one: its results differ), and the same per-shard result comes
+from one process with ``--set search.arw_shards=K`` (no workers). A worker split must keep every
+ARW shard on one worker: ``shards`` must divide ``search.arw_shards``.
 
 Workers: ``CUDA_VISIBLE_DEVICES=i prefect worker start --pool avits-gpu --name gpu<i> --limit 1``
 (the flow-run process inherits the worker's environment; the generator sees one GPU). The
@@ -55,19 +61,37 @@ def shard_prompt_ids(prompt_ids: Sequence[str], shard: int, shards: int) -> list
     return list(prompt_ids[shard::shards])
 
 
-def check_shardable(cfg: RunConfig, shards: int) -> None:
-    """ConfigError unless ``cfg`` can run in ``shards`` shards (see the module docstring)."""
-    if shards < 1:
-        raise ConfigError(f"--shards must be >= 1, got {shards}")
-    if shards == 1:
-        return
+def _multi_event(cfg: RunConfig) -> bool:
     from avits_core.search.base import search_from_config
 
-    method = search_from_config(cfg.search)
-    if method.n_events != 1:
-        raise ConfigError(f"search.method {cfg.search.method!r} has {method.n_events} scoring events per prompt; "
-                          "sharded runs support one-event methods (best_of_n) only: per-shard ARW state during "
-                          "a multi-event search is not implemented")
+    return search_from_config(cfg.search).n_events != 1
+
+
+def sharded_config(cfg: RunConfig, shards: int) -> RunConfig:
+    """The config a run in ``shards`` shards runs: ``cfg`` itself for a one-event method (Best-of-N:
+    sharding changes nothing) or when ``search.arw_shards`` already fits; for a multi-event method
+    with ``search.arw_shards`` 1, the same config with ``search.arw_shards = shards`` (ARW state per
+    shard: a new run id). Then :func:`check_shardable`."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"--shards must be an integer >= 1, got {shards!r}")
+    if shards > 1 and cfg.search.arw_shards == 1 and _multi_event(cfg):
+        cfg = cfg.model_copy(update={"search": cfg.search.model_copy(update={"arw_shards": shards})})
+    check_shardable(cfg, shards)
+    return cfg
+
+
+def check_shardable(cfg: RunConfig, shards: int) -> None:
+    """ConfigError unless ``cfg`` can run in ``shards`` shard flow runs: for a multi-event method every
+    ARW shard (``search.arw_shards``) must lie within one worker shard, i.e. ``shards`` divides it."""
+    if isinstance(shards, bool) or not isinstance(shards, int) or shards < 1:
+        raise ConfigError(f"--shards must be an integer >= 1, got {shards!r}")
+    if shards == 1:
+        return
+    k = cfg.search.arw_shards
+    if k % shards and _multi_event(cfg):
+        raise ConfigError(f"--shards {shards} does not divide search.arw_shards={k}: search.method "
+                          f"{cfg.search.method!r} plans from a per-shard ARW state, so each of its {k} ARW shards "
+                          f"must run on one worker; use --shards {k} (or a divisor of it)")
 
 
 def _cfg(config: RunConfig | dict[str, Any]) -> RunConfig:
@@ -81,7 +105,7 @@ def its_shard(config: dict[str, Any], shard: int, shards: int) -> dict[str, Any]
 
     logger = get_run_logger()
     cfg = _cfg(config)
-    check_shardable(cfg, shards)
+    check_shardable(cfg, shards)  # the coordinator's config: arw_shards already set (sharded_config)
     ctx = runner.prepare_run(cfg)
     pids = shard_prompt_ids([p.prompt_id for p in ctx.prompts], shard, shards)
     device = os.environ.get("CUDA_VISIBLE_DEVICES")
@@ -166,10 +190,10 @@ def its_sharded(config_path: str | None = None, overrides: list[str] | None = No
     from tasks import its as t
 
     logger = get_run_logger()
-    cfg = resolve_config(config_path, overrides, config)
-    check_shardable(cfg, shards)
+    cfg = sharded_config(resolve_config(config_path, overrides, config), shards)
     ctx = runner.prepare_run(cfg)
-    logger.info("run %s: %d prompts in %d shards on %s", ctx.run_id, len(ctx.prompts), shards, shard_deployment)
+    logger.info("run %s: %d prompts in %d shards on %s (ARW state: %s)", ctx.run_id, len(ctx.prompts), shards,
+                shard_deployment, "whole run" if cfg.search.arw_shards == 1 else f"per shard of {cfg.search.arw_shards}")
     try:
         t0 = time.perf_counter()
         shard_info = run_shards(cfg, shards, deployment=shard_deployment, shard_retries=shard_retries)

@@ -35,18 +35,32 @@ def test_shard_split_partitions_prompts():
         shard_prompt_ids(ids, 3, 3)
 
 
-def test_multi_event_methods_are_refused_with_shards():
+def test_multi_event_methods_get_per_shard_arw_state():
+    """A multi-event method in K shards runs with search.arw_shards = K (a new run id); a worker split
+    that would cut an ARW shard in two is refused; Best-of-N is unchanged by sharding."""
     from avits_core.config import config_from_dict
     from avits_core.errors import ConfigError
-    from flows.shards import check_shardable
+    from flows.shards import check_shardable, sharded_config
 
     cfg = yaml.safe_load((REPO / "data/configs/evosearch-demo.yaml").read_text())
     cfg["prompts"]["source"] = str(REPO / "data/prompts/synth-24.csv")
     evo = config_from_dict(cfg)
-    check_shardable(evo, 1)
-    with pytest.raises(ConfigError, match="per-shard ARW state"):
-        check_shardable(evo, 2)
-    check_shardable(config_from_dict(demo_config("runs")), 4)
+    assert sharded_config(evo, 1) is evo
+    two = sharded_config(evo, 2)
+    assert two.search.arw_shards == 2 and evo.search.arw_shards == 1
+    assert two.resolved_run_id() != evo.resolved_run_id()  # another ARW scope, other results: another run
+    assert sharded_config(two, 2) == two
+    four = config_from_dict(dict(cfg, search=dict(cfg["search"], arw_shards=4)))
+    assert sharded_config(four, 2) is four and sharded_config(four, 4) is four  # 2 workers x 2 ARW shards each
+    with pytest.raises(ConfigError, match="--shards 3 does not divide search.arw_shards=4"):
+        sharded_config(four, 3)
+    with pytest.raises(ConfigError, match="--shards 4 does not divide search.arw_shards=2"):
+        check_shardable(two, 4)
+    with pytest.raises(ConfigError, match="--shards must be an integer >= 1"):
+        sharded_config(evo, 0)
+    bon = config_from_dict(demo_config("runs"))
+    assert sharded_config(bon, 4) is bon  # Best-of-N: run-scope replay, the unsharded run's id and tables
+    check_shardable(bon, 4)
 
 
 def test_cli_shards_without_a_server_is_one_error(tmp_path):

@@ -38,6 +38,11 @@ def start_search(ctx: "RunContext") -> dict[str, Any]:
         gen = get_generator(ctx.cfg.generator.name, ctx.cfg.generator.params)
         method.check_generator(gen.num_steps)
         info["num_steps"] = int(gen.num_steps)
+    if ctx.cfg.search.arw_shards > 1:  # the ARW partition the search and the default replay use
+        from avits_core.selection import prompt_shards
+
+        info["arw_scope"] = {"arw_shards": ctx.cfg.search.arw_shards, "rule": "prompt i (run order) -> shard i mod K",
+                             "prompt_shard": prompt_shards([p.prompt_id for p in ctx.prompts], ctx.cfg.search.arw_shards)}
     ctx.store.update_run_json(search=info)
     return info
 

@@ -20,7 +20,9 @@ log = logging.getLogger(__name__)
 
 
 def default_spec(cfg: RunConfig) -> SelectionSpec:
-    """The run's own selection spec: guided verifiers, their weights, the configured aggregator."""
+    """The run's own selection spec: guided verifiers, their weights, the configured aggregator, and
+    the ARW scope the search ran with (``search.arw_shards``: 1 = one state for the run; K = one per
+    shard of prompts, as a multi-event search run with ``--shards K`` planned)."""
     w = cfg.weights
     return SelectionSpec(
         verifiers=[v.name for v in cfg.verifiers],
@@ -28,6 +30,7 @@ def default_spec(cfg: RunConfig) -> SelectionSpec:
         aggregator=cfg.aggregator.name,
         params=dict(cfg.aggregator.params),
         budget=None,
+        arw_shards=int(getattr(cfg.search, "arw_shards", 1)),
     )
 
 

@@ -112,7 +112,8 @@ class RunState(SearchState):
             agg = get_aggregator(spec.aggregator, spec.verifiers, spec.weight_map, **spec.params)
             return OnlineSelection(agg, spec.verifiers, hib)
 
-        super().__init__(ctx.method, [p.prompt_id for p in ctx.prompts], ctx.cfg.seed, make_online)
+        super().__init__(ctx.method, [p.prompt_id for p in ctx.prompts], ctx.cfg.seed, make_online,
+                         arw_shards=spec.arw_shards)
         params = {v.name: dict(v.params) for v in ctx.all_verifier_specs()}
         self.guided_version = {n: get_verifier(n, params.get(n, {})).cache_version for n in spec.verifiers}
         self.rows: dict[str, dict[str, Any]] = {}

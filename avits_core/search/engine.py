@@ -13,7 +13,9 @@ Three pieces, each written once:
   :func:`avits_core.selection.replay` feeds it (eligible candidates only, oriented values, in
   ``event_seq`` order); methods rank a prompt's candidates by its aggregates. O(event) per event.
 * :class:`SearchState` - what the engine knows of a run (candidates per prompt, plans, the guided
-  rewards) with the storage-specific parts as hooks (:meth:`SearchState.load_latent`,
+  rewards, one online aggregate per ARW shard: the whole run by default, or one per shard of prompts
+  when ``arw_shards`` K > 1, shard of a prompt = its index mod K, as in the replay) with the
+  storage-specific parts as hooks (:meth:`SearchState.load_latent`,
   :meth:`SearchState.save_plan`). The store-backed state lives in ``avits_core.runner.state``
   (one read of the tables per process, then kept current by the steps); the in-memory state in
   :mod:`avits_core.search.memory`.
@@ -251,30 +253,64 @@ def best_of(aggregates: Mapping[str, float]) -> str | None:
 # --------------------------------------------------------------------------- search state
 
 
-class SearchState:
-    """Candidates, plans and guided rewards of a run's search, and its online aggregate.
+class _Scope:
+    """One online aggregate and its feeding cursor: the events of one ARW shard's prompts."""
 
-    Storage-neutral; subclasses provide :meth:`load_latent` and persist plans in :meth:`save_plan` /
-    :meth:`load_plan`. Thread-safe (one lock), so concurrent Prefect tasks may share it.
+    def __init__(self, online: OnlineSelection):
+        self.online = online
+        self.fed = -1  # the last event_seq fed
+        self.pending: list[tuple[int, str, int]] = []  # (event_seq, prompt, event) known, not fed yet
+        self.stale = False  # an event at or before ``fed`` arrived late: replay from scratch
+
+
+class SearchState:
+    """Candidates, plans and guided rewards of a run's search, and its online aggregate(s).
+
+    ``arw_shards`` K: 1 = one online aggregate fed by every prompt's events (run scope); K > 1 = one
+    per shard of prompts (prompt index mod K), each fed only its shard's events, in event_seq order
+    (what a K-shard run's shard processes each hold; :func:`avits_core.selection.replay` with the
+    same K reproduces it). Storage-neutral; subclasses provide :meth:`load_latent` and persist plans
+    in :meth:`save_plan` / :meth:`load_plan`. Thread-safe (one lock), so concurrent Prefect tasks
+    may share it.
     """
 
     def __init__(self, method: SearchMethod, prompt_ids: Sequence[str], run_seed: int,
-                 make_online: Callable[[], OnlineSelection]):
+                 make_online: Callable[[], OnlineSelection], arw_shards: int = 1):
+        if isinstance(arw_shards, bool) or not isinstance(arw_shards, int) or arw_shards < 1:
+            raise ConfigError(f"arw_shards must be an integer >= 1, got {arw_shards!r}")
         self.method = method
         self.n_events = method.n_events
         self.prompt_index = {p: i for i, p in enumerate(prompt_ids)}
         self.run_seed = int(run_seed)
+        self.arw_shards = arw_shards
         self._make_online = make_online
-        self.online = make_online()
+        self._scopes: dict[int, _Scope] = {0: _Scope(make_online())}
         self.guided = list(self.online.verifiers)
         self.records: dict[str, list[CandidateRecord]] = {}
         self.events: set[tuple[str, int]] = set()
         self.plans: dict[str, dict[int, EventPlan]] = {}
         self.rewards: dict[str, dict[str, float | None]] = {}  # candidate -> guided verifier -> value (None: error)
-        self._fed = -1
-        self._pending: list[tuple[int, str, int]] = []
-        self._stale = False
         self.lock = threading.RLock()
+
+    @property
+    def online(self) -> OnlineSelection:
+        """The online aggregate of shard 0 (the whole run's when ``arw_shards`` is 1); every shard's
+        has the same verifiers and orientation (:meth:`online_for` gives a prompt's own)."""
+        return self._scopes[0].online
+
+    def shard_of(self, prompt_id: str) -> int:
+        """The ARW shard of a run prompt: its index mod ``arw_shards``."""
+        return self.prompt_index[prompt_id] % self.arw_shards
+
+    def _scope(self, shard: int) -> _Scope:
+        sc = self._scopes.get(shard)
+        if sc is None:
+            sc = self._scopes[shard] = _Scope(self._make_online())
+        return sc
+
+    def online_for(self, prompt_id: str) -> OnlineSelection:
+        """The online aggregate that ranks ``prompt_id``'s candidates (its shard's)."""
+        return self._scope(self.shard_of(prompt_id)).online
 
     # -- hooks -------------------------------------------------------------------------------------
     def load_latent(self, cid: str, step: int) -> Latents:  # pragma: no cover - abstract
@@ -302,9 +338,10 @@ class SearchState:
                     self.events.add(key)
                     if r.prompt_id in self.prompt_index:
                         seq = self.event_seq(*key)
-                        if seq <= self._fed:
-                            self._stale = True
-                        self._pending.append((seq, *key))
+                        sc = self._scope(self.shard_of(r.prompt_id))
+                        if seq <= sc.fed:
+                            sc.stale = True
+                        sc.pending.append((seq, *key))
             for lst in {r.prompt_id for r in records}:
                 self.records[lst].sort(key=lambda c: c.candidate_id)
 
@@ -351,34 +388,39 @@ class SearchState:
 
     def aggregates_after(self, prompt_id: str, event: int) -> dict[str, float]:
         """Aggregates of ``prompt_id``'s eligible candidates after its event ``event``: every event up
-        to it (all earlier prompts, then this prompt's events <= ``event``) fed in event_seq order."""
+        to it of the prompt's ARW shard (the earlier prompts of the shard - all earlier prompts when
+        ``arw_shards`` is 1 - then this prompt's events <= ``event``) fed in event_seq order."""
         target = self.event_seq(prompt_id, event)
+        shard = self.shard_of(prompt_id)
         with self.lock:
-            if self._stale or self._fed > target:  # asked about the past: replay it from scratch
-                self.online, self._fed, self._stale = self._make_online(), -1, False
-                self._pending = sorted((self.event_seq(p, e), p, e) for p, e in self.events if p in self.prompt_index)
-            self._pending.sort()
-            while self._pending and self._pending[0][0] <= target:
-                seq, pid, e = self._pending.pop(0)
-                self._feed(seq, pid, e, prompt_id, event)
-            return self.online.aggregates(prompt_id)
+            sc = self._scope(shard)
+            if sc.stale or sc.fed > target:  # asked about the past: replay the shard from scratch
+                sc.online, sc.fed, sc.stale = self._make_online(), -1, False
+                sc.pending = sorted((self.event_seq(p, e), p, e) for p, e in self.events
+                                    if p in self.prompt_index and self.shard_of(p) == shard)
+            sc.pending.sort()
+            while sc.pending and sc.pending[0][0] <= target:
+                seq, pid, e = sc.pending.pop(0)
+                self._feed(sc, seq, pid, e, prompt_id, event)
+            return sc.online.aggregates(prompt_id)
 
     def final_aggregates_after(self, prompt_id: str, event: int) -> dict[str, float]:
         """:meth:`aggregates_after` restricted to the prompt's final (fully denoised) candidates,
         combined as their own pool: what the answer of the prompt is chosen from."""
         with self.lock:
             self.aggregates_after(prompt_id, event)
-            return self.online.aggregates(prompt_id, among=final_ids(self.records.get(prompt_id, [])))
+            return self.online_for(prompt_id).aggregates(prompt_id,
+                                                         among=final_ids(self.records.get(prompt_id, [])))
 
-    def _feed(self, seq: int, pid: str, e: int, for_prompt: str, for_event: int) -> None:
+    def _feed(self, sc: _Scope, seq: int, pid: str, e: int, for_prompt: str, for_event: int) -> None:
         cands = self.event_records(pid, e)
         for v in self.guided:
             missing = [c.candidate_id for c in cands if v not in self.rewards.get(c.candidate_id, {})]
             if missing:
-                self._pending.append((seq, pid, e))
+                sc.pending.append((seq, pid, e))
                 raise EvoSearchError(
                     f"{for_prompt}: cannot choose parents for event {for_event + 1}: {len(missing)} candidate(s) "
                     f"of the events so far have no {v!r} reward yet (first: {missing[0]}); score them first"
                 )
-        self.online.feed(seq, pid, e, [(c.candidate_id, self.rewards.get(c.candidate_id, {})) for c in cands])
-        self._fed = seq
+        sc.online.feed(seq, pid, e, [(c.candidate_id, self.rewards.get(c.candidate_id, {})) for c in cands])
+        sc.fed = seq
