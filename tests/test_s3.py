@@ -96,8 +96,9 @@ def test_put_if_absent_is_conditional(bucket):
 
 
 def test_run_lock_on_s3(bucket):
-    from avits_core.lock import LOCK_NAME, LockInfo, ObjectStoreBackend, RunLock, RunLockedError, read_lock
+    from avits_core.lock import LOCK_NAME, LockInfo, RunLock, RunLockedError, read_lock
     from avits_core.store import fs as sfs
+    from avits_core.store.cas import ObjectStoreBackend
 
     run = f"s3://{bucket}/runs/locked"
     lk = RunLock(run, "avits run a.yaml", heartbeat_s=0).acquire()
