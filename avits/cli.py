@@ -126,7 +126,7 @@ def _step_and_cause(exc: BaseException, capture: _FailureCapture | None) -> tupl
     step = "flow"
     while tb is not None:  # the innermost avits_core.runner / tasks function on the stack
         mod = tb.tb_frame.f_globals.get("__name__", "")
-        if mod.startswith(("avits_core.runner", "avits_core.evo_runner", "tasks.")):
+        if mod.startswith(("avits_core.runner", "tasks.")):
             step = tb.tb_frame.f_code.co_name
         tb = tb.tb_next
     return step, exc
@@ -664,7 +664,7 @@ def diagnose(
 def lineage(run_path: Path = typer.Argument(..., help="a run folder"), prompt_id: str = typer.Argument(...)) -> None:
     """Print a prompt's family tree (EvoSearch: generations, parents, steps, NFE, aggregates)."""
     from avits_core import runner
-    from avits_core.evo_runner import lineage_tree
+    from avits_core.runner.lineage import lineage_tree
 
     try:
         ctx = runner.open_run(run_path)
