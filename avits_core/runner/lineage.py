@@ -13,6 +13,24 @@ if TYPE_CHECKING:  # pragma: no cover
     from avits_core.runner.context import RunContext
 
 
+def _run_replay(ctx: "RunContext", spec: Any, candidates: list[dict[str, Any]], ids: set[str],
+                prompt_id: str) -> tuple[dict[str, float], str | None, list[dict[str, Any]]]:
+    """(aggregates, selected candidate, the prompt's ok reward rows) of ``prompt_id`` in the run's replay.
+
+    A stateful aggregator (ARW: one variance per verifier fitted over the raw scores of *every* prompt
+    seen so far) ranks a prompt's candidates with the state reached after that prompt's last event, so
+    the replay is the run's: every prompt's candidates, every ok reward up to that event (later events
+    cannot change it), the run's prompt order. Replaying the prompt alone gave other aggregates."""
+    rewards = ok_rewards(ctx, spec.verifiers)
+    own = [r for r in rewards if r["candidate_id"] in ids]
+    if own:
+        last = max(r["event_seq"] for r in own)
+        rewards = [r for r in rewards if r["event_seq"] <= last]
+    res = replay(spec, candidates, rewards, higher_is_better(spec.verifiers), [p.prompt_id for p in ctx.prompts])
+    selected = next((s["candidate_id"] for s in res.selections if s["prompt_id"] == prompt_id), None)
+    return {c: a for c, a in res.aggregates.items() if c in ids}, selected, own
+
+
 def lineage_tree(ctx: "RunContext", prompt_id: str) -> str:
     """One line per candidate, children under their parent.
 
@@ -20,20 +38,20 @@ def lineage_tree(ctx: "RunContext", prompt_id: str) -> str:
     run's selection spec, the raw guided rewards; ``*`` marks the selection of that spec,
     ``elite->g1,g2`` the generations a candidate was carried into (methods whose plans record
     ``elites``). A Best-of-N run gives a flat list of roots.
+
+    The aggregates and the selection are those of the run's own replay (:func:`_run_replay`), so they
+    equal what ``avits run`` / ``select`` stored, ARW included.
     """
     prompt = ctx.prompt_by_id.get(prompt_id)
     if prompt is None:
         raise ConfigError(f"unknown prompt_id {prompt_id!r} in run {ctx.run_id}")
-    rows = sorted((r for r in ctx.store.read("candidates").to_pylist() if r["prompt_id"] == prompt_id),
-                  key=lambda r: r["candidate_id"])
+    every = ctx.store.read("candidates").to_pylist()
+    rows = sorted((r for r in every if r["prompt_id"] == prompt_id), key=lambda r: r["candidate_id"])
     if not rows:
         return f"{prompt_id}: no candidates stored yet"
     spec = default_spec(ctx.cfg)
     ids = {r["candidate_id"] for r in rows}
-    rewards = [r for r in ok_rewards(ctx, spec.verifiers) if r["candidate_id"] in ids]
-    res = replay(spec, rows, rewards, higher_is_better(spec.verifiers), [prompt_id])
-    agg = res.aggregates
-    selected = res.selections[0]["candidate_id"] if res.selections else None
+    agg, selected, rewards = _run_replay(ctx, spec, every, ids, prompt_id)
     raw: dict[str, dict[str, float]] = {}
     for r in rewards:
         raw.setdefault(r["candidate_id"], {})[r["verifier"]] = r["value"]
