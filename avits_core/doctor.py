@@ -82,27 +82,39 @@ def _system_lines() -> list[str]:
 # --------------------------------------------------------------------------- a run folder
 
 
-def corrupt_parts(run_path: str | Path) -> list[tuple[Path, str]]:
-    """(part file, reason) for every unreadable part of the run (:func:`avits_core.store.parts.corrupt_parts`)."""
+def _rel(run: Any, p: Any) -> str:
+    """``p`` relative to the run folder when it lies inside it (local or object store), else ``p``."""
+    run_s, p_s = str(run).rstrip("/"), str(p)
+    return p_s[len(run_s) + 1:] if p_s.startswith(run_s + "/") else p_s
+
+
+def corrupt_parts(run_path: str | Path) -> list[tuple[Any, str]]:
+    """(part file, reason) for every unreadable part of the run, local or on an object store
+    (:func:`avits_core.store.parts.corrupt_parts`)."""
+    from avits_core.store import fs as sfs
     from avits_core.store import parts as pqstore
 
-    return [(Path(c.path), str(c.reason)) for c in pqstore.corrupt_parts(Path(run_path))]
+    return [(c.path, str(c.reason)) for c in pqstore.corrupt_parts(sfs.as_path(run_path))]
 
 
-def quarantine_part(run_path: str | Path, part: Path) -> Path:
+def quarantine_part(run_path: str | Path, part: Any) -> Any:
     """Move ``part`` to ``<run>/quarantine/<table>/`` (out of the table's glob); returns the new path
-    (:func:`avits_core.store.parts.quarantine_parts`)."""
+    (:func:`avits_core.store.parts.quarantine_parts`: a rename locally, copy + delete on S3)."""
+    from avits_core.store import fs as sfs
     from avits_core.store import parts as pqstore
 
-    return Path(pqstore.quarantine_parts(run_path, [part])[0][1])
+    return pqstore.quarantine_parts(sfs.as_path(run_path), [part])[0][1]
 
 
 def run_folder_lines(run_path: str | Path, *, quarantine: bool = False) -> list[str]:
-    """Findings about a run folder: run.json, the owner lock, unreadable Parquet parts."""
+    """Findings about a run folder (a local folder or an ``s3://`` run, through the store's fs layer):
+    run.json, the owner lock, unreadable Parquet parts."""
     from avits_core import lock as runlock
     from avits_core.preflight import read_run_json
+    from avits_core.store import fs as sfs
+    from avits_core.store.parts import PART_GLOB
 
-    run_path = Path(run_path)
+    run_path = sfs.as_path(run_path)
     out: list[str] = []
     try:
         info = read_run_json(run_path)
@@ -125,14 +137,15 @@ def run_folder_lines(run_path: str | Path, *, quarantine: bool = False) -> list[
         out.append(f"{level}: lock: {runlock.describe(holder)} ({state})"
                    + ("; `--break-lock` on the next command breaks it" if state == "stale" else ""))
     bad = corrupt_parts(run_path)
-    n_parts = sum(1 for _ in run_path.glob("*/part-*.parquet"))
+    n_parts = sum(1 for _ in run_path.glob(f"*/{PART_GLOB}"))
     if not bad:
         out.append(f"ok: {n_parts} Parquet part files, all readable")
+    where = run_path if sfs.is_remote(run_path) else run_path.resolve()
     for part, why in bad:
-        rel = part.relative_to(run_path) if part.is_relative_to(run_path) else part
+        rel = _rel(where, part if sfs.is_remote(run_path) else Path(part).resolve())
         if quarantine:
             dest = quarantine_part(run_path, part)
-            dest = dest.relative_to(run_path.resolve()) if dest.is_relative_to(run_path.resolve()) else dest
+            dest = _rel(where, dest if sfs.is_remote(run_path) else Path(dest).resolve())
             out.append(f"WARNING: corrupt part {rel} ({why}) moved to {dest}; "
                        f"rerun the run's command to regenerate or rescore its rows")
         else:
@@ -141,8 +154,15 @@ def run_folder_lines(run_path: str | Path, *, quarantine: bool = False) -> list[
 
 
 def is_run_folder(path: str | Path) -> bool:
-    p = Path(path)
-    return p.is_dir() and ((p / "run.json").exists() or (p / "candidates").is_dir())
+    """A folder (or object-store prefix) holding ``run.json`` or a ``candidates`` table."""
+    from avits_core.store import fs as sfs
+
+    try:
+        p = sfs.as_path(path)
+        return (p / "run.json").is_file() or (p / "candidates").is_dir()
+    except Exception as exc:  # noqa: BLE001 - an unreachable store is not a run folder; the caller says so
+        log.debug("%s: not readable as a run folder (%s)", path, exc)
+        return False
 
 
 def run_doctor(config: str | Path | None = None, *, quarantine: bool = False) -> tuple[list[str], bool]:

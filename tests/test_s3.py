@@ -259,3 +259,44 @@ def test_evosearch_on_s3_latents_and_plans_equal_local_run(bucket, tmp_path):
     n_lat = len(run.fs.find(run.path + "/latents"))
     assert n_lat > 0 and n_lat == len(list((tmp_path / "runs" / "evo" / "latents").rglob("*.pt")))
     assert len(run.fs.find(run.path + "/plans")) == len(list((tmp_path / "runs" / "evo" / "plans").rglob("*.json"))) > 0
+
+
+def test_doctor_and_quarantine_on_an_s3_run(bucket, tmp_path):
+    """``avits doctor s3://RUN``: run.json, lock and every part read through the store's fs layer; a
+    truncated part is named (exit 1), ``--quarantine`` moves it to quarantine/ on the bucket (copy +
+    delete) and the run is readable again with the other part's rows."""
+    from pathlib import Path
+
+    from avits_core.doctor import run_doctor
+    from avits_core.store import RunStore
+    from avits_core.store import fs as sfs
+    from avits_core.store.duck import query
+
+    st = RunStore(f"s3://{bucket}/runs", "doc").create()
+    st.write_run_json({"run_id": "doc", "status": "completed"})
+    rows = [dict(prompt_id="p0", candidate_id=f"p0_g0_c{i}", verifier="v", verifier_version="1", status="ok",
+                 value=float(i), event_seq=0, generation=0, wall_s=0.0) for i in range(3)]
+    good = st.append("rewards", rows[:2])
+    bad = st.append("rewards", rows[2:])
+    sfs.put_bytes(bad, sfs.read_bytes(bad)[:40])  # a truncated object, as a torn upload by another tool would be
+    run = f"s3://{bucket}/runs/doc"
+    name = str(bad).rsplit("/", 1)[1]
+    for target in (run, Path(run)):  # the CLI hands typer's Path (``s3:/bucket/...``)
+        lines, ok = run_doctor(target)
+        assert not ok and "ok: run doc: status completed" in lines and "ok: lock: no command holds this run" in lines
+        err = [ln for ln in lines if ln.startswith("ERROR: corrupt part")]
+        assert len(err) == 1 and err[0].startswith(f"ERROR: corrupt part rewards/{name}: "), lines
+    exe = os.path.join(os.path.dirname(sys.executable), "avits")
+    r = subprocess.run([exe, "doctor", run], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 1 and f"ERROR: corrupt part rewards/{name}" in r.stdout, r.stdout + r.stderr
+    lines, ok = run_doctor(run, quarantine=True)
+    moved = [ln for ln in lines if ln.startswith("WARNING: corrupt part")]
+    assert ok and moved == [ln for ln in moved if f"rewards/{name} (" in ln and f"moved to quarantine/rewards/{name};" in ln]
+    assert len(moved) == 1, lines
+    q = sfs.as_path(f"{run}/quarantine/rewards/{name}")
+    assert sfs.read_bytes(q) and not sfs.as_path(str(bad)).exists()
+    lines, ok = run_doctor(run)
+    assert ok and "ok: 1 Parquet part files, all readable" in lines, lines
+    assert query(run, "SELECT candidate_id FROM rewards ORDER BY 1").column("candidate_id").to_pylist() == [
+        "p0_g0_c0", "p0_g0_c1"]
+    assert str(good).startswith(f"{run}/rewards/part-")
