@@ -162,7 +162,7 @@ def test_every_yaml_load_in_the_code_is_safe():
     # the custom loader is a SafeLoader
     import yaml
 
-    from avits_core.config import _UniqueKeyLoader
+    from avits_core.config.load import _UniqueKeyLoader
 
     assert issubclass(_UniqueKeyLoader, yaml.SafeLoader)
 
