@@ -308,3 +308,28 @@ def test_javisbench_reference_cache_pairs_rows_and_breaks_down_by_category(tmp_p
     with pytest.raises(ConfigError, match="--protocol javisbench"):
         prepare(EvalSpec(folder=gen, prompts=prompts, out=tmp_path / "ev2", metrics=metrics,
                          reference=tmp_path / "JavisBench-mini-vanilla-max4s.pt"))
+
+
+def test_scoring_reads_the_rewards_table_once_per_batch_and_decodes_each_clip_once(messy, tmp_path, monkeypatch):
+    """pending() reads the rewards table once for every metric of a batch; with the javisbench protocol
+    the frames come from OpenCV and the audio from read_mp4_audio, never a second full read_mp4."""
+    import avits_core.media as media
+    from avits_core import evaluate_folder as ef
+
+    folder, prompts = messy
+    reads, full = [], []
+    real_read, real_mp4 = RunStore.read, media.read_mp4
+    monkeypatch.setattr(RunStore, "read", lambda self, table, *a, **k: reads.append(table) or real_read(self, table, *a, **k))
+    monkeypatch.setattr(media, "read_mp4", lambda *a, **k: full.append(a[0]) or real_mp4(*a, **k))
+    spec = EvalSpec(folder=folder, prompts=prompts, out=tmp_path / "ev", protocol="javisbench", batch_size=3,
+                    metrics={"av_align": {}, "temporal_flickering": {}, "synth_text": {}})
+    plan = prepare(spec)
+    store = plan.store()
+    for b in ef.batches(plan):
+        ef.score_entries(plan, store, b)
+    assert reads.count("rewards") == 2  # two batches, three metrics
+    assert full == []  # p0, p1, p5 have audio in the mp4: read by read_mp4_audio, not a second decode
+    rows = store.read("rewards").to_pylist()
+    assert len(rows) == 18 and sum(r["status"] == "ok" for r in rows) == 7  # p0 p1 p5 x 2 + p3 flickering
+    assert {p: sorted(r["verifier"] for r in rows if r["prompt_id"] == p and r["status"] == "ok")
+            for p in ("p0", "p3")} == {"p0": ["av_align", "temporal_flickering"], "p3": ["temporal_flickering"]}

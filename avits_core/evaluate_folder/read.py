@@ -52,7 +52,7 @@ def _read_cv2_video(path: Path) -> tuple[np.ndarray, float]:
 def read_entry(entry: ClipEntry, protocol: str) -> tuple[AVClip | Exception, AVClip | Exception]:
     """(clip with video and audio, clip for video-only metrics); an Exception in place of a clip
     that cannot be read, which ``Verifier.score`` turns into that clip's error row."""
-    from avits_core.media import read_mp4, read_video, read_wav
+    from avits_core.media import read_mp4, read_mp4_audio, read_video, read_wav
 
     if entry.path is None:
         err = MediaError(entry.problem or "missing")
@@ -81,9 +81,8 @@ def read_entry(entry: ClipEntry, protocol: str) -> tuple[AVClip | Exception, AVC
             raise MediaFormatError(f"{path} has no audio stream (and no {path.with_suffix('.wav').name} beside it)")
         elif protocol == "avits":
             audio, sr = full.audio, full.sample_rate
-        else:
-            a = read_mp4(path)
-            audio, sr = a.audio, a.sample_rate
+        else:  # the frames came from OpenCV: decode only the audio (read_mp4's samples)
+            audio, sr = read_mp4_audio(path)
         return AVClip(frames, fps, audio, sr, meta), silent
     except Exception as exc:  # noqa: BLE001
         return exc, silent

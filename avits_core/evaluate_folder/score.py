@@ -14,16 +14,24 @@ if TYPE_CHECKING:
     from avits_core.evaluate_folder.match import ClipEntry
     from avits_core.evaluate_folder.plan import EvalPlan
 
+
 def _reads_audio(v: Verifier) -> bool:
     return "audio" in v.modalities
 
 
 def pending(plan: EvalPlan, store: Any) -> dict[str, list[ClipEntry]]:
-    """Per metric, the clips without an ``ok`` rewards row for its cache version."""
+    """Per metric, the clips without an ``ok`` rewards row for its cache version (one read of the
+    rewards table for all metrics, four of its columns)."""
+    t = store.read("rewards", ["candidate_id", "verifier", "verifier_version", "status"])
+    done: dict[tuple[str, str], set[str]] = {}
+    for cid, ver, version, status in zip(*(t[c].to_pylist() for c in ("candidate_id", "verifier",
+                                                                        "verifier_version", "status"))):
+        if status == "ok":
+            done.setdefault((ver, version), set()).add(cid)
     out = {}
     for name, v in plan.verifiers.items():
-        done = store.scored_pairs(v.name, v.cache_version, include_errors=False)
-        out[name] = [e for e in plan.entries if e.candidate_id not in done]
+        ok = done.get((v.name, str(v.cache_version)), set())
+        out[name] = [e for e in plan.entries if e.candidate_id not in ok]
     return out
 
 
@@ -61,7 +69,7 @@ def score_entries(plan: EvalPlan, store: Any, entries: Sequence[ClipEntry]) -> i
 
 def latest_rewards(plan: EvalPlan, store: Any) -> dict[tuple[str, str], dict[str, Any]]:
     """(metric, candidate_id) -> the latest ok row, else the latest error row, for this plan's versions."""
-    tbl = store.read("rewards")
+    tbl = store.read("rewards", ["candidate_id", "verifier", "verifier_version", "status", "value", "error", "scored_at"])
     best: dict[tuple[str, str], dict[str, Any]] = {}
     versions = {v.name: (n, v.cache_version) for n, v in plan.verifiers.items()}
     for r in tbl.to_pylist():
