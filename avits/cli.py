@@ -286,6 +286,9 @@ def run(
     except AvitsError as exc:
         _fail(str(exc))
     _setup_logging(not quiet)
+    from avits_core.threads import apply_numeric_threads, numeric_threads_for
+
+    apply_numeric_threads(numeric_threads_for(cfg))  # before the flow imports torch, cv2, numpy's BLAS
     lk = _lock_run(folder, break_lock)
     try:
         done = None
@@ -330,22 +333,20 @@ def benchmark(
     """Run every config of a benchmark file (the its-benchmark flow) and print the comparison table."""
     _setup_logging(False)
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
-    from avits_core.benchmark import load_benchmark
-    from avits_core.config import load_config
-
     from avits_core import preflight
+    from avits_core.config.benchmark import load_benchmark_plan
 
     try:
-        bench = load_benchmark(benchmark_file)
-        for it in bench["configs"]:
-            preflight.check_run(load_config(it["path"], it["set"] + list(set_)))
+        plan = load_benchmark_plan(benchmark_file, list(set_))  # every config, validated once
+        for it in plan.entries:
+            preflight.check_run(it.config)
     except AvitsError as exc:
         _fail(str(exc))
 
     def call():
         from flows.benchmark import benchmark as benchmark_flow
 
-        return benchmark_flow(str(benchmark_file), overrides=list(set_))
+        return benchmark_flow(plan=plan)  # the validated configs, not a path for the flow to parse again
 
     out = _run_flow(call, quiet=False, verbose=verbose, folder=None)
     typer.echo(Path(out["paths"]["markdown"]).read_text())

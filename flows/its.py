@@ -22,6 +22,7 @@ from prefect import flow, get_run_logger
 
 from avits_core import runner
 from avits_core.config import RunConfig
+from avits_core.threads import apply_numeric_threads, numeric_threads_for
 from flows.waves import resolve_config, run_waves, select_evaluate_report
 
 
@@ -65,6 +66,7 @@ def its(config_path: str | None = None, overrides: list[str] | None = None,
         logger.info("runner: dask (%s workers, %s)", cfg.runner.workers or "cpu count",
                     "processes" if cfg.runner.processes else "threads")
         return its.with_options(task_runner=task_runner_for(cfg), flow_run_name="its-dask")(config=cfg)
+    apply_numeric_threads(numeric_threads_for(cfg))  # a deployment's worker process: set here too
     ctx = runner.prepare_run(cfg)
     run_path = str(ctx.store.path)
     logger.info("run %s: %d prompts, %s, verifiers %s", ctx.run_id, len(ctx.prompts), cfg.search.method,

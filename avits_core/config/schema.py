@@ -244,6 +244,9 @@ class RunnerConfig(_Strict):
     kind: Literal["thread", "dask"] = "thread"
     workers: int | None = Field(default=None, ge=1, le=1024)
     processes: bool = False
+    threads: int | None = Field(default=None, ge=1, le=1024, description=(
+        "threads per numeric library (torch, BLAS, OpenMP, OpenCV) in each task; default: "
+        "cores // parallel tasks, or OMP_NUM_THREADS when set (avits_core/threads.py)"))
 
 
 class RunConfig(_Strict):
