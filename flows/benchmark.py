@@ -15,7 +15,10 @@ the NFE per prompt actually spent by the run LABEL (which must come earlier in t
 N = round(NFE per prompt of LABEL / NFE of one full-schedule candidate), where the latter is read
 from LABEL's generation-0 candidates (they are denoised from noise over the whole schedule).
 
-Each config runs as an ``its`` subflow (resuming if its run exists). The comparison table (one row
+The configs are loaded and validated first, all of them (:func:`avits_core.config.benchmark.load_benchmark_plan`):
+``avits benchmark`` does that and the pre-flight checks, then passes the plan (``plan=``) so nothing is
+parsed or checked twice; a deployment passes ``benchmark_path`` and the plan is loaded here. Each
+config runs as an ``its`` subflow given its validated config (resuming if its run exists). The comparison table (one row
 per config x metric: baseline, selected, change, total NFE) is written as Parquet and Markdown
 under ``<output_root>/benchmarks/<name>/``.
 """
@@ -27,44 +30,43 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from avits_core.benchmark import load_benchmark
-from avits_core.errors import ConfigError
+from avits_core.config.benchmark import BenchmarkPlan, load_benchmark_plan
 
 
 @flow(name="its-benchmark", log_prints=False)
-def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: list[str] | None = None) -> dict[str, Any]:
-    """Run every config of a benchmark file and write one comparison table."""
+def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: list[str] | None = None,
+              plan: BenchmarkPlan | None = None) -> dict[str, Any]:
+    """Run every config of a benchmark (``plan``, else the file ``benchmark_path`` with ``overrides``)
+    and write one comparison table."""
     from avits_core.benchmark import comparison_rows
     from avits_core.report.benchmark import write_comparison
-    from avits_core.config import load_config
     from flows.its import its
 
     logger = get_run_logger()
-    bench = load_benchmark(benchmark_path)
-    cfgs = [load_config(it["path"], it["set"] + list(overrides or [])) for it in bench["configs"]]  # validate all first
-    for it, cfg in zip(bench["configs"], cfgs):
-        if it["match_nfe"] and cfg.search.method != "best_of_n":
-            raise ConfigError(f"{it['label']}: match_nfe needs a best_of_n config, got {cfg.search.method}")
+    if plan is None:
+        plan = load_benchmark_plan(benchmark_path, list(overrides or []))  # validate all first
     outs = []
     by_label: dict[str, dict[str, Any]] = {}
-    for it, cfg in zip(bench["configs"], cfgs):
-        if it["match_nfe"]:
+    for it in plan.entries:
+        cfg = it.config
+        if it.match_nfe:
             from avits_core.benchmark import matched_n
             from avits_core.config import apply_overrides, config_from_dict
 
-            n = matched_n(by_label[it["match_nfe"]]["run_path"])
-            logger.info("%s: Best-of-%d matches the NFE of %s", it["label"], n, it["match_nfe"])
+            n = matched_n(by_label[it.match_nfe]["run_path"])
+            logger.info("%s: Best-of-%d matches the NFE of %s", it.label, n, it.match_nfe)
             cfg = config_from_dict(apply_overrides(cfg.model_dump(mode="json"), [f"search.n={n}"]),
-                                   source=f"{it['path']} (match_nfe: search.n={n})")
+                                   source=f"{it.path} (match_nfe: search.n={n})")
         out = its(config=cfg)  # the validated config, not a path for the subflow to parse again
-        by_label[it["label"]] = out
-        outs.append({"label": it["label"], **out})
-        logger.info("%s -> %s", it["label"], out["run_path"])
+        by_label[it.label] = out
+        outs.append({"label": it.label, **out})
+        logger.info("%s -> %s", it.label, out["run_path"])
     rows = comparison_rows(outs)
     from avits_core.names import inside
 
-    root = Path(cfgs[0].output_root) / "benchmarks" / bench["name"]
-    inside(Path(cfgs[0].output_root) / "benchmarks", bench["name"])  # UnsafePathError if it leaves benchmarks/
+    cfgs = [it.config for it in plan.entries]
+    root = Path(cfgs[0].output_root) / "benchmarks" / plan.name
+    inside(Path(cfgs[0].output_root) / "benchmarks", plan.name)  # UnsafePathError if it leaves benchmarks/
     paths = write_comparison(rows, root)
-    return {"name": bench["name"], "rows": rows, "paths": {k: str(v) for k, v in paths.items()},
+    return {"name": plan.name, "rows": rows, "paths": {k: str(v) for k, v in paths.items()},
             "runs": [o["run_path"] for o in outs]}
