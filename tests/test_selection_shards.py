@@ -111,16 +111,21 @@ def _config(root, **extra):
     ))
 
 
-def _run_shard(ctx, shard: int, shards: int) -> None:
-    """One shard's generation and scoring, as flows/waves.run_waves does it for a shard flow run."""
+def _run_shard(ctx, shard: int, shards: int, kill_after: int | None = None) -> None:
+    """One shard's generation and scoring, as flows/waves.run_waves does it for a shard flow run.
+    ``kill_after`` k: stop (as a killed shard would) after generating the k-th wave, before scoring it."""
     from avits_core import runner
 
     runner.start_search(ctx)
     mine = set([p.prompt_id for p in ctx.prompts][shard::shards])
+    done = 0
     for wave in runner.schedule(ctx):
         items = [it for it in wave.items if it[0] in mine]
         if items:
             rows = runner.generate_events(ctx, items)
+            done += 1
+            if done == kill_after:
+                return
             for spec in ctx.all_verifier_specs():
                 runner.score_rows(ctx, spec, rows)
 
@@ -179,8 +184,11 @@ def test_two_processes_one_shard_each_equal_one_process(evo_two, tmp_path):
     cfg = _config(tmp_path, arw_shards=2)
     assert cfg.resolved_run_id() == ctx1.run_id != _config(tmp_path).resolved_run_id()  # K is in the run id
     runner.prepare_run(cfg, check_models=False)
-    for shard in (1, 0):  # the second shard first, each in a context (state) of its own
-        _run_shard(runner.open_run(tmp_path / ctx1.run_id), shard, 2)
+    # the second shard first, "killed" after generating its 4th wave (prompt q3's event 0) before
+    # scoring it; then the first shard; then the second again (a restart): each in a context (state,
+    # as a process would have) of its own
+    for shard, kill in ((1, 4), (0, None), (1, None)):
+        _run_shard(runner.open_run(tmp_path / ctx1.run_id), shard, 2, kill_after=kill)
     ctx = runner.open_run(tmp_path / ctx1.run_id)
     runner.select(ctx, runner.default_spec(ctx.cfg))
     for table in ("candidates", "rewards", "selections", "arw_trace"):
