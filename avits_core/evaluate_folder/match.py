@@ -18,7 +18,7 @@ _SAMPLE = re.compile(r"^sample_(\d+)\.mp4$")
 
 def clip_file_name(prompt_id: str, *, where: str = "prompt") -> str:
     """The mp4 file name of a prompt id, ``<id>.mp4``; a ConfigError naming the id (and ``where``)
-    when the id cannot be one file name as it is (see the module docstring)."""
+    when the id cannot be one file name as it is (see :mod:`avits_core.evaluate_folder`)."""
     if not _SAFE.match(prompt_id) or len(prompt_id) > 200:
         bad = "".join(sorted({ch for ch in prompt_id if not re.match(r"[A-Za-z0-9._=+-]", ch)}))
         why = f"contains {bad!r}" if bad else ("starts with '.'" if prompt_id.startswith(".") else "is too long")
