@@ -37,7 +37,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, Mapping, TypeVar
 
 from avits_core.cache import SingleFlightCache
 from avits_core.errors import ConfigError, MissingWeightsError
@@ -288,6 +288,56 @@ def clear_cache(kind: str | None = None) -> None:
 def cache_keys(kind: str | None = None) -> list[tuple[str, ...]]:
     """The keys held now (all, or one ``kind``'s)."""
     return [k for k in _CACHE.keys() if kind is None or k[0] == kind]
+
+
+# --------------------------------------------------------------------------------------------------
+# strict state-dict loading
+# --------------------------------------------------------------------------------------------------
+
+
+def _shape(v: Any) -> tuple[int, ...]:
+    return tuple(int(x) for x in (v.shape if hasattr(v, "shape") else v))
+
+
+def _names(keys: list[str], limit: int) -> str:
+    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
+    return ", ".join(keys[:limit]) + more
+
+
+def state_dict_problems(expected: Mapping[str, Any], got: Mapping[str, Any], *, prefix: str = "",
+                        ignore_missing: Callable[[str], bool] | None = None, limit: int = 12) -> str | None:
+    """What keeps ``got`` from loading strictly into a module whose state dict is ``expected``; None when
+    nothing does.
+
+    ``expected`` / ``got``: key -> tensor (or shape). One text, the parts that apply, joined by "; ":
+    ``"N missing keys: a, b"``, ``"M unexpected keys: c"``,
+    ``"K keys with other shapes: k: checkpoint (3, 32) vs model (8, 32)"`` (keys sorted, at most ``limit``
+    named per part, then "... and n more"). ``prefix`` is put before every key (the checkpoint's own
+    spelling when the module is a part of it); ``ignore_missing(key)`` true: that key may be absent
+    (e.g. BatchNorm's ``num_batches_tracked``)."""
+    missing = sorted(k for k in expected if k not in got and not (ignore_missing and ignore_missing(k)))
+    unexpected = sorted(k for k in got if k not in expected)
+    shapes = [f"{prefix}{k}: checkpoint {_shape(got[k])} vs model {_shape(expected[k])}"
+              for k in sorted(set(expected) & set(got)) if _shape(got[k]) != _shape(expected[k])]
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing keys: {_names([prefix + k for k in missing], limit)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected keys: {_names([prefix + k for k in unexpected], limit)}")
+    if shapes:
+        parts.append(f"{len(shapes)} keys with other shapes: {_names(shapes, limit)}")
+    return "; ".join(parts) or None
+
+
+def check_state_dict(expected: Mapping[str, Any], got: Mapping[str, Any], *, what: str,
+                     error: Callable[[str], BaseException] = ConfigError, hint: str = "", prefix: str = "",
+                     ignore_missing: Callable[[str], bool] | None = None) -> None:
+    """Raise ``error(f"{what}: {problems}; {hint}")`` when ``got`` does not load strictly into a module
+    whose state dict is ``expected`` (:func:`state_dict_problems`); call it before ``load_state_dict``,
+    so the message names every missing, unexpected and mis-shaped key."""
+    problems = state_dict_problems(expected, got, prefix=prefix, ignore_missing=ignore_missing)
+    if problems:
+        raise error(f"{what}: {problems}" + (f"; {hint}" if hint else ""))
 
 
 # --------------------------------------------------------------------------------------------------

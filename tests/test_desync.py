@@ -299,7 +299,7 @@ def test_strict_loading_names_missing_unexpected_and_misshapen_keys(tmp_path, ti
     assert "transformer.off_head.bias" in msg
     assert "afeat_extractor.ast.encoder.layer.0.attention.attention.query.weight" in msg
     assert "1 unexpected keys: vfeat_extractor.head.weight" in msg
-    assert "transformer.OFF_tok (1, 1, 7) != (1, 1, 32)" in msg
+    assert "1 keys with other shapes: transformer.OFF_tok: checkpoint (1, 1, 7) vs model (1, 1, 32)" in msg
     assert isinstance(err.value, MissingWeightsError)
 
 

@@ -39,6 +39,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from avits_core.errors import ConfigError
+from avits_core.loading import check_state_dict
 from avits_core.verifiers import hf
 
 AUDIOCLIP_HINT = ("get AudioCLIP's checkpoint once (`wget https://github.com/AndreyGuzhov/AudioCLIP/releases/"
@@ -195,11 +196,9 @@ def load_audio_tower(path: str | os.PathLike[str], device: str = "cpu", **arch: 
     if not audio:
         raise ConfigError(f"{p}: no 'audio.*' keys; is this an AudioCLIP checkpoint?")
     model = build_audio_tower(**arch)
-    missing, unexpected = model.load_state_dict(audio, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ConfigError(f"{p}: AudioCLIP audio weights do not match the architecture: "
-                          f"missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
+    check_state_dict(model.state_dict(), audio, what=f"{p}: AudioCLIP audio weights do not match the architecture",
+                     prefix="audio.", ignore_missing=lambda k: k.endswith("num_batches_tracked"))
+    model.load_state_dict(audio, strict=False)  # strict but for BatchNorm counters (checked above)
     return model.to(hf.parse_device(device)).eval()
 
 

@@ -36,7 +36,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from avits_core.errors import ConfigError
+from avits_core.loading import check_state_dict
 from avits_core.media import AVClip
 from avits_core.verifiers import hf
 
@@ -144,10 +144,9 @@ def load_i3d(path: str | os.PathLike[str], device: str = "cpu") -> Any:
     p = hf.resolve_weights_file(path, what="JavisBench I3D", hint=I3D_JB_HINT)
     sd = torch.load(str(p), map_location="cpu", weights_only=True)
     model = build_i3d()
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    missing = [k for k in missing if not k.endswith("num_batches_tracked")]
-    if missing or unexpected:
-        raise ConfigError(f"{p}: not JavisBench's I3D layout: missing {missing[:5]}, unexpected {list(unexpected)[:5]}")
+    check_state_dict(model.state_dict(), sd, what=f"{p}: not JavisBench's I3D layout",
+                     ignore_missing=lambda k: k.endswith("num_batches_tracked"))
+    model.load_state_dict(sd, strict=False)  # strict but for BatchNorm counters (checked above)
     return model.to(hf.parse_device(device)).eval()
 
 

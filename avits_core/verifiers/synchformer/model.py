@@ -45,6 +45,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from avits_core import loading
 from avits_core.errors import MissingWeightsError
 
 log = logging.getLogger(__name__)
@@ -410,31 +411,11 @@ def published_state_dict(model: Synchformer, new_naming: bool | None = None) -> 
     return {unmap_ast_key(k, new): v for k, v in model.state_dict().items()}
 
 
-def _key_list(keys: list[str], limit: int = 12) -> str:
-    keys = sorted(keys)
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return ", ".join(keys[:limit]) + more
-
-
 def check_state_dict(model: Synchformer, sd: Mapping[str, Any], source: str) -> None:
     """Raise SynchformerWeightsError naming the missing, unexpected and wrongly shaped keys (published names)."""
-    expected = {k: tuple(v.shape) for k, v in published_state_dict(model).items()}
-    missing = [k for k in expected if k not in sd]
-    unexpected = [k for k in sd if k not in expected]
-    shapes = [f"{k} {tuple(sd[k].shape)} != {expected[k]}" for k in expected
-              if k in sd and tuple(getattr(sd[k], "shape", ())) != expected[k]]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys: {_key_list(missing)}")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys: {_key_list(unexpected)}")
-        if shapes:
-            parts.append(f"{len(shapes)} keys with other shapes: {_key_list(shapes)}")
-        raise SynchformerWeightsError(
-            f"Synchformer weights {source!r} do not match the architecture ({'; '.join(parts)}); "
-            f"expected the published synchformer_state_dict.pth ({WEIGHTS_URL})"
-        )
+    loading.check_state_dict(published_state_dict(model), sd, what=f"Synchformer weights {source!r} do not match "
+                             f"the architecture", error=SynchformerWeightsError,
+                             hint=f"expected the published synchformer_state_dict.pth ({WEIGHTS_URL})")
 
 
 def read_weights(path: str | os.PathLike[str]) -> tuple[SynchformerConfig, dict[str, torch.Tensor]]:

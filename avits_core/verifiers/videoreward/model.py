@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
+from avits_core.loading import check_state_dict
 from avits_core.verifiers.videoreward import checkpoint as ck
 from avits_core.verifiers.videoreward.template import (
     REWARD_TOKENS,
@@ -259,12 +260,8 @@ def load_reward_model(base_dir: Path, reward_dir: Path, device: str, dtype: Any,
     cls = _reward_model_class()
     with empty_parameters():
         net = cls(config)
-    expected = set(net.state_dict())
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-    if missing or unexpected:
-        raise ck.CheckpointError(f"VideoReward: checkpoint {str(ckpt)!r} does not fit the model: "
-                                 f"{len(missing)} missing (e.g. {missing[:4]}), {len(unexpected)} unexpected "
-                                 f"(e.g. {unexpected[:4]})")
+    check_state_dict(net.state_dict(), sd, what=f"VideoReward: checkpoint {str(ckpt)!r} does not fit the model",
+                     error=ck.CheckpointError)
     net.load_state_dict(sd, strict=True, assign=True)
     del sd
     net = net.to(device=device, dtype=dtype).eval()

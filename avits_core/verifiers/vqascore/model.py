@@ -29,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from avits_core.loading import check_state_dict, state_dict_problems
 from avits_core.verifiers.vqascore.checkpoint import CheckpointError, Layout, iter_tensors, split_key
 
 log = logging.getLogger(__name__)
@@ -129,30 +130,10 @@ def answer_score(logits: Any, labels: Any) -> np.ndarray:
     return torch.exp(mean).double().cpu().numpy()
 
 
-def _few(keys: Sequence[str], limit: int = 12) -> str:
-    """At most ``limit`` names and how many more: error messages stay readable for an 11B checkpoint."""
-    keys = list(keys)
-    more = f" ... and {len(keys) - limit} more" if len(keys) > limit else ""
-    return "[" + ", ".join(repr(k) for k in keys[:limit]) + more + f"] ({len(keys)} in all)"
-
-
 def _assign(module: Any, sd: dict[str, Any], what: str, prefix: str = "") -> None:
     """Load ``sd`` into a meta-built ``module`` (assign), naming every missing / unexpected / mis-shaped key
     (as ``prefix`` + the key, i.e. the checkpoint's own spelling)."""
-    expected = module.state_dict()
-    missing = sorted(set(expected) - set(sd))
-    unexpected = sorted(set(sd) - set(expected))
-    shapes = [f"{prefix}{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(expected[k].shape)}"
-              for k in sorted(set(sd) & set(expected)) if tuple(sd[k].shape) != tuple(expected[k].shape)]
-    problems = []
-    if missing:
-        problems.append(f"missing keys {_few([prefix + k for k in missing])}")
-    if unexpected:
-        problems.append(f"unexpected keys {_few([prefix + k for k in unexpected])}")
-    if shapes:
-        problems.append(f"shape mismatches {_few(shapes, 6)}")
-    if problems:
-        raise CheckpointError(f"{what}: " + "; ".join(problems))
+    check_state_dict(module.state_dict(), sd, what=what, error=CheckpointError, prefix=prefix)
     module.load_state_dict(sd, strict=True, assign=True)
 
 
@@ -230,7 +211,7 @@ def load_model(layout: Layout, device: str, dtype: Any) -> Any:
     if not any(k.startswith("vision_model.") for k in vision.state_dict()):
         odd = sorted(k for k in vsd if not k.startswith("vision_model."))
         if odd:
-            raise CheckpointError(f"{vwhere}: unexpected keys {_few([vprefix + k for k in odd])}")
+            raise CheckpointError(f"{vwhere}: {state_dict_problems({}, {k: vsd[k] for k in odd}, prefix=vprefix)}")
         vsd = {k.removeprefix("vision_model."): t for k, t in vsd.items()}
         vprefix += "vision_model."
     _assign(vision, vsd, vwhere, prefix=vprefix)
