@@ -179,7 +179,7 @@ def _finished_results(folder: Path) -> tuple[Any, dict[str, Any], list[dict[str,
     (every candidate has an ok reward for every verifier at its current version, and the run's
     selection has metrics); None when the flow has work to do."""
     from avits_core import runner
-    from avits_core.preflight import read_run_json
+    from avits_core.checks.inputs import read_run_json
     from avits_core.rerank import missing_pairs
 
     info = read_run_json(folder)
@@ -251,6 +251,7 @@ def run(
     # the way of the progress bars unless asked for.
     os.environ.setdefault("PREFECT_LOGGING_LEVEL", "INFO" if verbose else "WARNING")
     from avits_core import preflight
+    from avits_core.checks.inputs import read_run_json, run_folder
     from avits_core.config import load_config
 
     overrides = list(set_) + ([f"run_id={run_id}"] if run_id else [])
@@ -260,7 +261,7 @@ def run(
             from flows.shards import sharded_config
 
             cfg = sharded_config(cfg, shards)
-        folder = preflight.run_folder(cfg)
+        folder = run_folder(cfg)
         if not quiet:
             from avits_core.search.base import search_from_config
 
@@ -270,7 +271,7 @@ def run(
                 n = cfg.search.method
             typer.echo(f"avits run {cfg.resolved_run_id()}: {cfg.generator.name}, {n}, {cfg.aggregator.name} over "
                        f"{'+'.join(v.name for v in cfg.verifiers)} -> {folder}", err=True)
-        info = preflight.read_run_json(folder)
+        info = read_run_json(folder)
         # a finished run of this config was generated with these generator params: its check (which
         # imports the generator and torch) waits until there is generation to do
         finished = bool(info and info.get("status") == "completed" and info.get("config_hash") == cfg.config_hash())

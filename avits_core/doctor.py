@@ -33,7 +33,8 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from avits_core.preflight import JAVISBENCH_HINT, PREFIXES, collect, is_failure, writable_line  # noqa: F401
+from avits_core.checks.base import PREFIXES, is_failure  # noqa: F401 - PREFIXES: the line prefixes of avits doctor
+from avits_core.preflight import collect
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +111,7 @@ def run_folder_lines(run_path: str | Path, *, quarantine: bool = False) -> list[
     """Findings about a run folder (a local folder or an ``s3://`` run, through the store's fs layer):
     run.json, the owner lock, unreadable Parquet parts."""
     from avits_core import lock as runlock
-    from avits_core.preflight import read_run_json
+    from avits_core.checks.inputs import read_run_json
     from avits_core.store import fs as sfs
     from avits_core.store.parts import PART_GLOB
 

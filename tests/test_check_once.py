@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from avits_core import loading, preflight, runner
+from avits_core.checks.models import device_line
 from avits_core.config import load_config
 from avits_core.errors import ConfigError, MissingWeightsError
 from avits_core.search.base import MethodParams, SearchMethod, search_from_config
@@ -47,9 +48,9 @@ def test_dtype_and_device_parsing():
         with pytest.raises(ConfigError, match="CUDA is not available"):
             loading.check_device("cuda")
         # the pre-flight's device finding is the same check
-        assert preflight.device_line("generator synth", "cuda:1") == (
+        assert device_line("generator synth", "cuda:1") == (
             "ERROR: generator synth: device 'cuda:1' requested but CUDA is not available on this machine")
-    assert preflight.device_line("generator synth", "cpu") is None
+    assert device_line("generator synth", "cpu") is None
 
 
 def test_hub_ids_and_local_paths(tmp_path, monkeypatch):

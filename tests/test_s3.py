@@ -129,7 +129,7 @@ def test_run_lock_on_s3(bucket):
 
 
 def test_output_root_on_a_missing_bucket_is_one_preflight_error(s3):
-    from avits_core.preflight import writable_line
+    from avits_core.checks.inputs import writable_line
 
     line = writable_line("s3://no-such-bucket-here/runs")
     assert line.startswith("ERROR: output_root") and "no-such-bucket-here" in line
