@@ -1,9 +1,13 @@
 """Sharded runs (flows/shards.py).
 
-Fast: the shard split, the refusals (multi-event method, no server).
-Server (slow): a real ``prefect server`` on 127.0.0.1, the GPU pool of prefect.yaml with two process
-workers (CUDA_VISIBLE_DEVICES=0 and 1, --limit 1), ``avits run CONFIG --shards 2``: the tables equal
-the unsharded run's, and every candidate records the CUDA_VISIBLE_DEVICES of the worker that made it.
+Fast: the shard split, the per-shard ARW config of multi-event methods, the refusals (a worker split
+that cuts an ARW shard, no server).
+Server (slow; one server for the module): a real ``prefect server`` on 127.0.0.1, the GPU pool of
+prefect.yaml with two process workers (CUDA_VISIBLE_DEVICES=0 and 1, --limit 1).
+``avits run CONFIG --shards 2`` with Best-of-N: the tables equal the unsharded run's, and every
+candidate records the CUDA_VISIBLE_DEVICES of the worker that made it. With EvoSearch: the flow-run
+process of one shard is SIGKILLed mid-shard, the coordinator re-submits that shard alone, and the
+tables and plans equal a library-level run with ``search.arw_shards=2`` (per-shard ARW state).
 Every process started here is stopped by its PID (workers: TERM, then INT).
 """
 
@@ -75,33 +79,44 @@ def test_cli_shards_without_a_server_is_one_error(tmp_path):
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.fixture(scope="module")
+def gpu_pool(tmp_path_factory):
+    """(environment, home) of one real Prefect server with two GPU workers, shared by this module's server tests."""
+    home = tmp_path_factory.mktemp("pool")
+    with prefect_server_with_gpu_workers(home, n_workers=2) as env:
+        yield env, home
+
+
+def _worker_logs(home: Path) -> str:
+    return "\n".join(f"--- {n}\n" + (home / "logs" / f"{n}.log").read_text()[-3000:] for n in ("gpu0", "gpu1"))
+
+
 @pytest.mark.slow
 @pytest.mark.server
-def test_two_shards_on_two_gpu_workers_equal_the_unsharded_run(tmp_path):
+def test_two_shards_on_two_gpu_workers_equal_the_unsharded_run(tmp_path, gpu_pool):
     bindir = Path(sys.executable).parent
-    logs = tmp_path / "logs"
+    env, home = gpu_pool
 
     def worker_logs():
-        return "\n".join(f"--- {n}\n" + (logs / f"{n}.log").read_text()[-3000:] for n in ("gpu0", "gpu1"))
+        return _worker_logs(home)
 
     cfg = demo_config(str(tmp_path / "sharded"), limit=5, n=3, run_id="r")
     path = tmp_path / "cfg.yaml"
     path.write_text(yaml.safe_dump(cfg))
     avits = str(bindir / "avits")
-    with prefect_server_with_gpu_workers(tmp_path, n_workers=2) as env:
-        ls = subprocess.run([str(bindir / "prefect"), "deployment", "ls"], env=env, cwd=REPO, capture_output=True,
-                            text=True, timeout=600)
-        assert ls.returncode == 0, f"prefect deployment ls failed:\n{ls.stdout}\n{ls.stderr}"
-        assert "its-shard/gpu" in ls.stdout and "its/sharded" in ls.stdout
-        r = subprocess.run([avits, "run", str(path), "--shards", "2"], env=env, cwd=REPO, capture_output=True, text=True,
-                           timeout=1500)
-        assert r.returncode == 0, f"sharded run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{worker_logs()}"
-        # the same config unsharded, in another output root (same process layout otherwise)
-        cfg1 = dict(cfg, output_root=str(tmp_path / "plain"))
-        path1 = tmp_path / "cfg1.yaml"
-        path1.write_text(yaml.safe_dump(cfg1))
-        r1 = subprocess.run([avits, "run", str(path1), "-q"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
-        assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-3000:]
+    ls = subprocess.run([str(bindir / "prefect"), "deployment", "ls"], env=env, cwd=REPO, capture_output=True,
+                        text=True, timeout=600)
+    assert ls.returncode == 0, f"prefect deployment ls failed:\n{ls.stdout}\n{ls.stderr}"
+    assert "its-shard/gpu" in ls.stdout and "its/sharded" in ls.stdout
+    r = subprocess.run([avits, "run", str(path), "--shards", "2"], env=env, cwd=REPO, capture_output=True, text=True,
+                       timeout=1500)
+    assert r.returncode == 0, f"sharded run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{worker_logs()}"
+    # the same config unsharded, in another output root (same process layout otherwise)
+    cfg1 = dict(cfg, output_root=str(tmp_path / "plain"))
+    path1 = tmp_path / "cfg1.yaml"
+    path1.write_text(yaml.safe_dump(cfg1))
+    r1 = subprocess.run([avits, "run", str(path1), "-q"], env=env, cwd=REPO, capture_output=True, text=True, timeout=1500)
+    assert r1.returncode == 0, r1.stdout[-3000:] + r1.stderr[-3000:]
 
     sharded, plain = tmp_path / "sharded" / "r", tmp_path / "plain" / "r"
     for table in ("candidates", "rewards", "selections", "metrics", "arw_trace"):
@@ -157,3 +172,100 @@ def test_failed_shard_is_resubmitted_alone(monkeypatch):
     with pytest.raises(RuntimeError, match=r"shards \[2\] did not complete after 3 attempts"):
         sh.run_shards(cfg, 3, shard_retries=2)
     assert submitted == [0, 1, 2, 2, 2]
+
+
+EVO_PROMPTS = ["a small red ball bounces twice with a high click", "a large blue cube bounces three times over rain",
+               "a small green ball bounces once with a low thud", "a large yellow cube bounces twice with a high click"]
+
+
+def _evo_config(output_root: str, **search: object) -> dict:
+    return dict(
+        name="evo-shards", run_id="evo", output_root=output_root, seed=0,
+        generator=dict(name="synth", params=dict(num_steps=6)), prompts=dict(source=EVO_PROMPTS),
+        search=dict(method="evosearch", params=dict(evolution_schedule=[0, 3], population_size_schedule=[3, 2, 2],
+                                                    elite_size=1, mutation_rate=0.5), **search),
+        verifiers=[dict(name="av_sync"), dict(name="synth_text")],
+        aggregator=dict(name="arw", params=dict(optimizer="adam", lr=0.05, max_iter=20)),
+        evaluation=dict(oracle=True, verifiers=[]))
+
+
+def _shard_flow_processes(home: Path, device: str) -> list:
+    """The flow-run processes (not the workers) that the worker with CUDA_VISIBLE_DEVICES=device started."""
+    import psutil
+
+    out = []
+    for p in psutil.process_iter():
+        try:
+            e = p.environ()
+        except (psutil.Error, OSError):
+            continue
+        if e.get("PREFECT_HOME") == str(home / "ph") and e.get("CUDA_VISIBLE_DEVICES") == device \
+                and e.get("PREFECT__FLOW_RUN_ID"):
+            out.append(p)
+    return out
+
+
+def _devices_stored(run: Path) -> set:
+    import pyarrow.parquet as pq
+
+    out = set()
+    for part in (run / "candidates").glob("part-*.parquet"):
+        try:
+            out |= set(pq.read_table(part, columns=["cuda_visible_devices"]).column(0).to_pylist())
+        except Exception:  # noqa: BLE001 - a part being renamed into place: next poll
+            pass
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_evosearch_in_two_shards_with_a_killed_shard_equals_the_per_shard_replay(tmp_path, gpu_pool):
+    """EvoSearch over two GPU workers: per-shard ARW state (search.arw_shards=2 from --shards 2); the
+    flow-run process of shard 1 is SIGKILLed after its first candidates are stored; the coordinator
+    re-submits that shard alone; the tables and plans equal a library-level run with arw_shards=2."""
+    import signal
+    import time
+
+    from avits_core import runner
+    from avits_core.config import config_from_dict
+
+    env, home = gpu_pool
+    bindir = Path(sys.executable).parent
+    path = tmp_path / "evo.yaml"
+    path.write_text(yaml.safe_dump(_evo_config(str(tmp_path / "sharded"))))
+    out, err = open(tmp_path / "run.out", "w"), open(tmp_path / "run.err", "w")
+    proc = subprocess.Popen([str(bindir / "avits"), "run", str(path), "--shards", "2", "-q"], env=env, cwd=REPO,
+                            stdout=out, stderr=err, start_new_session=True)
+    run = tmp_path / "sharded" / "evo"
+    killed = None
+    try:
+        deadline = time.time() + 1200
+        while killed is None and proc.poll() is None and time.time() < deadline:
+            if "1" in _devices_stored(run):  # shard 1 (prompts 1, 3) has stored candidates: kill it mid-shard
+                for p in _shard_flow_processes(home, "1"):
+                    p.send_signal(signal.SIGKILL)
+                    killed = p.pid
+            time.sleep(0.3)
+        assert killed, f"no shard-1 flow run to kill (coordinator rc {proc.poll()})\n{_worker_logs(home)}"
+        rc = proc.wait(timeout=max(60.0, deadline - time.time()))
+    finally:
+        from scale_common import stop_process
+
+        stop_process(proc)
+        out.close()
+        err.close()
+    assert rc == 0, (tmp_path / "run.out").read_text()[-3000:] + (tmp_path / "run.err").read_text()[-3000:] \
+        + _worker_logs(home)
+    info = json.loads((run / "run.json").read_text())
+    assert info["status"] == "completed" and info["config"]["search"]["arw_shards"] == 2
+    assert info["shards"]["runs"]["1"]["attempts"] == 2 and info["shards"]["runs"]["0"]["attempts"] == 1
+    assert {v["state"] for v in info["shards"]["runs"].values()} == {"COMPLETED"}
+    # the same config in one process, per-shard ARW state by config: the same search and selection
+    lib = runner.run(config_from_dict(_evo_config(str(tmp_path / "lib"), arw_shards=2)), check_models=False)
+    for table in ("candidates", "rewards", "selections", "metrics", "arw_trace"):
+        ref = table_rows(lib["run_path"], table)
+        assert ref and table_rows(run, table) == ref, table
+    ctx = runner.open_run(run)
+    for p in ctx.prompts:
+        for g in range(1, ctx.n_generations):
+            assert runner.read_plan(run, p.prompt_id, g) == runner.read_plan(Path(lib["run_path"]), p.prompt_id, g)
