@@ -36,6 +36,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, TypeVar
 
@@ -85,13 +86,28 @@ def parse_dtype(dtype: Any, *, allowed: Iterable[str] | None = None, what: str =
     return getattr(torch, DTYPES[key])
 
 
-def dtype_name(dtype: Any) -> str:
-    """"float32" for torch.float32 or any accepted spelling of it."""
-    return str(parse_dtype(dtype)).removeprefix("torch.")
+def dtype_name(dtype: Any, *, allowed: Iterable[str] | None = None, what: str = "") -> str:
+    """"float32" for torch.float32 or any accepted spelling of it (checked like :func:`parse_dtype`).
+    A string is checked without importing torch."""
+    if isinstance(dtype, str):
+        ok = set(DTYPES.values()) if allowed is None else set(allowed)
+        key = dtype.lower().removeprefix("torch.")
+        if key not in DTYPES or DTYPES[key] not in ok:
+            prefix = f"{what}: " if what else ""
+            raise ConfigError(f"{prefix}dtype must be one of {sorted(ok)}, got {dtype!r}")
+        return DTYPES[key]
+    return str(parse_dtype(dtype, allowed=allowed, what=what)).removeprefix("torch.")
+
+
+_PLAIN_DEVICE = re.compile(r"(cpu|cuda|mps|meta|xpu)(:(0|[1-9][0-9]*))?")
 
 
 def parse_device(device: Any, *, what: str = "") -> str:
-    """Validate a torch device string ("cpu", "cuda", "cuda:1", "mps") and return it as a string."""
+    """Validate a torch device string ("cpu", "cuda", "cuda:1", "mps") and return it as a string.
+    The common spellings are checked without importing torch (a verifier made only for its
+    ``cache_version``, e.g. by ``avits rerank`` on stored rewards, loads no torch); others go to torch."""
+    if isinstance(device, str) and _PLAIN_DEVICE.fullmatch(device):
+        return device
     import torch
 
     prefix = f"{what}: " if what else ""

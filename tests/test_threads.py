@@ -62,3 +62,36 @@ print(json.dumps({"torch": torch.get_num_threads(), "cv2": cv2.getNumThreads(),
     out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True, check=True)
     got = json.loads(out.stdout.strip().splitlines()[-1])
     assert got == {"torch": 1, "cv2": 1, "pools": [1], "env": "1"}
+
+
+def test_making_a_verifier_for_its_cache_version_imports_no_torch():
+    """`avits rerank` / a finished `avits run` make every verifier only for its cache_version: the
+    device and dtype checks must not import torch (1.6 CPU-s) for the plain spellings."""
+    code = """
+import sys
+from avits_core.registry import VERIFIERS
+from avits_core.runner import get_verifier
+versions = {n: get_verifier(n, {}).cache_version for n in VERIFIERS.names()}
+print("torch" in sys.modules, len(versions))
+"""
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+                         capture_output=True, text=True, check=True)
+    loaded, n = out.stdout.split()
+    assert loaded == "False" and int(n) >= 15
+
+
+def test_device_and_dtype_checks_match_torch_without_importing_it():
+    import torch
+
+    from avits_core.errors import ConfigError
+    from avits_core.loading import dtype_name, parse_device
+
+    for d in ("cpu", "cuda", "cuda:0", "cuda:3", "mps", "meta"):
+        assert parse_device(d) == str(torch.device(d))
+    for spelling, name in (("fp16", "float16"), ("BF16", "bfloat16"), ("torch.float32", "float32"), ("half", "float16")):
+        assert dtype_name(spelling) == name == str(getattr(torch, name)).removeprefix("torch.")
+    assert dtype_name(torch.bfloat16) == "bfloat16"
+    with pytest.raises(ConfigError, match="dtype must be one of .* got 'int8'"):
+        dtype_name("int8")
+    with pytest.raises(ConfigError, match="not a valid torch device"):
+        parse_device("cuda:x")

@@ -33,6 +33,7 @@ from avits_core.loading import (  # noqa: F401 (re-exported)
     cached,
     clear_cache,
     download_hint,
+    dtype_name,
     hub_snapshot,
     looks_like_local_path,
     parse_device,
@@ -155,7 +156,7 @@ class HFModelVerifier(Verifier):
     ) -> None:
         self.model_path = str(model_path)
         self.device = parse_device(device)
-        self.dtype = str(parse_dtype(dtype)).removeprefix("torch.")
+        self.dtype = dtype_name(dtype)
         self.batch_size = check_batch_size(batch_size)
         self.text_field = str(text_field)
         self.cache_dir = cache_dir

@@ -70,7 +70,7 @@ class ImageBindBackbone:
         self.model_path = os.fspath(model_path) if model_path else os.environ.get(
             "AVITS_IMAGEBIND_WEIGHTS", DEFAULT_IMAGEBIND_PATH)
         self.device = hf.parse_device(device)
-        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
+        self.dtype = hf.dtype_name(dtype)
         self.bpe_path = bpe_path
 
     def weights_file(self) -> Path:

@@ -32,7 +32,7 @@ class TinyBackbone:
             raise ConfigError(f"TinyBackbone dim must be an integer >= 2, got {dim!r}")
         self.dim, self.seed = dim, int(seed)
         self.device = hf.parse_device(device)
-        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
+        self.dtype = hf.dtype_name(dtype)
 
     def check_ready(self) -> None:
         """Nothing to fetch."""

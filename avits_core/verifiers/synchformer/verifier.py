@@ -111,7 +111,7 @@ class DeSync(Verifier):
         self.max_length_s = max_length_s
         self.model_path = str(model_path)
         self.device = hf.parse_device(device)
-        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
+        self.dtype = hf.dtype_name(dtype)
         self.batch_size = hf.check_batch_size(batch_size)
         self.segment_batch = hf.check_batch_size(segment_batch, "segment_batch")
         self.min_input = _min_input(policy, max_length_s)  # type: ignore[misc]

@@ -122,7 +122,7 @@ class VideoReward(Verifier):
         self.device = hf.parse_device(device)
         if str(dtype).lower() == "auto":
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
+        self.dtype = hf.dtype_name(dtype)
         self.batch_size = hf.check_batch_size(batch_size)
         if fps is not None and not (isinstance(fps, (int, float)) and not isinstance(fps, bool) and fps > 0):
             raise ConfigError(f"videoreward: fps must be a number > 0, got {fps!r}")

@@ -123,7 +123,7 @@ class VQAScore(Verifier):
         self.device = hf.parse_device(device)
         if dtype is None:
             dtype = "bfloat16" if self.device.startswith("cuda") else "float32"
-        self.dtype = str(hf.parse_dtype(dtype)).removeprefix("torch.")
+        self.dtype = hf.dtype_name(dtype)
         self.batch_size = hf.check_batch_size(batch_size)
         for field, tpl in (("question_template", question_template), ("answer_template", answer_template)):
             if not isinstance(tpl, str) or not tpl.strip():
