@@ -483,17 +483,18 @@ def rerank(
     When every reward it needs is stored, the replay, evaluation and report run in this process
     (no Prefect server); otherwise the ``rerank`` flow scores the missing pairs."""
     _setup_logging(False)
-    from avits_core.rerank import missing_pairs, prepare_rerank
+    from avits_core.rerank import plan_rerank
 
     try:
         params = _aggregator_params(param)
-        ctx, spec, vspecs = prepare_rerank(str(run_path), verifiers, aggregator, params, budget)  # before any work
+        plan = plan_rerank(str(run_path), verifiers, aggregator, params, budget)  # before any work
     except AvitsError as exc:
         _fail(str(exc))
+    ctx, spec, vspecs = plan.ctx, plan.spec, plan.vspecs
     lk = _lock_run(Path(run_path), break_lock)
     try:
-        missing = missing_pairs(ctx, vspecs)
-        if not any(missing.values()):
+        # counted before the lock: stored rewards only grow, so "nothing missing" still holds under it
+        if not any(plan.missing.values()):
             out = _rerank_here(ctx, spec, vspecs)
         else:
             def call():

@@ -13,6 +13,8 @@ Decisions:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from typing import Any
 
 from avits_core import runner
@@ -95,13 +97,22 @@ def missing_pairs(ctx: runner.RunContext, specs: list[VerifierSpec]) -> dict[str
     return out
 
 
-def prepare_rerank(run_path: str, verifiers: list[str] | str | None = None, aggregator: str | None = None,
-                   params: dict[str, Any] | None = None, budget: int | None = None
-                   ) -> tuple[runner.RunContext, SelectionSpec, list[VerifierSpec]]:
-    """Open the run and validate the whole rerank before any work: (ctx, spec, scoring specs).
+@dataclass(frozen=True)
+class RerankPlan:
+    """A validated rerank: the run, the selection spec, the scoring specs and, per verifier, how many
+    stored candidates lack an ok reward at its current version (0 everywhere: nothing to score)."""
 
-    A verifier with pairs left to score must have its weights on disk (``check_ready``).
-    """
+    ctx: runner.RunContext
+    spec: SelectionSpec
+    vspecs: list[VerifierSpec]
+    missing: dict[str, int]
+
+
+def plan_rerank(run_path: str, verifiers: list[str] | str | None = None, aggregator: str | None = None,
+                params: dict[str, Any] | None = None, budget: int | None = None) -> RerankPlan:
+    """Open the run and validate the whole rerank before any work; count the pairs left to score
+    (one read of the rewards table). A verifier with pairs left to score must have its weights on
+    disk (``check_ready``)."""
     ctx = runner.open_run(run_path)
     if not ctx.store.candidate_ids():
         raise ConfigError(f"run {run_path} has no candidates: nothing to re-rank")
@@ -111,4 +122,12 @@ def prepare_rerank(run_path: str, verifiers: list[str] | str | None = None, aggr
     for vs in vspecs:
         if missing[vs.name]:
             runner.get_verifier(vs.name, vs.params).check_ready()
-    return ctx, spec, vspecs
+    return RerankPlan(ctx, spec, vspecs, missing)
+
+
+def prepare_rerank(run_path: str, verifiers: list[str] | str | None = None, aggregator: str | None = None,
+                   params: dict[str, Any] | None = None, budget: int | None = None
+                   ) -> tuple[runner.RunContext, SelectionSpec, list[VerifierSpec]]:
+    """:func:`plan_rerank` as (ctx, spec, scoring specs)."""
+    p = plan_rerank(run_path, verifiers, aggregator, params, budget)
+    return p.ctx, p.spec, p.vspecs
