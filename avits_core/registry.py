@@ -13,12 +13,28 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
 from avits_core.errors import ConfigError, UnknownNameError
 
 log = logging.getLogger(__name__)
+
+
+_EP_CACHE: tuple[tuple[str, ...], Any] | None = None
+
+
+def _all_entry_points() -> Any:
+    """Every installed entry point, read once per ``sys.path`` (a scan of all installed distributions'
+    metadata costs ~25 ms; registries ask several times per command). A plugin installed into a folder
+    added to ``sys.path`` is seen at once; one installed into a folder already on it, after the first
+    scan, is seen by the next process."""
+    global _EP_CACHE
+    key = tuple(sys.path)
+    if _EP_CACHE is None or _EP_CACHE[0] != key:
+        _EP_CACHE = (key, entry_points())
+    return _EP_CACHE[1]
 
 
 class Registry:
@@ -36,7 +52,7 @@ class Registry:
 
     def _entry_points(self) -> dict[str, Any]:
         try:
-            return {ep.name: ep for ep in entry_points(group=self.group)}
+            return {ep.name: ep for ep in _all_entry_points().select(group=self.group)}
         except Exception as exc:  # pragma: no cover - broken metadata
             log.warning("could not read entry points %s: %s", self.group, exc)
             return {}
