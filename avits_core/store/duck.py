@@ -24,9 +24,9 @@ is re-evaluated), except for a table that had no part at connect time, or a colu
 after it - reconnect for those. Temp files of in-flight writers (``.part-*.tmp``) never match.
 The session time zone is set to UTC so timestamps come back as ``timestamp[us, tz=UTC]``.
 
-One bad file. ``read_parquet`` over a glob fails as a whole when one file is not Parquet, so
-``connect`` first opens the footer of every part (cheap: no data is read). A part whose footer
-cannot be read (truncated, overwritten, not Parquet) is left out with a warning naming it, and
+One bad file. ``read_parquet`` over a glob fails as a whole when one file is not Parquet. Binding a
+view makes DuckDB read every part's footer (``union_by_name``); only when that fails does ``connect``
+open each footer on its own (pyarrow) to find the culprits. A part whose footer cannot be read (truncated, overwritten, not Parquet) is left out with a warning naming it, and
 that table's view then reads the explicit list of the good parts (so it does not see parts added
 after connect); the other tables are untouched. ``skipped_parts(con)`` lists what was left out.
 Damage inside a part with an intact footer surfaces as an error of the query that reads it;
@@ -36,7 +36,7 @@ Use ``con.sql(sql).to_arrow_table()`` for Arrow results (``.df()`` would need pa
 Object storage. ``path`` may be an object-store URL (``s3://bucket/prefix/run``, see
 :mod:`avits_core.store.fs`): the run's fsspec filesystem is registered with the connection
 (``register_filesystem``; DuckDB needs no httpfs extension) and the views read ``s3://...`` globs
-through it. Each footer check is one GET per part (the whole part: they are small).
+through it. Binding reads each part's footer: one ranged read per part.
 """
 
 from __future__ import annotations
@@ -124,6 +124,13 @@ def _footer_problem(path: Path) -> str | None:
     return None
 
 
+def _describe(con: duckdb.DuckDBPyConnection, glob: str, extra: str) -> list[str]:
+    """The columns present in the parts of ``glob`` (their footers' union), without DuckDB's extras."""
+    src = f"read_parquet({glob}, union_by_name=true, hive_partitioning=false{extra})"
+    present = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
+    return [c for c in present if not (extra and c in ("filename", "file_row_number"))]
+
+
 def _posix(p: Any) -> str:
     return str(p) if sfs.is_remote(p) else p.as_posix()
 
@@ -163,22 +170,27 @@ def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -
     for table in TABLE_NAMES:
         rel = f"{table}/{PART_GLOB}" if run else f"*/{table}/{PART_GLOB}"
         files = _glob(root, rel)
-        bad = [(f, why) for f, why in ((f, _footer_problem(f)) for f in files) if why is not None]
-        for f, why in bad:
-            log.warning("%s view: skipping unreadable part file %s (%s)", table, f, why)
-            skipped.append(CorruptPart(f, why, table))
-        if bad:
-            good = [f for f in files if f not in {b for b, _ in bad}]
-            has_parts = bool(good)
-            glob = "[" + ", ".join(_lit(_posix(f)) for f in good) + "]"
-        else:
-            has_parts = bool(files)
-            glob = _lit(_posix(root) + "/" + rel)
         extra = ", filename=true, file_row_number=true" if table == "rewards" else ""
+        has_parts, glob = bool(files), _lit(_posix(root) + "/" + rel)
+        present = None
+        if files:
+            # DuckDB reads every part's footer to bind the view (union_by_name); only when that fails
+            # is each footer checked on its own, to name and leave out the unreadable parts
+            try:
+                present = _describe(con, glob, extra)
+            except duckdb.Error:
+                bad = [(f, why) for f, why in ((f, _footer_problem(f)) for f in files) if why is not None]
+                for f, why in bad:
+                    log.warning("%s view: skipping unreadable part file %s (%s)", table, f, why)
+                    skipped.append(CorruptPart(f, why, table))
+                if not bad:
+                    raise
+                good = [f for f in files if f not in {b for b, _ in bad}]
+                has_parts = bool(good)
+                glob = "[" + ", ".join(_lit(_posix(f)) for f in good) + "]"
+                present = _describe(con, glob, extra) if good else None
         if has_parts:
             src = f"read_parquet({glob}, union_by_name=true, hive_partitioning=false{extra})"
-            present = [r[0] for r in con.execute(f"DESCRIBE SELECT * FROM {src}").fetchall()]
-            present = [c for c in present if not (extra and c in ("filename", "file_row_number"))]
             select = f"SELECT {_projection(table, present)}"
             if extra:
                 select += ", filename AS _part, file_row_number AS _row"
@@ -200,7 +212,10 @@ def connect(path: str | Path, *, con: duckdb.DuckDBPyConnection | None = None) -
             " ORDER BY (status = 'ok') DESC, scored_at DESC, _part DESC, _row DESC) AS _rn"
             " FROM _rewards_raw) WHERE _rn = 1"
         )
-    _SKIPPED[id(con)] = skipped
+    if skipped:  # kept only for connections that left parts out (an id is reused after a close)
+        _SKIPPED[id(con)] = skipped
+    else:
+        _SKIPPED.pop(id(con), None)
     log.debug("duckdb views over %s (%s)", root, "run" if run else "runs root")
     return con
 
