@@ -9,18 +9,10 @@ import yaml
 from typer.testing import CliRunner
 
 from avits.cli import app
+from helpers import tiny_config_file
 
 REPO = Path(__file__).resolve().parents[1]
 runner = CliRunner()
-
-
-def _cfg(tmp_path: Path, **over) -> Path:
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg["output_root"] = str(tmp_path / "runs")
-    cfg.update(over)
-    p = tmp_path / "cfg.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
 
 
 @pytest.mark.parametrize(
@@ -37,7 +29,7 @@ def _cfg(tmp_path: Path, **over) -> Path:
     ],
 )
 def test_bad_config_exits_2_and_writes_nothing(tmp_path, over, needle):
-    p = _cfg(tmp_path, **over)
+    p = tiny_config_file(tmp_path, **over)
     res = runner.invoke(app, ["run", str(p)])
     assert res.exit_code == 2, res.output
     assert needle in res.output
@@ -45,7 +37,7 @@ def test_bad_config_exits_2_and_writes_nothing(tmp_path, over, needle):
 
 
 def test_bad_set_override_and_missing_config(tmp_path):
-    res = runner.invoke(app, ["run", str(_cfg(tmp_path)), "--set", "search.n"])
+    res = runner.invoke(app, ["run", str(tiny_config_file(tmp_path)), "--set", "search.n"])
     assert res.exit_code == 2 and "KEY=VALUE" in res.output
     res = runner.invoke(app, ["run", str(tmp_path / "nope.yaml")])
     assert res.exit_code == 2 and "config file not found" in res.output
@@ -56,14 +48,14 @@ def test_unwritable_output_root(tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(stat.S_IRUSR | stat.S_IXUSR)
-    res = runner.invoke(app, ["run", str(_cfg(tmp_path, output_root=str(ro / "runs")))])
+    res = runner.invoke(app, ["run", str(tiny_config_file(tmp_path, output_root=str(ro / "runs")))])
     assert res.exit_code == 2 and "not writable" in res.output
 
 
 def test_output_root_that_is_a_file(tmp_path):
     f = tmp_path / "afile"
     f.write_text("x")
-    res = runner.invoke(app, ["run", str(_cfg(tmp_path, output_root=str(f)))])
+    res = runner.invoke(app, ["run", str(tiny_config_file(tmp_path, output_root=str(f)))])
     assert res.exit_code == 2 and "not writable" in res.output and str(f) in res.output
 
 
@@ -90,7 +82,7 @@ def test_benchmark_bad_files(tmp_path):
     (tmp_path / "b.yaml").write_text("configs:\n  - {path: missing.yaml}\n")
     res = runner.invoke(app, ["benchmark", str(tmp_path / "b.yaml")])
     assert res.exit_code == 2 and "configs.0.path: file not found" in res.output
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"configs": [{"path": str(_cfg(tmp_path)), "match_nfe": "later"}]}))
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump({"configs": [{"path": str(tiny_config_file(tmp_path)), "match_nfe": "later"}]}))
     res = runner.invoke(app, ["benchmark", str(tmp_path / "c.yaml")])
     assert res.exit_code == 2 and "match_nfe" in res.output
 
@@ -107,7 +99,7 @@ def test_benchmark_bad_files(tmp_path):
     ],
 )
 def test_component_params_refused_before_any_folder(tmp_path, sets, needle):
-    args = ["run", str(_cfg(tmp_path))]
+    args = ["run", str(tiny_config_file(tmp_path))]
     for s in sets:
         args += ["--set", s]
     res = runner.invoke(app, args)
@@ -136,7 +128,7 @@ def test_preflight_collect_lists_every_problem_and_check_run_the_first(tmp_path)
     from avits_core import preflight
     from avits_core.config import load_config
 
-    cfg = load_config(_cfg(tmp_path), ["generator.params.num_steps=0", "aggregator.params.lr=-1", "search.n=5000"])
+    cfg = load_config(tiny_config_file(tmp_path), ["generator.params.num_steps=0", "aggregator.params.lr=-1", "search.n=5000"])
     lines = preflight.collect(cfg)
     bad = [ln for ln in lines if preflight.is_failure(ln)]
     assert len(bad) == 3, lines
@@ -144,7 +136,7 @@ def test_preflight_collect_lists_every_problem_and_check_run_the_first(tmp_path)
     with pytest.raises(preflight.PreflightError) as exc:
         preflight.check_run(cfg)
     assert "aggregator" in str(exc.value)  # names and aggregator come before the generator
-    assert preflight.check_run(load_config(_cfg(tmp_path), ["search.n=5000"]), force=True).prompts
+    assert preflight.check_run(load_config(tiny_config_file(tmp_path), ["search.n=5000"]), force=True).prompts
     assert not (tmp_path / "runs").exists()
 
 
@@ -189,7 +181,7 @@ def test_second_run_of_a_config_exits_2_and_kill_9_leaves_no_server(tmp_path):
 
     from avits import server
 
-    cfg = _cfg(tmp_path, run_id="twice")
+    cfg = tiny_config_file(tmp_path, run_id="twice")
     env = _env(tmp_path)
     first = _avits(["run", cfg], env, start_new_session=True)
     try:
@@ -239,7 +231,7 @@ main()
 def finished_run(tmp_path_factory):
     """A finished tiny run made by `avits run` (real process, private server)."""
     tmp = tmp_path_factory.mktemp("finished")
-    cfg = _cfg(tmp, run_id="done")
+    cfg = tiny_config_file(tmp, run_id="done")
     proc = _avits(["run", cfg, "-q"], _env(tmp))
     out, _ = proc.communicate(timeout=900)
     assert proc.returncode == 0, out
@@ -274,7 +266,7 @@ def test_error_after_the_start_is_one_line_with_step_and_cause(tmp_path):
     import subprocess
     import sys
 
-    cfg = _cfg(tmp_path, run_id="fails")
+    cfg = tiny_config_file(tmp_path, run_id="fails")
     proc = subprocess.run([sys.executable, "-c", FAILING_REPORT, "run", str(cfg), "-q"], env=_env(tmp_path), cwd=REPO,
                           capture_output=True, text=True, timeout=900)
     out = proc.stdout + proc.stderr

@@ -8,16 +8,10 @@ import yaml
 
 from avits_core.store import RunStore
 from avits_core.store.duck import query
+from helpers import tiny_config
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
-
-
-def _tiny(tmp_path: Path, **over) -> dict:
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg["output_root"] = str(tmp_path / "runs")
-    cfg.update(over)
-    return cfg
 
 
 def _parts(run: Path) -> dict[str, list[str]]:
@@ -27,7 +21,7 @@ def _parts(run: Path) -> dict[str, list[str]]:
 def test_its_flow_end_to_end_and_rerun_is_a_no_op(tmp_path, prefect_harness):
     from flows.its import its
 
-    out = its(config=_tiny(tmp_path))
+    out = its(config=tiny_config(tmp_path))
     run = Path(out["run_path"])
     info = json.loads((run / "run.json").read_text())
     assert info["status"] == "completed" and info["selection_id"] == out["selection_id"]
@@ -54,7 +48,7 @@ def test_its_flow_end_to_end_and_rerun_is_a_no_op(tmp_path, prefect_harness):
 
     before = _parts(run)
     mtimes = {p: p.stat().st_mtime_ns for p in mp4s}
-    out2 = its(config=_tiny(tmp_path))
+    out2 = its(config=tiny_config(tmp_path))
     assert out2["run_path"] == out["run_path"] and out2["selection_id"] == out["selection_id"]
     assert _parts(run) == before  # nothing generated, scored, selected or evaluated twice
     assert {p: p.stat().st_mtime_ns for p in mp4s} == mtimes
@@ -64,9 +58,9 @@ def test_its_flow_end_to_end_and_rerun_is_a_no_op(tmp_path, prefect_harness):
 def test_its_flow_fills_in_a_new_evaluation_verifier_on_rerun(tmp_path, prefect_harness):
     from flows.its import its
 
-    out = its(config=_tiny(tmp_path, run_id="fill"))
+    out = its(config=tiny_config(tmp_path, run_id="fill"))
     run = Path(out["run_path"])
-    cfg = _tiny(tmp_path, run_id="fill")
+    cfg = tiny_config(tmp_path, run_id="fill")
     cfg["evaluation"]["verifiers"] = ["quality"]
     # a changed config cannot silently reuse the folder...
     from avits_core.errors import ConfigError
@@ -95,8 +89,8 @@ def test_benchmark_flow_with_equal_nfe_best_of_n(tmp_path, prefect_harness):
     from flows.benchmark import benchmark
 
     tiny = tmp_path / "tiny.yaml"
-    tiny.write_text(yaml.safe_dump(_tiny(tmp_path)))
-    evo = _tiny(tmp_path, name="tinyevo")
+    tiny.write_text(yaml.safe_dump(tiny_config(tmp_path)))
+    evo = tiny_config(tmp_path, name="tinyevo")
     evo["search"] = {"method": "evosearch", "params": {"evolution_schedule": [0, 3], "population_size_schedule": [2, 2, 2],
                                                       "elite_size": 1, "tournament_ratio": 0.5, "mutation_rate": 0.3}}
     (tmp_path / "evo.yaml").write_text(yaml.safe_dump(evo))

@@ -11,9 +11,9 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 from avits_core.store.duck import query
+from helpers import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -26,13 +26,11 @@ def _avits(args, env, **kw):
 
 
 def test_sigkill_mid_run_then_resume(tmp_path):
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg.update(output_root=str(tmp_path / "runs"), run_id="killme")
+    cfg = tiny_config(tmp_path, run_id="killme")
     cfg["prompts"] = {"source": str(REPO / "data/prompts/synth-24.csv"), "limit": 12}
     cfg["search"] = {"method": "best_of_n", "n": 4, "prompts_per_task": 1}
     cfg["verifiers"] = [{"name": "av_sync"}, {"name": "synth_text"}, {"name": "av_align"}]
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = write_config(cfg, tmp_path / "cfg.yaml")
     # flush every scoring event (4 candidates) so that the kill lands between reward parts
     env = dict(os.environ, PREFECT_HOME=str(tmp_path / "ph"), PREFECT_SERVER_ANALYTICS_ENABLED="false",
                AVITS_SCORE_FLUSH_ROWS="4")

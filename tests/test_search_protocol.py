@@ -26,6 +26,7 @@ from avits_core.search.engine import OnlineSelection, best_of, generate_event
 from avits_core.search.evosearch import EvoSearch
 from avits_core.search.memory import run_in_memory
 from avits_core.verifiers.base import Verifier
+from helpers import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
@@ -206,11 +207,9 @@ def test_method_not_visible_without_the_plugin():
 
 @pytest.mark.slow
 def test_plugin_search_method_runs_through_avits_run(search_plugin, tmp_path):
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg.update(output_root=str(tmp_path / "runs"), run_id="toy")
+    cfg = tiny_config(tmp_path, run_id="toy")
     cfg["search"] = {"method": "toy_pair", "params": {"k": 2, "step": 3, "beta": 0.4}}
-    path = tmp_path / "toy.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = write_config(cfg, tmp_path / "toy.yaml")
     r = _avits(["run", str(path), "-q"], search_plugin, tmp_path)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     run = tmp_path / "runs" / "toy"

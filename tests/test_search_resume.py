@@ -20,7 +20,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
+
+from helpers import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -41,12 +42,9 @@ CAND_COLS = "prompt_id, candidate_id, generation, step, parent_ids, seed, nfe, n
 
 
 def _cfg(tmp_path: Path, method: str, run_id: str) -> Path:
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())  # 2 prompts, 6 steps, av_sync + synth_text
-    cfg.update(output_root=str(tmp_path / "runs"), run_id=run_id)
+    cfg = tiny_config(tmp_path, run_id=run_id)  # 2 prompts, 6 steps, av_sync + synth_text
     cfg["search"] = {"method": method, "prompts_per_task": 1, "params": CASES[method][0]}
-    path = tmp_path / f"{run_id}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    return write_config(cfg, tmp_path / f"{run_id}.yaml")
 
 
 def _candidates(run: Path) -> list[tuple]:

@@ -34,6 +34,7 @@ from avits_core.search.engine import best_of, generate_event
 from avits_core.search.memory import run_in_memory
 from avits_core.search.smc import effective_sample_size, log_potential, systematic_resample
 from avits_core.verifiers.base import Verifier
+from helpers import tiny_config, write_config
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = [Prompt("pa", "a small red ball bounces three times with a high click over rain"),
@@ -498,10 +499,9 @@ SMALL = {
 def test_avits_run_on_synthav(tmp_path, method):
     from avits_core.store.duck import query
 
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg.update(output_root=str(tmp_path / "runs"), run_id=method)
+    cfg = tiny_config(tmp_path, run_id=method)
     cfg["search"] = {"method": method, "params": SMALL[method]}
-    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+    write_config(cfg, tmp_path / "c.yaml")
     proc = _avits(["run", str(tmp_path / "c.yaml"), "-q"], _env(tmp_path))
     out, _ = proc.communicate(timeout=600)
     assert proc.returncode == 0, out[-4000:]
@@ -521,12 +521,10 @@ def test_smc_resumes_after_sigkill(tmp_path):
     uninterrupted run of the same config."""
     from avits_core.store.duck import query
 
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg.update(output_root=str(tmp_path / "runs"), run_id="killme")
+    cfg = tiny_config(tmp_path, run_id="killme")
     cfg["prompts"] = {"source": str(REPO / "data/prompts/synth-24.csv"), "limit": 4}
     cfg["search"] = {"method": "smc", "params": {"particles": 3, "resample_steps": [2, 4], "ess_threshold": 1.0}}
-    path = tmp_path / "cfg.yaml"
-    path.write_text(yaml.safe_dump(cfg))
+    path = write_config(cfg, tmp_path / "cfg.yaml")
     env = _env(tmp_path)
     run = tmp_path / "runs" / "killme"
     proc = _avits(["run", str(path), "-q"], env)
