@@ -269,3 +269,28 @@ def test_evosearch_in_two_shards_with_a_killed_shard_equals_the_per_shard_replay
     for p in ctx.prompts:
         for g in range(1, ctx.n_generations):
             assert runner.read_plan(run, p.prompt_id, g) == runner.read_plan(Path(lib["run_path"]), p.prompt_id, g)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_dask_worker_processes_on_the_real_server(tmp_path, gpu_pool):
+    """``runner: {kind: dask, processes: true}``: Dask worker PROCESSES report to the real server (in
+    ephemeral mode each would start its own API); the tables equal a library-level run of the config."""
+    from avits_core import runner
+    from avits_core.config import config_from_dict
+
+    env, home = gpu_pool
+    cfg = demo_config(str(tmp_path / "dask"), limit=3, n=3, run_id="r")
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = subprocess.run([str(Path(sys.executable).parent / "avits"), "run", str(path), "-q", "--set", "runner.kind=dask",
+                        "--set", "runner.workers=2", "--set", "runner.processes=true"], env=env, cwd=REPO,
+                       capture_output=True, text=True, timeout=1500)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    lib = runner.run(config_from_dict(dict(cfg, output_root=str(tmp_path / "lib"))), check_models=False)
+    for table in ("candidates", "rewards", "selections", "metrics", "arw_trace"):
+        ref = table_rows(lib["run_path"], table)
+        assert ref and table_rows(tmp_path / "dask" / "r", table) == ref, table
+    info = json.loads((tmp_path / "dask" / "r" / "run.json").read_text())
+    ru = info["config"]["runner"]
+    assert info["status"] == "completed" and (ru["kind"], ru["workers"], ru["processes"]) == ("dask", 2, True)
