@@ -185,7 +185,7 @@ def _finished_results(folder: Path) -> tuple[Any, dict[str, Any], list[dict[str,
     info = read_run_json(folder)
     if not info or info.get("status") != "completed" or not info.get("selection_id"):
         return None
-    ctx = runner.open_run(folder)
+    ctx = runner.open_run(folder, info)  # run.json read once, under the lock
     if any(missing_pairs(ctx, ctx.all_verifier_specs()).values()):
         return None
     rows = runner.results_table(ctx, info["selection_id"])

@@ -173,15 +173,17 @@ def prepare_run(cfg: RunConfig, *, check_models: bool = True, force: bool = True
     return RunContext(cfg=cfg, run_id=run_id, root=root, prompts=prompts, store=store, _method=method)
 
 
-def open_run(run_path: str | Path) -> RunContext:
-    """Reopen a finished (or partial) run from its folder, without loading any model."""
+def open_run(run_path: str | Path, info: dict[str, Any] | None = None) -> RunContext:
+    """Reopen a finished (or partial) run from its folder, without loading any model.
+    ``info``: its run.json when the caller has just read it (saves a read; a GET on object storage)."""
     from avits_core.store.fs import as_path
 
     run_path = as_path(run_path)
-    if not (run_path / "run.json").exists():
-        raise ConfigError(f"{run_path} is not a run folder (no run.json)")
     store = RunStore(run_path.parent, run_path.name)
-    info = store.read_run_json()
+    if info is None:
+        if not (run_path / "run.json").exists():
+            raise ConfigError(f"{run_path} is not a run folder (no run.json)")
+        info = store.read_run_json()
     from avits_core.config import config_from_dict
 
     cfg = config_from_dict(info["config"], source=str(run_path / "run.json"))
