@@ -7,7 +7,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 
 from avits_core import loading, preflight, runner
 from avits_core.checks.models import device_line
@@ -15,17 +14,9 @@ from avits_core.config import load_config
 from avits_core.errors import ConfigError, MissingWeightsError
 from avits_core.search.base import MethodParams, SearchMethod, search_from_config
 from avits_core.verifiers import hf
+from helpers import tiny_config_file
 
 REPO = Path(__file__).resolve().parents[1]
-
-
-def _cfg(tmp_path: Path, **over) -> Path:
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg["output_root"] = str(tmp_path / "runs")
-    cfg.update(over)
-    p = tmp_path / "cfg.yaml"
-    p.write_text(yaml.safe_dump(cfg))
-    return p
 
 
 # ------------------------------------------------------------------------------------------ loading
@@ -118,7 +109,7 @@ def test_cache_loads_a_key_once_across_threads_and_keys_side_by_side():
 
 # ------------------------------------------------------------------------------- checks run once
 def test_prepare_run_reuses_the_commands_check_once(tmp_path, monkeypatch):
-    cfg = load_config(_cfg(tmp_path))
+    cfg = load_config(tiny_config_file(tmp_path))
     preflight.check_run(cfg)  # what `avits run` does before it starts the flow
 
     def again(*a, **k):
@@ -132,12 +123,12 @@ def test_prepare_run_reuses_the_commands_check_once(tmp_path, monkeypatch):
 
 
 def test_a_partial_or_different_check_does_not_count(tmp_path, monkeypatch):
-    cfg = load_config(_cfg(tmp_path))
+    cfg = load_config(tiny_config_file(tmp_path))
     preflight.check_run(cfg, skip=("generator",))  # a finished run's check: the generator is left out
     assert preflight.take_passed(cfg) is None
     preflight.check_run(cfg, only=("generator",))  # ... checked later: now every step has passed
-    assert preflight.take_passed(load_config(_cfg(tmp_path))) is not None
-    other = load_config(_cfg(tmp_path), ["search.n=3"])
+    assert preflight.take_passed(load_config(tiny_config_file(tmp_path))) is not None
+    other = load_config(tiny_config_file(tmp_path), ["search.n=3"])
     preflight.check_run(cfg)
     assert preflight.take_passed(other) is None
     assert preflight.take_passed(cfg) is not None and preflight.take_passed(cfg) is None
@@ -145,7 +136,7 @@ def test_a_partial_or_different_check_does_not_count(tmp_path, monkeypatch):
 
 def test_prepare_run_alone_still_refuses_missing_weights(tmp_path):
     verifiers = [{"name": "clap", "params": {"model_path": str(tmp_path / "no-clap")}}]
-    cfg = load_config(_cfg(tmp_path, verifiers=verifiers))
+    cfg = load_config(tiny_config_file(tmp_path, verifiers=verifiers))
     with pytest.raises(MissingWeightsError, match="no-clap"):
         runner.prepare_run(cfg)
     assert not (tmp_path / "runs").exists() or not any((tmp_path / "runs").iterdir())
@@ -161,7 +152,7 @@ class _Fixed(SearchMethod):
 
 
 def test_search_methods_state_budget_and_label(tmp_path):
-    bon = search_from_config(load_config(_cfg(tmp_path), ["search.n=5"]).search)
+    bon = search_from_config(load_config(tiny_config_file(tmp_path), ["search.n=5"]).search)
     assert bon.budget() == (5, "search.n=5") and bon.label() == "Best-of-5"
     evo_cfg = load_config(REPO / "data/configs/evosearch-demo.yaml")
     evo = search_from_config(evo_cfg.search)
