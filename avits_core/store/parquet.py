@@ -47,7 +47,7 @@ from typing import Any, Mapping, Sequence
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from avits_core.names import NAME_MAX, UnsafePathError, inside, is_safe_name
+from avits_core.names import NAME_MAX, UnsafePathError, check_components, inside, is_safe_name
 from avits_core.store import fs as sfs
 from avits_core.store import runjson
 from avits_core.store.parts import PART_GLOB, CorruptPart, corrupt_parts, read_part, warn_skip, write_part
@@ -94,6 +94,7 @@ class RunStore:
             r = Path(os.fspath(rel))
             if r.is_absolute() or ".." in r.parts or "\x00" in str(r):
                 raise UnsafePathError(f"path {str(r)!r} leaves the run folder {self.path}")
+            check_components(r)  # names.py: a too-long component or a Windows device name
             return self.path / r.as_posix()
         return inside(self.path, rel)
 
