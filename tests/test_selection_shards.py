@@ -202,3 +202,21 @@ def test_two_processes_one_shard_each_equal_one_process(evo_two, tmp_path):
     with pytest.raises(ConfigError, match="config"):
         runner.prepare_run(_config(tmp_path, arw_shards=4).model_copy(update={"run_id": ctx1.run_id}),
                            check_models=False)
+
+
+def test_rerank_and_budget_keep_the_runs_arw_scope(evo_two):
+    """A rerank with the run's own spec reproduces its selection (same id, shard scope); another verifier
+    set keeps the shard scope; a budget curve's specs keep it too."""
+    from avits_core import runner
+    from avits_core.rerank import rerank_spec
+
+    ctx, out = evo_two
+    own = rerank_spec(ctx, None, None, None, None)
+    assert own == runner.default_spec(ctx.cfg) and own.selection_id == out["selection_id"]
+    other = rerank_spec(ctx, "synth_text", "weighted", None, None)
+    assert other.arw_shards == 2 and other.verifiers == ["synth_text"]
+    import avits_core.analysis as analysis
+
+    rows = analysis.bon_at_k(analysis.load_run_data(ctx), own, ks=[2])  # `avits budget` (read-only here)
+    assert {r["selection_id"] for r in rows} == {SelectionSpec(own.verifiers, own.weights, own.aggregator, own.params,
+                                                               budget=2, arw_shards=2).selection_id}
