@@ -2,8 +2,12 @@
 
 Package layout (diffusers-style, one job per module): ``loading`` (locating the weights in a local
 folder or the Hugging Face cache, checking components, loading them once per process), ``packing``
-(latent token layouts, guidance rescale), ``generator`` (:class:`LTX2Generator`: the step loop),
-``doctor`` (``avits doctor``'s report on a weights folder). Everything is re-exported here.
+(latent token layouts, guidance rescale), ``settings`` (constructor checks, ``audio_x or x``, latent
+geometry and sigma schedule), ``noise`` (per-seed initial draws), ``guidance`` (prompt encoding,
+contexts, RoPE coordinates, the DiT call, the guided x0, the Euler step), ``decode`` (VAE, vocoder,
+clips), ``generator`` (:class:`LTX2Generator`, the one public class: settings, caches, the protocol's
+step loop over row chunks), ``doctor`` (``avits doctor``'s report on a weights folder). The public
+names are re-exported here.
 
 The components (transformer, video VAE, audio VAE, vocoder, Gemma-3 text encoder, tokenizer, text
 connectors, scheduler) are loaded from a local diffusers folder or from the Hugging Face cache, never
