@@ -28,17 +28,16 @@ shape, none may be left over; the error names the file and the missing / unexpec
 keys. The published file names the AST keys as transformers 4 did
 (``afeat_extractor.ast.encoder.layer.N.attention.attention.query``, ...); they are renamed to the
 installed transformers' names (5.x: ``afeat_extractor.ast.layers.N.attention.q_proj``, ...) by
-:func:`remap_ast_keys`. A file may also hold ``{"synchformer_config": {...}, "state_dict": {...}}``
-(tiny test models); a plain state dict means the published architecture.
+:func:`remap_ast_keys` (module ``keys``, re-exported here). A file may also hold
+``{"synchformer_config": {...}, "state_dict": {...}}`` (tiny test models); a plain state dict means the
+published architecture.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import logging
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Mapping
 
@@ -47,6 +46,7 @@ from torch import nn
 
 from avits_core import loading
 from avits_core.errors import MissingWeightsError
+from avits_core.verifiers.synchformer.keys import published_state_dict, remap_ast_keys
 
 log = logging.getLogger(__name__)
 
@@ -346,71 +346,6 @@ class Synchformer(nn.Module):
 # --------------------------------------------------------------------------------------------------
 # weights
 # --------------------------------------------------------------------------------------------------
-_AST_RULES = (  # published (transformers 4) -> transformers 5, applied after "encoder.layer.N." -> "layers.N."
-    (".attention.attention.query.", ".attention.q_proj."),
-    (".attention.attention.key.", ".attention.k_proj."),
-    (".attention.attention.value.", ".attention.v_proj."),
-    (".attention.output.dense.", ".attention.o_proj."),
-    (".intermediate.dense.", ".mlp.fc1."),
-    (".output.dense.", ".mlp.fc2."),
-)
-_AST_PREFIX = "afeat_extractor.ast."
-
-
-@functools.lru_cache(maxsize=1)
-def _new_ast_naming() -> bool:
-    """True when the installed transformers names AST layers ``layers.N.attention.q_proj`` (5.x)."""
-    from transformers import ASTConfig, ASTModel
-
-    tiny = ASTConfig(hidden_size=4, num_hidden_layers=1, num_attention_heads=1, intermediate_size=4,
-                     num_mel_bins=16, max_length=16, patch_size=16)
-    with torch.device("meta"):
-        keys = ASTModel(tiny).state_dict().keys()
-    return any(k.startswith("layers.0.") for k in keys)
-
-
-def remap_ast_key(key: str, new_naming: bool = True) -> str:
-    """Rename one published key to the installed transformers' AST naming (others pass unchanged)."""
-    if not new_naming or not key.startswith(_AST_PREFIX):
-        return key
-    rest = key[len(_AST_PREFIX):]
-    m = re.match(r"encoder\.layer\.(\d+)\.(.*)$", rest)
-    if not m:
-        return key
-    tail = "." + m.group(2)
-    for old, new in _AST_RULES:
-        if tail.startswith(old):
-            tail = new + tail[len(old):]
-            break
-    return f"{_AST_PREFIX}layers.{m.group(1)}{tail}"
-
-
-def unmap_ast_key(key: str, new_naming: bool = True) -> str:
-    """The published name of one of our keys (inverse of :func:`remap_ast_key`)."""
-    if not new_naming or not key.startswith(_AST_PREFIX + "layers."):
-        return key
-    m = re.match(r"layers\.(\d+)\.(.*)$", key[len(_AST_PREFIX):])
-    assert m is not None
-    tail = "." + m.group(2)
-    for old, new in _AST_RULES:
-        if tail.startswith(new):
-            tail = old + tail[len(new):]
-            break
-    return f"{_AST_PREFIX}encoder.layer.{m.group(1)}{tail}"
-
-
-def remap_ast_keys(sd: Mapping[str, Any], new_naming: bool | None = None) -> dict[str, Any]:
-    """A published state dict with its AST keys renamed for the installed transformers."""
-    new = _new_ast_naming() if new_naming is None else new_naming
-    return {remap_ast_key(k, new): v for k, v in sd.items()}
-
-
-def published_state_dict(model: Synchformer, new_naming: bool | None = None) -> dict[str, torch.Tensor]:
-    """``model``'s state dict under the published key names (what ``synchformer_state_dict.pth`` holds)."""
-    new = _new_ast_naming() if new_naming is None else new_naming
-    return {unmap_ast_key(k, new): v for k, v in model.state_dict().items()}
-
-
 def check_state_dict(model: Synchformer, sd: Mapping[str, Any], source: str) -> None:
     """Raise SynchformerWeightsError naming the missing, unexpected and wrongly shaped keys (published names)."""
     loading.check_state_dict(published_state_dict(model), sd, what=f"Synchformer weights {source!r} do not match "
