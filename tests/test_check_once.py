@@ -68,7 +68,7 @@ def test_one_process_wide_cache_for_models_and_instances():
     assert runner.get_generator("synth", {"num_steps": 5}) is g1
     assert runner.get_generator("synth", {"num_steps": 6}) is not g1
     assert ("generator", "synth", '{"num_steps": 5}') in loading.cache_keys("generator")
-    # a generator whose constructor loads through the cache does not deadlock (re-entrant lock)
+    # a generator whose constructor loads through the cache does not deadlock (no lock held while loading)
     nested = loading.cached_instance("T-outer", "n", {}, lambda: loading.cached("T-inner", "/y", "cpu", "-", object))
     assert loading.cache_keys("T-inner") and nested is loading.cached_instance("T-outer", "n", {}, object)
     loading.clear_cache("T-model")
