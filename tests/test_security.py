@@ -207,6 +207,59 @@ def test_no_unpickling_of_user_files():
     assert n_loads >= 5  # it sees the call sites (state.py latents, imagebind, synchformer, ...)
 
 
+#: Classes whose ``from_pretrained`` reads only JSON / vocabulary files, never weights.
+NO_WEIGHTS_SUFFIXES = ("Config", "Tokenizer", "TokenizerFast", "FeatureExtractor", "Processor", "ProcessorPil")
+
+
+def test_every_from_pretrained_of_weights_refuses_pickles():
+    """transformers' and diffusers' ``from_pretrained`` fall back to pickled ``*.bin`` weights: every call
+    that loads weights passes ``use_safetensors=True`` (configs, tokenizers and processors load none)."""
+    bad, seen = [], []
+    for path, node in _calls(("from_pretrained",)):
+        owner = _dotted(node.func).rsplit(".", 1)[0]
+        if owner.endswith(NO_WEIGHTS_SUFFIXES):
+            continue
+        seen.append(f"{path}:{node.lineno}: {owner}")
+        w = _kw(node, "use_safetensors")
+        if not (isinstance(w, ast.Constant) and w.value is True):
+            bad.append(f"{path}:{node.lineno}: {owner}.from_pretrained without use_safetensors=True")
+    assert not bad, bad
+    assert len(seen) >= 3, seen  # the scan sees the CLAP, CLIP and LTX-2 loaders
+
+
+def test_a_model_folder_with_only_pickled_weights_is_refused_unread(tmp_path):
+    """A CLIP folder whose weights are a pickled pytorch_model.bin (here a pickle that would run a
+    command): the pre-flight check names the file, scoring records error rows, nothing is unpickled."""
+    import pickle
+
+    import numpy as np
+
+    from avits_core.errors import MissingWeightsError
+    from avits_core.media import AVClip
+    from avits_core.prompts import Prompt
+    from avits_core.verifiers.clip import ClipScore
+    from tiny_models import build_tiny_clip
+
+    folder = build_tiny_clip(tmp_path / "clip")
+    for f in folder.glob("*.safetensors"):
+        f.unlink()
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, (f"touch {marker}",))
+
+    (folder / "pytorch_model.bin").write_bytes(pickle.dumps({"vision_model.embeddings.class_embedding": Evil()}))
+    v = ClipScore(model_path=str(folder))
+    with pytest.raises(MissingWeightsError, match=r"pytorch_model\.bin' holds pickled weights"):
+        v.check_ready()
+    clip = AVClip(video=np.zeros((4, 32, 32, 3), np.uint8), fps=8.0, audio=np.zeros(8000, np.float32),
+                  sample_rate=16000)
+    res = v.score([clip], [Prompt("p", "a red ball")])
+    assert res.errors[0] and "pickled weights" in res.errors[0]
+    assert not marker.exists()
+
+
 def test_a_pickled_latent_file_is_not_executed(tmp_path):
     import pickle
 
@@ -337,7 +390,7 @@ def test_benchmark_folder_stays_under_benchmarks(tmp_path):
         with pytest.raises(UnsafePathError):
             inside(root, bad)
     src = (REPO / "flows" / "benchmark.py").read_text()
-    assert 'inside(Path(cfgs[0].output_root) / "benchmarks", bench["name"])' in src
+    assert 'inside(Path(cfgs[0].output_root) / "benchmarks", plan.name)' in src  # the flow checks its folder
 
 
 @pytest.fixture(scope="module")

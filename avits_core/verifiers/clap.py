@@ -131,7 +131,7 @@ class ClapScore(hf.HFModelVerifier):
     def _load(self, path: Path) -> tuple[Any, Any, Any]:
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-        model = ClapModel.from_pretrained(str(path), local_files_only=True)
+        model = ClapModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
         fe = ClapFeatureExtractor.from_pretrained(str(path), local_files_only=True)
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

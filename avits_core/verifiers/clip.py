@@ -109,7 +109,7 @@ class ClipScore(hf.HFModelVerifier):
         from transformers import AutoTokenizer, CLIPModel
         from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-        model = CLIPModel.from_pretrained(str(path), local_files_only=True)
+        model = CLIPModel.from_pretrained(str(path), local_files_only=True, use_safetensors=True)
         model = model.to(device=self.device, dtype=hf.parse_dtype(self.dtype)).eval()
         proc = CLIPImageProcessorPil.from_pretrained(str(path), local_files_only=True)
         tok = AutoTokenizer.from_pretrained(str(path), local_files_only=True)

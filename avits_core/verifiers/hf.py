@@ -26,7 +26,7 @@ from typing import Any, Callable, ClassVar, Sequence
 
 import numpy as np
 
-from avits_core.errors import ConfigError
+from avits_core.errors import ConfigError, MissingWeightsError
 # Model loading lives in avits_core.loading; these names stay importable from here.
 from avits_core.loading import (  # noqa: F401 (re-exported)
     cache_keys,
@@ -129,6 +129,21 @@ def embed_prompt_texts(
     return e[[row[s] for s in texts]]
 
 
+def require_safetensors(path: Path, what: str) -> Path:
+    """``path`` unless its weights are only pickled ``*.bin`` files: models load with
+    ``from_pretrained(..., use_safetensors=True)`` and never unpickle weights, so such a folder is a
+    MissingWeightsError naming the file (before any work) instead of a loader error on every clip."""
+    if any(path.glob("*.safetensors")) or any(path.glob("*.safetensors.index.json")):
+        return path
+    bins = sorted(path.glob("*.bin"))
+    if bins:
+        raise MissingWeightsError(
+            f"{what}: {str(bins[0])!r} holds pickled weights, which avits does not load (a pickle can run code); "
+            f"use a folder with model.safetensors (e.g. model.save_pretrained(folder, safe_serialization=True) "
+            f"where you trust the file)")
+    return path
+
+
 class HFModelVerifier(Verifier):
     """Base of the verifiers that run a transformers model given as a local folder or cached hub id.
 
@@ -163,9 +178,9 @@ class HFModelVerifier(Verifier):
 
     # -- weights -------------------------------------------------------------------------------
     def resolve(self) -> Path:
-        return resolve_model_dir(
+        return require_safetensors(resolve_model_dir(
             self.model_path, what=self.model_label, default_repo=self.default_repo, cache_dir=self.cache_dir
-        )
+        ), self.model_label)
 
     def check_ready(self) -> None:
         """Raise MissingWeightsError if the model folder (or cached hub snapshot) is missing."""

@@ -29,7 +29,7 @@ COMPONENTS: tuple[str, ...] = (
 )
 #: Components that carry weights (the others hold only configs / vocabularies).
 WEIGHTED_COMPONENTS: tuple[str, ...] = ("transformer", "vae", "audio_vae", "vocoder", "text_encoder", "connectors")
-_WEIGHT_SUFFIXES = (".safetensors", ".bin", ".safetensors.index.json", ".bin.index.json")
+_WEIGHT_SUFFIXES = (".safetensors", ".safetensors.index.json")  # pickled .bin weights are never loaded
 _TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")
 
 #: The dtypes LTX-2 runs in (spellings as in :data:`avits_core.loading.DTYPES`).
@@ -68,7 +68,7 @@ def _component_problem(root: Path, name: str) -> str | None:
     if not (sub / "config.json").is_file():
         return "no config.json"
     if name in WEIGHTED_COMPONENTS and not _has_weights(sub):
-        return "no weight file (*.safetensors / *.bin)"
+        return "no weight file (*.safetensors; pickled *.bin weights are not loaded)"
     return None
 
 
@@ -157,7 +157,7 @@ def load_ltx2_pipeline(model_path: str | os.PathLike[str], device: str = "cpu", 
 
         log.info("ltx2: loading %s (dtype=%s, device=%s, cpu_offload=%s)", root, tdtype, dev, cpu_offload)
         try:
-            pipe = LTX2Pipeline.from_pretrained(str(root), dtype=tdtype, local_files_only=True)
+            pipe = LTX2Pipeline.from_pretrained(str(root), dtype=tdtype, local_files_only=True, use_safetensors=True)
         except (OSError, FileNotFoundError) as exc:
             raise MissingWeightsError(
                 f"ltx2: could not load the weights in {str(root)!r}: {exc}\n{HOW_TO_GET_WEIGHTS}"
