@@ -2,13 +2,13 @@
 
 Three pieces, each written once:
 
-* :func:`generate_event` - the generation step. Given an :class:`~avits_core.search.base.EventPlan`
-  it makes the start latents (fresh noise, or a parent's kept latent changed by its mutation),
-  denoises them to the end while keeping the latents at the method's capture steps, decodes, and
-  returns the candidates' records (id, generation, branch step, parents, seed, NFE). NFE accounting:
-  a candidate's ``nfe`` is what it costs to make this one sample alone (its parent's NFE when the
-  parent's latent was at the branch step, plus its own); ``nfe_own`` is the part it spent itself, so
-  summing ``nfe_own`` over a prompt gives the compute the search really spent.
+* :func:`iter_event` / :func:`generate_event` - the generation step, in
+  :mod:`avits_core.search.generation` (re-exported here): from an
+  :class:`~avits_core.search.base.EventPlan`, the start latents (fresh noise, or a parent's kept
+  latent changed by its mutation), denoised while keeping the latents at the method's capture
+  steps, decoded, with the candidates' records (id, generation, branch step, parents, seed, NFE),
+  in chunks of the generator's batch size that the caller stores and drops one by one, so memory
+  does not grow with N.
 * :class:`OnlineSelection` - the run's aggregator fed scoring event by scoring event, exactly as
   :func:`avits_core.selection.replay` feeds it (eligible candidates only, oriented values, in
   ``event_seq`` order); methods rank a prompt's candidates by its aggregates. O(event) per event.
@@ -28,167 +28,34 @@ history and cannot be a parent - the selection's policy.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import threading
-import time
-from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from avits_core.aggregate.base import Aggregator
 from avits_core.errors import ConfigError, EvoSearchError
-from avits_core.generators.base import JointGenerator, Latents, lookahead_x0
-from avits_core.media import AVClip
-from avits_core.prompts import Prompt
-from avits_core.search.base import CandidateRecord, EventPlan, PromptView, SearchMethod, candidate_id
-from avits_core.search.mutation import apply_mutation
+from avits_core.generators.base import Latents
+from avits_core.search.base import CandidateRecord, EventPlan, PromptView, SearchMethod
 
 log = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------- generation step
 
-
-def denoise_capture(
-    generator: JointGenerator, lat: Latents, prompt: Prompt, capture: Sequence[int]
-) -> tuple[Latents, dict[int, Latents]]:
-    """Denoise ``lat`` to the last step, keeping a copy of the batch at every step of ``capture``
-    that lies in [lat.step, num_steps). Returns (clean latents, {step: latents})."""
-    S = generator.num_steps
-    snaps: dict[int, Latents] = {}
-    cur = lat
-    for k in sorted({int(k) for k in capture if lat.step <= k < S}):
-        if k > cur.step:
-            cur = generator.denoise(cur, prompt, cur.step, k)
-        snaps[k] = cur.select(range(len(cur)))
-    if cur.step < S:
-        cur = generator.denoise(cur, prompt, cur.step, S)
-    return cur, snaps
-
-
-@dataclass
-class GeneratedEvent:
-    """The new candidates of one event: records, clips and kept latents (one entry each, plan order)."""
-
-    plan: EventPlan
-    records: list[CandidateRecord]
-    clips: list[AVClip]
-    latents: list[dict[int, Latents]]  # per candidate: step -> its one-row latent
-    wall_s: float  # generation wall time per candidate
-
-
-def denoise_to(
-    generator: JointGenerator, lat: Latents, prompt: Prompt, stop: int, capture: Sequence[int],
-    noise_scale: float = 0.0, modality: str = "joint",
-) -> tuple[Latents, dict[int, Latents]]:
-    """Like :func:`denoise_capture` but to step ``stop`` and with the sampler of ``noise_scale``
-    (0: the ODE; > 0: :func:`~avits_core.generators.base.denoise_sde`, whose noise depends on (row
-    seed, step) only, so cutting the path at capture steps does not change it)."""
-    from avits_core.generators.base import denoise_sde
-
-    snaps: dict[int, Latents] = {}
-    cur = lat
-    for k in sorted({int(k) for k in capture if lat.step <= k < stop}):
-        if k > cur.step:
-            cur = denoise_sde(generator, cur, prompt, cur.step, k, noise_scale, modality)
-        snaps[k] = cur.select(range(len(cur)))
-    if cur.step < stop:
-        cur = denoise_sde(generator, cur, prompt, cur.step, stop, noise_scale, modality)
-    return cur, snaps
-
-
-def _group_key(c: Any) -> tuple:
-    key = ("fresh",) if c.fresh else ("branch", int(c.step), json.dumps(dict(c.mutation), sort_keys=True))
-    if c.stop is None and c.lookahead == 1 and c.noise_scale == 0.0:
-        return key  # the key of a plain candidate, as before the intermediate-step fields
-    return key + (("stop", c.stop), ("lookahead", int(c.lookahead)), ("noise_scale", float(c.noise_scale)),
-                  ("noise_modality", c.noise_modality))
-
-
-def _check_stop(plan: EventPlan, num_steps: int) -> None:
-    for i, c in enumerate(plan.candidates):
-        if c.stop is not None and not int(c.step) < int(c.stop) < num_steps:
-            raise EvoSearchError(f"{plan.prompt_id} event {plan.event} candidate {i}: an intermediate candidate "
-                                 f"must stop at a step in ({c.step}, {num_steps}), got stop={c.stop}")
-
-
-def generate_event(
-    generator: JointGenerator, prompt: Prompt, plan: EventPlan, capture: Sequence[int],
-    parent_latent: Callable[[str, int], Latents],
-) -> GeneratedEvent:
-    """Create the candidates of ``plan``. Candidates that start alike (fresh, or branched at one step
-    with one mutation rule) are denoised as one batch; ``parent_latent(candidate_id, step)`` returns a
-    stored parent's one-row latent at ``step``."""
-    if not plan.candidates:
-        raise EvoSearchError(f"{plan.prompt_id}: the plan of event {plan.event} creates no candidate")
-    t0 = time.perf_counter()
-    S = generator.num_steps
-    _check_stop(plan, S)
-    n = len(plan.candidates)
-    kinds: list[tuple[str, int | None]] = [("final", None)] * n
-    groups: dict[tuple, list[int]] = {}
-    for i, c in enumerate(plan.candidates):
-        groups.setdefault(_group_key(c), []).append(i)
-    clips: list[AVClip | None] = [None] * n
-    latents: list[dict[int, Latents]] = [{} for _ in range(n)]
-    nfe = np.zeros(n, dtype=np.int64)
-    own = np.zeros(n, dtype=np.int64)
-    for key, idx in groups.items():
-        seeds = [int(plan.candidates[i].seed) for i in idx]
-        if key[0] == "fresh":
-            start = generator.init_noise(seeds)
-            inherited = np.zeros(len(idx), dtype=np.int64)
-        else:
-            step = key[1]
-            parents = Latents.cat([parent_latent(plan.candidates[i].parent, step) for i in idx])
-            if parents.step != step:
-                raise EvoSearchError(f"parents' latents are at step {parents.step}, the plan branches at {step}")
-            inherited = parents.nfe.copy()
-            mutation = plan.candidates[idx[0]].mutation
-            if mutation.get("rule") == "continue":  # the parent's latent as it is (a particle continued)
-                start = parents.with_(seeds=seeds)
-            else:
-                eps = generator.init_noise(seeds)
-                start = apply_mutation(generator, parents, prompt, eps, mutation).with_(seeds=seeds)
-        c0 = plan.candidates[idx[0]]
-        if c0.stop is None and c0.noise_scale == 0.0:
-            final, snaps = denoise_capture(generator, start, prompt, capture)
-        else:
-            target = S if c0.stop is None else int(c0.stop)
-            final, snaps = denoise_to(generator, start, prompt, target, capture, float(c0.noise_scale),
-                                      c0.noise_modality)
-            if target < S:  # intermediate: keep the latent at stop, decode the clean estimate from it
-                snaps[target] = final.select(range(len(final)))
-                final = lookahead_x0(generator, final, prompt, int(c0.lookahead))
-                for i in idx:
-                    kinds[i] = ("intermediate", target)
-        for j, clip in enumerate(generator.decode(final, prompt)):
-            i = idx[j]
-            clips[i] = clip
-            latents[i] = {k: lat.select([j]) for k, lat in snaps.items()}
-            nfe[i] = int(final.nfe[j])
-            own[i] = int(final.nfe[j] - inherited[j])
-    records = [
-        CandidateRecord(
-            candidate_id=candidate_id(plan.prompt_id, plan.event, i),
-            prompt_id=plan.prompt_id,
-            generation=plan.event,
-            step=int(c.step),
-            parent_ids=(c.parent,) if c.parent else (),
-            seed=int(c.seed),
-            nfe=int(nfe[i]),
-            nfe_own=int(own[i]),
-            batch_index=i,
-            kind=kinds[i][0],
-            x0_step=kinds[i][1],
-        )
-        for i, c in enumerate(plan.candidates)
-    ]
-    wall = (time.perf_counter() - t0) / n
-    return GeneratedEvent(plan, records, clips, latents, wall)  # type: ignore[arg-type]
+# The generation step lives in avits_core.search.generation; its names stay importable from here.
+from avits_core.search.generation import (  # noqa: E402,F401 (re-exported)
+    DEFAULT_CHUNK_SIZE,
+    GeneratedEvent,
+    chunk_size_of,
+    denoise_capture,
+    denoise_to,
+    event_chunks,
+    generate_event,
+    iter_event,
+)
 
 
 # --------------------------------------------------------------------------- online aggregate

@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -25,7 +25,8 @@ from avits_core.media import AVClip
 from avits_core.prompts import Prompt
 from avits_core.search.base import CandidateRecord, EventPlan, SearchMethod
 from avits_core.search.best_of_n import BestOfN
-from avits_core.search.engine import GeneratedEvent, OnlineSelection, SearchState, best_of, generate_event
+from avits_core.search.engine import OnlineSelection, SearchState, best_of
+from avits_core.search.generation import GeneratedEvent, generate_event, iter_event
 from avits_core.search.evosearch import EvoSearch, EvoSearchConfig, GenerationPlan
 from avits_core.verifiers.base import Verifier
 
@@ -71,9 +72,17 @@ class PromptResult:
 
 def run_in_memory(
     generator: JointGenerator, verifiers: Sequence[Verifier], aggregator: Aggregator, prompts: Sequence[Prompt],
-    method: SearchMethod, run_seed: int = 0,
+    method: SearchMethod, run_seed: int = 0, *, keep_clips: bool = True, chunk_size: int | None = None,
 ) -> list[PromptResult]:
-    """Run ``method`` over ``prompts`` with every verifier guiding (see the module docstring)."""
+    """Run ``method`` over ``prompts`` with every verifier guiding (see the module docstring).
+
+    ``keep_clips`` (default): every clip is kept in the result (``PromptResult.clips``) and each
+    verifier scores an event's clips as one batch. ``keep_clips=False``: the engine's chunks
+    (``chunk_size``, default the generator's batch size, see
+    :func:`avits_core.search.generation.chunk_size_of`) are scored as they come and their clips
+    dropped, so memory holds one chunk of clips whatever N is (``clips`` is then empty; the
+    scores are the same for verifiers that score clip by clip). Kept latents stay in memory
+    until the prompt is done: branching methods need them."""
     method.check_generator(generator.num_steps)
     names = [v.name for v in verifiers]
     hib = {v.name: bool(v.higher_is_better) for v in verifiers}
@@ -87,20 +96,19 @@ def run_in_memory(
         plans: list[EventPlan] = []
         for e in range(method.n_events):
             plan = state.plan_for(p.prompt_id, e, generator.num_steps)
-            ge = generate_event(generator, p, plan, method.capture_steps(e), state.load_latent)
-            state.keep(ge)
             plans.append(plan)
-            for v in verifiers:
-                res = v.score(ge.clips, [p] * len(ge.clips))
-                for r, x, err in zip(ge.records, res.values, res.errors):
-                    value = None if err else float(x)
-                    state.add_reward(r.candidate_id, v.name, value)
-                    oriented = float("nan") if value is None else (value if v.higher_is_better else -value)
-                    scores.setdefault(r.candidate_id, {})[v.name] = oriented
-                    if err:
-                        log.warning("%s failed on %s: %s", v.name, r.candidate_id, err)
-            for r, c in zip(ge.records, ge.clips):
-                clips[r.candidate_id] = c
+            if keep_clips:
+                parts: Iterable[GeneratedEvent] = [generate_event(generator, p, plan, method.capture_steps(e),
+                                                                  state.load_latent, chunk_size=chunk_size)]
+            else:
+                parts = iter_event(generator, p, plan, method.capture_steps(e), state.load_latent,
+                                   chunk_size=chunk_size)
+            for ge in parts:
+                _score_part(state, ge, p, verifiers, scores)
+                if keep_clips:
+                    for r, c in zip(ge.records, ge.clips):
+                        clips[r.candidate_id] = c
+                del ge
             aggs.append(state.aggregates_after(p.prompt_id, e))
         for r in state.records.get(p.prompt_id, []):  # kept latents are for the search, not the result
             state.latents.pop(r.candidate_id, None)
@@ -110,6 +118,21 @@ def run_in_memory(
                                 best_of(final)))
         log.debug("%s: selected %s", p.prompt_id, out[-1].selected)
     return out
+
+
+def _score_part(state: MemoryState, ge: GeneratedEvent, p: Prompt, verifiers: Sequence[Verifier],
+                scores: dict[str, dict[str, float]]) -> None:
+    """Keep the latents of an event (or of a chunk of it) and score its clips with every verifier."""
+    state.keep(ge)
+    for v in verifiers:
+        res = v.score(ge.clips, [p] * len(ge.clips))
+        for r, x, err in zip(ge.records, res.values, res.errors):
+            value = None if err else float(x)
+            state.add_reward(r.candidate_id, v.name, value)
+            oriented = float("nan") if value is None else (value if v.higher_is_better else -value)
+            scores.setdefault(r.candidate_id, {})[v.name] = oriented
+            if err:
+                log.warning("%s failed on %s: %s", v.name, r.candidate_id, err)
 
 
 # --------------------------------------------------------------------------- Best-of-N
