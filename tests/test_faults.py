@@ -97,8 +97,9 @@ def _tables(run: Path) -> dict[str, list]:
     }
 
 
-# The fast verifier first: scoring tasks of a wave may run side by side, and the slow av_sync still has
-# pairs left when fault_flaky's first part lands (the other order let fault_flaky finish unkilled).
+# A verifier kill point holds every other verifier's rewards parts until the kill (the plugin's hook), so
+# each kill lands while the other verifier still has pairs left, whichever verifier is faster (this used
+# to depend on av_sync being slower than fault_flaky).
 KILL_POINTS = ["candidates:1",           # generation: after the first prompt's candidates are stored
                "rewards:fault_flaky:1",   # scoring by one verifier, after its first part
                "rewards:av_sync:1",       # scoring by the other verifier, after its first part

@@ -8,6 +8,8 @@ names ``fault_flaky``) also installs the kill hook when ``AVITS_FAULT_KILL`` is 
 * ``AVITS_FAULT_KILL=candidates:1`` -- SIGKILL the process group right after the 1st part file of
   table ``candidates`` is written (any table name works: ``arw_trace``, ``selections``, ``metrics``);
 * ``AVITS_FAULT_KILL=rewards:av_sync:2`` -- after the 2nd rewards part holding rows of verifier ``av_sync``;
+  until then every OTHER verifier's rewards part waits (up to ``HOLD_SECONDS``) before it is written,
+  so the kill lands while the other verifiers still have work left, whichever verifier is faster;
 * ``AVITS_FAULT_KILL=report`` -- on entry to ``write_report``.
 
 ``AVITS_FAULT_FLAKY=1`` makes ``fault_flaky`` raise on every 10th distinct clip it scores in the process
@@ -29,6 +31,13 @@ from avits_core.verifiers.base import Verifier
 
 _lock = threading.Lock()
 _seen: dict[int, int] = {}
+
+
+#: How long another verifier's rewards part waits for a verifier kill point (a guard against a
+#: deadlock should scoring ever run one verifier after the other: then it proceeds, and the test
+#: that expects the kill at a later stage fails loudly instead of hanging).
+HOLD_SECONDS = 300.0
+_killed = threading.Event()  # never set: a held writer waits until the process is killed
 
 
 def _die() -> None:
@@ -76,11 +85,15 @@ def _install_kill_hook(spec: str) -> None:
     seen = [0]
     orig_append = RunStore.append
 
+    def verifiers_of(rows):
+        return rows.column("verifier").to_pylist() if hasattr(rows, "column") else [r.get("verifier") for r in rows]
+
     def append(self, tbl, rows, **kw):
+        if verifier is not None and tbl == table and verifier not in verifiers_of(rows):
+            _killed.wait(HOLD_SECONDS)  # another verifier: hold its part until the kill point is reached
         out = orig_append(self, tbl, rows, **kw)
         if tbl == table:
-            names = (rows.column("verifier").to_pylist() if hasattr(rows, "column") else [r.get("verifier") for r in rows]) \
-                if verifier else []
+            names = verifiers_of(rows) if verifier else []
             if verifier is None or verifier in names:
                 with _lock:
                     seen[0] += 1
