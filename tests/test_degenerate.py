@@ -206,3 +206,55 @@ def test_a_missing_media_file_is_an_error_row_for_that_candidate_only(tmp_path, 
     assert list(res.ok) == [False, True]
     assert res.errors[0].startswith("MediaFileNotFoundError: media file not found:") and "gone.mp4" in res.errors[0]
     assert np.isnan(res.values[0]) and 0.9 < res.values[1] <= 1.0
+
+
+@pytest.mark.parametrize("name", VERIFIERS.names())
+def test_scoring_in_chunks_gives_the_numbers_of_one_call(name, catalogue, learned_params):
+    """The scoring step hands an event's clips to a verifier in chunks (runner.score.score_chunk_size:
+    whole batches, so memory does not grow with N): every verifier must give the same values and
+    errors chunk by chunk as over the whole list, and the same details (to 1e-6). Smallest chunks:
+    one batch (one clip for a verifier without batches)."""
+    from avits_core.runner.score import score_chunk_size
+
+    if name not in EXPECTED:
+        pytest.skip(f"{name}: no tiny model wired into this test yet")
+    verifier = VERIFIERS.create(name, **learned_params.get(name, {}))
+    clips = list(catalogue.values())
+    prompts = [PROMPT] * len(clips)
+    whole = verifier.score(clips, prompts)
+    size = score_chunk_size(verifier, clips=1)
+    assert size == max(1, getattr(verifier, "batch_size", 1) or 1)
+    values, errors, details = [], [], []
+    for i in range(0, len(clips), size):
+        part = verifier.score(clips[i:i + size], prompts[i:i + size])
+        values += list(part.values)
+        errors += list(part.errors)
+        details += list(part.details or [None] * len(part.values))
+    np.testing.assert_array_equal(np.asarray(values), np.asarray(whole.values))
+    assert errors == list(whole.errors)
+    # details: desync batches its 0.64 s windows across clips, so a chunk boundary changes the batch
+    # shapes of its classifier and its probabilities move in the 8th digit (its offsets do not)
+    assert _close(details, list(whole.details or [None] * len(clips))), (details, whole.details)
+
+
+def _close(a, b) -> bool:
+    """Equal, floats to rel 1e-6 (nested dicts and lists)."""
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, rel_tol=1e-6, abs_tol=1e-9) or (math.isnan(a) and math.isnan(b))
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_close(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+        return len(a) == len(b) and all(_close(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def test_chunk_size_is_whole_batches():
+    from avits_core.runner.score import score_chunk_size
+
+    class V:
+        batch_size = 8
+
+    assert score_chunk_size(V(), clips=32) == 32
+    assert score_chunk_size(V(), clips=20) == 16
+    assert score_chunk_size(V(), clips=3) == 8
+    assert score_chunk_size(object(), clips=5) == 5

@@ -285,3 +285,35 @@ def test_crash_between_chunks_then_rerun_finishes_the_event_once(tmp_path, monke
     again = gen_mod.generate_event(runner.open_run(run), pid, 0)
     assert [r["candidate_id"] for r in again] == [r["candidate_id"] for r in got]
     assert len(list((run / "candidates").glob("part-*.parquet"))) == 1 and decoded == [4]
+
+
+def test_scoring_holds_a_chunk_of_clips_not_the_event(tmp_path, monkeypatch):
+    """The scoring step reads and scores an event's mp4s chunk by chunk (runner.score.score_chunk_size):
+    with chunks of 3 clips no verifier call gets more than 3, and the rewards and selections equal a
+    run scored in one call per event."""
+    from helpers import tiny_config
+
+    from avits_core import runner
+    from avits_core.config import config_from_dict
+    from avits_core.runner import score as score_mod
+    from avits_core.verifiers.base import Verifier
+
+    seen: list[int] = []
+    orig = Verifier.score
+
+    def spy(self, clips, prompts):
+        seen.append(len(clips))
+        return orig(self, clips, prompts)
+
+    monkeypatch.setattr(Verifier, "score", spy)
+    out = {}
+    for chunk in (3, 32):
+        monkeypatch.setattr(score_mod, "SCORE_CHUNK_CLIPS", chunk)
+        seen.clear()
+        d = tiny_config(tmp_path / f"c{chunk}", search={"method": "best_of_n", "n": 8, "prompts_per_task": 1})
+        res = runner.run(config_from_dict(d), check_models=False)
+        rewards = res["ctx"].store.read("rewards").select(["candidate_id", "verifier", "value", "status"])
+        out[chunk] = (sorted(rewards.to_pylist(), key=lambda r: (r["candidate_id"], r["verifier"])),
+                      res["ctx"].store.read("selections").column("candidate_id").to_pylist(), list(seen))
+    assert max(out[3][2]) == 3 and max(out[32][2]) == 8  # 8 candidates per event
+    assert out[3][0] == out[32][0] and out[3][1] == out[32][1]

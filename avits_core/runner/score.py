@@ -1,4 +1,5 @@
-"""Scoring step: rewards rows for the candidates that lack one, one scoring event at a time.
+"""Scoring step: rewards rows for the candidates that lack one, one scoring event at a time (in
+chunks of :func:`score_chunk_size` clips, so memory does not grow with N).
 
 The rewards table is the cache (DESIGN §4): a (candidate, verifier, version) with an ok row is never
 scored again; pairs with only error rows are retried unless ``retry_errors`` is False. The cache is
@@ -33,6 +34,20 @@ log = logging.getLogger(__name__)
 #: Both can be changed through the environment (AVITS_SCORE_FLUSH_ROWS, AVITS_SCORE_FLUSH_SECONDS).
 SCORE_FLUSH_ROWS = int(os.environ.get("AVITS_SCORE_FLUSH_ROWS", "4096"))
 SCORE_FLUSH_SECONDS = float(os.environ.get("AVITS_SCORE_FLUSH_SECONDS", "10"))
+#: Clips decoded and held at once while a verifier scores an event (memory does not grow with N):
+#: an event's candidates go to the verifier in chunks of about this many, rounded to a multiple of
+#: the verifier's ``batch_size`` so that its batches - and so its numbers, padding included - are
+#: the ones it would form over the whole event (AVITS_SCORE_CHUNK_CLIPS).
+SCORE_CHUNK_CLIPS = int(os.environ.get("AVITS_SCORE_CHUNK_CLIPS", "32"))
+
+
+def score_chunk_size(verifier: Any, clips: int | None = None) -> int:
+    """Candidates per ``verifier.score`` call: ``clips`` (default :data:`SCORE_CHUNK_CLIPS`) rounded
+    down to a multiple of the verifier's ``batch_size`` (at least one batch)."""
+    b = getattr(verifier, "batch_size", None)
+    b = b if isinstance(b, int) and not isinstance(b, bool) and b > 0 else 1
+    want = SCORE_CHUNK_CLIPS if clips is None else clips
+    return b * max(1, int(want) // b)
 
 
 def _read_clip(path: Path) -> "AVClip | Exception":
@@ -86,12 +101,17 @@ def score_rows(ctx: "RunContext", spec: VerifierSpec, rows: Sequence[dict[str, A
             buffer.clear()
         last_flush = time.perf_counter()
 
+    size = score_chunk_size(v)
+    chunks = []
     for (pi, g), group in sorted(groups.items()):
         group.sort(key=lambda c: c["candidate_id"])
+        chunks += [(pi, g, group[i:i + size]) for i in range(0, len(group), size)]
+    for pi, g, group in chunks:  # one event's candidates, ``size`` clips in memory at a time
         clips = [_read_clip(ctx.store.path / c["media_path"]) for c in group]
         prompts = [prompt_by_id.get(c["prompt_id"]) or Prompt(c["prompt_id"], c["prompt_text"]) for c in group]
         t0 = time.perf_counter()
         res = v.score(clips, prompts)
+        del clips
         wall = (time.perf_counter() - t0) / len(group)
         out = []
         details = res.details or [None] * len(group)
