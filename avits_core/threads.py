@@ -23,7 +23,9 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import TYPE_CHECKING
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:  # pragma: no cover
     from avits_core.config import RunConfig
@@ -93,3 +95,72 @@ def apply_numeric_threads(n: int | None) -> int | None:
                  "OMP_NUM_THREADS set by you is kept)", n)
     _applied = n
     return n
+
+
+# ---------------------------------------------------------------------------- a scoped limit
+
+#: Threads BLAS and OpenCV may use inside one feature computation (see :func:`numeric_threads`).
+NUMERIC_THREADS = 1
+
+_threads_lock = threading.Lock()
+_threads_depth = 0
+_threads_restore: list[Callable[[], None]] = []
+
+
+@contextmanager
+def numeric_threads(n: int = NUMERIC_THREADS):
+    """Run the block with BLAS (OpenBLAS/MKL through threadpoolctl) and OpenCV limited to ``n`` threads.
+
+    Decision (measured, bench/bench_verifiers.py): per-clip features are small (a 24x64x64 clip's
+    mel spectrogram, 64x64 Farneback flow); a second BLAS thread doubles the CPU time with no gain in
+    wall time, and when scoring tasks run in parallel threads it halves throughput on 2 cores.
+    Parallelism comes from the scoring tasks, so each feature computation runs single-threaded.
+    The limit is process-wide (that is what the libraries offer) but reference-counted: it is set
+    when the first feature computation starts and restored when the last one in flight ends, so
+    other numeric work (e.g. a Frechet distance) is not limited outside that window.
+    """
+    global _threads_depth
+    with _threads_lock:
+        if _threads_depth == 0:
+            _threads_restore.clear()
+            _threads_restore.extend(_limit_threads(n))
+        _threads_depth += 1
+    try:
+        yield
+    finally:
+        with _threads_lock:
+            _threads_depth -= 1
+            if _threads_depth == 0:
+                for undo in _threads_restore:
+                    undo()
+                _threads_restore.clear()
+
+
+_controller: Any = None
+
+
+def _limit_threads(n: int) -> list[Callable[[], None]]:
+    global _controller
+    undo: list[Callable[[], None]] = []
+    try:
+        import cv2
+
+        before = cv2.getNumThreads()
+        if before != n:
+            cv2.setNumThreads(n)
+            undo.append(lambda: cv2.setNumThreads(before))
+    except ImportError:  # pragma: no cover - opencv is a core dependency
+        pass
+    try:
+        from threadpoolctl import ThreadpoolController
+
+        # the controller lists the BLAS libraries loaded when it was made; importing a module may
+        # load another one (scipy brings its own OpenBLAS), so it is rebuilt when modules were added
+        n_modules = len(sys.modules)
+        if _controller is None or _controller[0] != n_modules:
+            _controller = (n_modules, ThreadpoolController())
+        lim = _controller[1].limit(limits=n, user_api="blas")
+        undo.append(lim.restore_original_limits)
+    except ImportError:  # pragma: no cover
+        log.debug("threadpoolctl not installed: BLAS threads not limited")
+    return undo

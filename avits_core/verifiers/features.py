@@ -68,10 +68,8 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import sys
 import threading
 import weakref
-from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
@@ -80,6 +78,7 @@ import numpy as np
 from avits_core.cache import SingleFlightCache
 from avits_core.errors import FlatSignalError  # defined there, re-exported here
 from avits_core.media import AVClip
+from avits_core.threads import NUMERIC_THREADS, numeric_threads  # noqa: F401 (the scoped limit lives there)
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +89,6 @@ PEAK_MIN_REL = 0.2
 PEAK_MIN_PROMINENCE = 0.1
 MOTION_MAX_SIDE = 128
 _MAD_K = 3.0 * 1.4826
-#: Threads BLAS and OpenCV may use inside one feature computation (see ``numeric_threads``).
-NUMERIC_THREADS = 1
 
 _FARNEBACK = dict(pyr_scale=0.5, levels=3, winsize=15, iterations=3, poly_n=5, poly_sigma=1.2, flags=0)
 
@@ -262,72 +259,6 @@ def shared_feature(kind: str, arrays: Sequence[np.ndarray], params: tuple, compu
     """
     key = (kind, *(array_digest(a) for a in arrays), *params)
     return FEATURES.get_or_compute(key, compute)
-
-
-# ---------------------------------------------------------------------------- numeric threads
-
-_threads_lock = threading.Lock()
-_threads_depth = 0
-_threads_restore: list[Callable[[], None]] = []
-
-
-@contextmanager
-def numeric_threads(n: int = NUMERIC_THREADS):
-    """Run the block with BLAS (OpenBLAS/MKL through threadpoolctl) and OpenCV limited to ``n`` threads.
-
-    Decision (measured, bench/bench_verifiers.py): per-clip features are small (a 24x64x64 clip's
-    mel spectrogram, 64x64 Farneback flow); a second BLAS thread doubles the CPU time with no gain in
-    wall time, and when scoring tasks run in parallel threads it halves throughput on 2 cores.
-    Parallelism comes from the scoring tasks, so each feature computation runs single-threaded.
-    The limit is process-wide (that is what the libraries offer) but reference-counted: it is set
-    when the first feature computation starts and restored when the last one in flight ends, so
-    other numeric work (e.g. a Frechet distance) is not limited outside that window.
-    """
-    global _threads_depth
-    with _threads_lock:
-        if _threads_depth == 0:
-            _threads_restore.clear()
-            _threads_restore.extend(_limit_threads(n))
-        _threads_depth += 1
-    try:
-        yield
-    finally:
-        with _threads_lock:
-            _threads_depth -= 1
-            if _threads_depth == 0:
-                for undo in _threads_restore:
-                    undo()
-                _threads_restore.clear()
-
-
-_controller: Any = None
-
-
-def _limit_threads(n: int) -> list[Callable[[], None]]:
-    global _controller
-    undo: list[Callable[[], None]] = []
-    try:
-        import cv2
-
-        before = cv2.getNumThreads()
-        if before != n:
-            cv2.setNumThreads(n)
-            undo.append(lambda: cv2.setNumThreads(before))
-    except ImportError:  # pragma: no cover - opencv is a core dependency
-        pass
-    try:
-        from threadpoolctl import ThreadpoolController
-
-        # the controller lists the BLAS libraries loaded when it was made; importing a module may
-        # load another one (scipy brings its own OpenBLAS), so it is rebuilt when modules were added
-        n_modules = len(sys.modules)
-        if _controller is None or _controller[0] != n_modules:
-            _controller = (n_modules, ThreadpoolController())
-        lim = _controller[1].limit(limits=n, user_api="blas")
-        undo.append(lim.restore_original_limits)
-    except ImportError:  # pragma: no cover
-        log.debug("threadpoolctl not installed: BLAS threads not limited")
-    return undo
 
 
 def motion_energy(video: np.ndarray, fps: float) -> Series:
