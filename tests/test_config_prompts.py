@@ -217,3 +217,17 @@ def test_reference_list_csv_is_strict_and_bom_safe(tmp_path):
     ref.write_text("path\na.mp4\nb.mp4,extra\n")
     with pytest.raises(ConfigError, match=r"line 3: the row has more fields than the header"):
         dist.reference_files()
+
+
+@pytest.mark.parametrize("root", ["memory://bucket/runs", "gs://bucket/runs", "ftp://host/runs", "hdfs://x/y"])
+def test_unsupported_storage_scheme_is_refused_at_load(root):
+    """A URL scheme the store does not support used to fail deep in the first read (fsspec traceback,
+    "install gcsfs"); it is a one-line config error naming the scheme and the value."""
+    with pytest.raises(ConfigError, match=rf"output_root: storage scheme '{root.split(':')[0]}' of '{root}' is not supported"):
+        config_from_dict(_minimal(output_root=root))
+
+
+def test_supported_storage_roots_load_and_the_scheme_is_lower_cased():
+    assert config_from_dict(_minimal(output_root="S3://bucket/runs")).output_root == "s3://bucket/runs"
+    assert config_from_dict(_minimal(output_root="s3a://bucket/runs")).output_root == "s3a://bucket/runs"
+    assert config_from_dict(_minimal(output_root="runs/here")).output_root == "runs/here"

@@ -20,6 +20,9 @@ from avits_core.errors import ConfigError
 from avits_core.names import NAME_MAX, UnsafeNameError, check_name
 
 #: Config keys that only schedule work (left out of the run identity, see RunConfig.identity).
+#: URL schemes ``output_root`` may use besides a local path (what the store is built and tested on: s3fs).
+OBJECT_STORE_SCHEMES: tuple[str, ...] = ("s3", "s3a")
+
 SCHEDULING_KNOBS: tuple[str, ...] = ("output_root", "runner", "storage", "search.prompts_per_task", "verifiers.*.params.batch_size",
                                      "evaluation.verifiers.*.params.batch_size",
                                      "evaluation.distribution.video.batch_size",
@@ -275,6 +278,17 @@ class RunConfig(_Strict):
     @classmethod
     def _safe_run_id(cls, v: str | None) -> str | None:
         return None if v is None else _safe(v, "run id", NAME_MAX)
+
+    @field_validator("output_root")
+    @classmethod
+    def _supported_storage(cls, v: str) -> str:
+        # a URL scheme the store does not support failed deep inside the first read (a traceback from
+        # fsspec, or "install gcsfs"): refused here, at load, for every command
+        scheme = v.split("://", 1)[0].lower() if "://" in v else ""
+        if scheme not in ("", "file") + OBJECT_STORE_SCHEMES:
+            raise ValueError(f"storage scheme {scheme!r} of {v!r} is not supported: use a local folder or "
+                             f"s3://bucket/prefix (any S3-compatible store: AWS_ENDPOINT_URL)")
+        return f"{scheme}://{v.split('://', 1)[1]}" if scheme else v  # S3:// -> s3:// (fsspec wants lower case)
 
     @model_validator(mode="after")
     def _unique_verifiers(self) -> "RunConfig":
