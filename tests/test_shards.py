@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from scale_common import REPO, demo_config, prefect_server_with_gpu_workers, table_rows
+from scale_common import REPO, demo_config, moto_server, new_bucket, prefect_server_with_gpu_workers, table_rows
 
 
 def test_shard_split_partitions_prompts():
@@ -294,3 +294,65 @@ def test_dask_worker_processes_on_the_real_server(tmp_path, gpu_pool):
     info = json.loads((tmp_path / "dask" / "r" / "run.json").read_text())
     ru = info["config"]["runner"]
     assert info["status"] == "completed" and (ru["kind"], ru["workers"], ru["processes"]) == ("dask", 2, True)
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_two_shards_on_two_workers_write_one_run_on_s3(tmp_path, gpu_pool):
+    """One run, two machines' worth of writers, one object store: ``avits run --shards 2`` with
+    ``output_root=s3://…`` on a moto server started AFTER the workers, so the worker processes have no
+    AWS_* variables: they reach the bucket only through the config's ``storage`` block, which travels
+    with the config to each shard flow run (``its_shard`` -> ``config_from_dict`` ->
+    ``set_storage_options``). Both workers write candidates into the one S3 run; its tables equal a
+    library-level unsharded run of the same config on local disk; the lock object is gone at the end;
+    ``avits sql`` answers on the S3 run."""
+    pytest.importorskip("s3fs")
+    pytest.importorskip("moto")
+    from helpers import tiny_config
+
+    from avits_core import runner
+    from avits_core.config import config_from_dict
+    from avits_core.lock import LOCK_NAME, read_lock
+    from avits_core.store import fs as sfs
+    from avits_core.store.duck import query
+
+    env, home = gpu_pool
+    assert not {"AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"} & set(env), \
+        "the workers must not get the endpoint or credentials from their environment"
+    bindir = Path(sys.executable).parent
+    try:
+        with moto_server() as s3env:
+            bucket = new_bucket()
+            storage = {"endpoint_url": s3env["AWS_ENDPOINT_URL"], "key": "testing", "secret": "testing"}
+            cfg = tiny_config(tmp_path, prompts={"source": EVO_PROMPTS}, run_id="r",
+                              output_root=f"s3://{bucket}/runs", storage=storage)
+            path = tmp_path / "cfg.yaml"
+            path.write_text(yaml.safe_dump(cfg))
+            cli_env = dict(env, **s3env)  # the coordinator (this machine) has the standard variables too
+            r = subprocess.run([str(bindir / "avits"), "run", str(path), "--shards", "2", "-q"], env=cli_env, cwd=REPO,
+                               capture_output=True, text=True, timeout=900)
+            assert r.returncode == 0, f"sharded S3 run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{_worker_logs(home)}"
+            run = f"s3://{bucket}/runs/r"
+            # the same config unsharded, at library level, on local disk
+            local = {k: v for k, v in cfg.items() if k != "storage"}
+            lib = runner.run(config_from_dict(dict(local, output_root=str(tmp_path / "plain"))), check_models=False)
+            for table in ("candidates", "rewards", "selections", "metrics", "arw_trace"):
+                ref = table_rows(lib["run_path"], table)
+                assert ref and table_rows(run, table) == ref, table
+            dev = query(run, "SELECT prompt_id, list(DISTINCT cuda_visible_devices) AS d FROM candidates GROUP BY ALL "
+                             "ORDER BY prompt_id").to_pylist()
+            assert len(dev) == 4 and all(len(x["d"]) == 1 for x in dev), dev
+            by_pos = [x["d"][0] for x in dev]  # shard i = prompt positions i, i+2: one worker each
+            assert set(by_pos) == {"0", "1"} and by_pos[0] == by_pos[2] and by_pos[1] == by_pos[3], dev
+            rp = sfs.as_path(run)
+            info = json.loads((rp / "run.json").read_text())
+            assert info["status"] == "completed" and info["shards"]["n"] == 2
+            assert sorted(v["state"] for v in info["shards"]["runs"].values()) == ["COMPLETED", "COMPLETED"]
+            assert read_lock(run) is None and not (rp / LOCK_NAME).exists()  # the run lock object was released
+            q = subprocess.run([str(bindir / "avits"), "sql", run, "-c",
+                                "SELECT cuda_visible_devices AS d, count(*) AS n FROM candidates GROUP BY ALL ORDER BY d",
+                                "--format", "json"], env=cli_env, cwd=REPO, capture_output=True, text=True, timeout=300)
+            assert q.returncode == 0, q.stderr[-2000:]
+            assert json.loads(q.stdout) == [{"d": "0", "n": 4}, {"d": "1", "n": 4}]  # 2 prompts x 2 candidates each
+    finally:
+        sfs.set_storage_options(None)  # config_from_dict set this process's options: leave no dead endpoint behind
