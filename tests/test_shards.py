@@ -8,6 +8,9 @@ prefect.yaml with two process workers (CUDA_VISIBLE_DEVICES=0 and 1, --limit 1).
 candidate records the CUDA_VISIBLE_DEVICES of the worker that made it. With EvoSearch: the flow-run
 process of one shard is SIGKILLed mid-shard, the coordinator re-submits that shard alone, and the
 tables and plans equal a library-level run with ``search.arw_shards=2`` (per-shard ARW state).
+On S3 (a moto server started after the workers, reached by them only through the config's
+``storage`` block): both workers write one run, its tables equal the unsharded run's, the lock
+object is held by the coordinator alone and released, ``avits sql`` answers on it.
 Every process started here is stopped by its PID (workers: TERM, then INT).
 """
 
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from scale_common import REPO, demo_config, moto_server, new_bucket, prefect_server_with_gpu_workers, table_rows
+from scale_common import REPO, demo_config, prefect_server_with_gpu_workers, table_rows
 
 
 def test_shard_split_partitions_prompts():
@@ -303,12 +306,16 @@ def test_two_shards_on_two_workers_write_one_run_on_s3(tmp_path, gpu_pool):
     ``output_root=s3://…`` on a moto server started AFTER the workers, so the worker processes have no
     AWS_* variables: they reach the bucket only through the config's ``storage`` block, which travels
     with the config to each shard flow run (``its_shard`` -> ``config_from_dict`` ->
-    ``set_storage_options``). Both workers write candidates into the one S3 run; its tables equal a
-    library-level unsharded run of the same config on local disk; the lock object is gone at the end;
+    ``set_storage_options``). Both workers write candidates into the one S3 run while the coordinator
+    holds its lock object (one owner seen throughout); the tables equal a library-level unsharded run
+    of the same config on local disk; the lock object is gone at the end;
     ``avits sql`` answers on the S3 run."""
     pytest.importorskip("s3fs")
     pytest.importorskip("moto")
+    import time
+
     from helpers import tiny_config
+    from scale_common import moto_server, new_bucket, stop_process
 
     from avits_core import runner
     from avits_core.config import config_from_dict
@@ -329,10 +336,26 @@ def test_two_shards_on_two_workers_write_one_run_on_s3(tmp_path, gpu_pool):
             path = tmp_path / "cfg.yaml"
             path.write_text(yaml.safe_dump(cfg))
             cli_env = dict(env, **s3env)  # the coordinator (this machine) has the standard variables too
-            r = subprocess.run([str(bindir / "avits"), "run", str(path), "--shards", "2", "-q"], env=cli_env, cwd=REPO,
-                               capture_output=True, text=True, timeout=900)
-            assert r.returncode == 0, f"sharded S3 run failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{_worker_logs(home)}"
             run = f"s3://{bucket}/runs/r"
+            out, err = open(tmp_path / "run.out", "w+"), open(tmp_path / "run.err", "w+")
+            proc = subprocess.Popen([str(bindir / "avits"), "run", str(path), "--shards", "2", "-q"], env=cli_env,
+                                    cwd=REPO, stdout=out, stderr=err, start_new_session=True)
+            holders = set()  # the lock object as other machines see it while the shards write
+            try:
+                deadline = time.time() + 900
+                while proc.poll() is None and time.time() < deadline:
+                    held = read_lock(run)
+                    if held is not None:
+                        holders.add((held.pid, held.command))
+                    time.sleep(0.5)
+                rc = proc.wait(timeout=max(1.0, deadline - time.time()))
+            finally:
+                stop_process(proc)
+                out.close()
+                err.close()
+            assert rc == 0, "sharded S3 run failed:\n" + (tmp_path / "run.out").read_text()[-3000:] \
+                + (tmp_path / "run.err").read_text()[-3000:] + _worker_logs(home)
+            assert len(holders) == 1 and "--shards 2" in next(iter(holders))[1], holders  # one owner: the coordinator
             # the same config unsharded, at library level, on local disk
             local = {k: v for k, v in cfg.items() if k != "storage"}
             lib = runner.run(config_from_dict(dict(local, output_root=str(tmp_path / "plain"))), check_models=False)
