@@ -1,7 +1,7 @@
 """Framework overhead of a run (issue 17): ``avits run`` of the demo vs a bare library loop doing the same
 model and verifier work on the same candidates, in one invocation.
 
-    .venv/bin/python bench/bench_overhead.py [--prompts 24] [--root DIR]
+    .venv/bin/python bench/bench_overhead.py [--prompts 24] [--root DIR] [--marginal 6] [--interleave R]
 
 Three processes, one after the other, each on the demo config (``data/configs/demo.yaml``: SynthAV 20 steps,
 Best-of-8, ARW over av_align + av_sync + synth_text, quality held out; ``--prompts`` limits the prompts):
@@ -167,6 +167,72 @@ def _run_dir(root: Path) -> Path:
     return next(p for p in root.iterdir() if (p / "run.json").exists())
 
 
+def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
+    """Bare loop and ``avits run`` on one long-lived server, alternated ``a.interleave`` times at two sizes.
+
+    Each (bare, avits) pair runs back to back, so both see the same machine; the overhead is the
+    median of the pairs' ratios, the per-candidate slope the median of the rounds' slopes. The
+    server's whole CPU during a run is counted (conservative: its idle background work included).
+    """
+    import statistics
+
+    from avits.server import free_port
+
+    if not a.marginal:
+        raise SystemExit("--interleave needs --marginal K (the small size of the slope)")
+    senv = {**env, "PREFECT_HOME": str(root / "prefect-shared")}
+    sw, sc, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], senv)
+    if rc != 0:
+        raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
+    pid = json.loads((root / "prefect-shared" / "avits-server.json").read_text())["pid"]
+    time.sleep(a.idle_s)  # its services' first rounds after the start, then its idle rate (printed only)
+    i0, iw = _proc_cpu(pid), time.perf_counter()
+    time.sleep(a.idle_s)
+    idle_rate = (_proc_cpu(pid) - i0) / (time.perf_counter() - iw)
+    rounds = []
+    try:
+        for r in range(a.interleave):
+            got = {}
+            for prompts in (a.prompts, a.marginal):
+                js = root / f"bare-{r}-{prompts}.json"
+                bw, bc, out, rc = _child([sys.executable, __file__, "--part", "bare", "--prompts", str(prompts),
+                                          "--root", str(root / f"bare-{r}-{prompts}"), "--json", str(js)], env)
+                if rc != 0:
+                    raise SystemExit(f"bare part failed ({rc}):\n{out[-3000:]}")
+                n = json.loads(js.read_text())["n_candidates"]
+                c0 = _proc_cpu(pid)
+                aw, ac, out, rc = _child([str(AVITS), "run", str(DEMO), "--set", f"prompts.limit={prompts}", "--set",
+                                          f"output_root={root / f'avits-{r}-{prompts}'}"], senv)
+                if rc != 0:
+                    raise SystemExit(f"avits run failed ({rc}):\n{out[-3000:]}")
+                srv = _proc_cpu(pid) - c0  # all of it: its idle background work is not subtracted here
+                got[prompts] = {"n": n, "bare_cpu": bc, "bare_wall": bw, "avits_cpu": ac + srv, "avits_wall": aw}
+                print(f"round {r + 1}, {prompts} prompts ({n} candidates): bare {bc:.1f} CPU-s / {bw:.1f} s wall; "
+                      f"avits {ac:.1f} + server {srv:.2f} CPU-s (idle rate x wall: {idle_rate * aw:.2f}) / "
+                      f"{aw:.1f} s wall", flush=True)
+            big, small = got[a.prompts], got[a.marginal]
+            rounds.append({
+                "overhead_cpu": (big["avits_cpu"] - big["bare_cpu"]) / big["bare_cpu"],
+                "overhead_wall": (big["avits_wall"] - big["bare_wall"]) / big["bare_wall"],
+                "slope_ms": ((big["avits_cpu"] - big["bare_cpu"]) - (small["avits_cpu"] - small["bare_cpu"]))
+                / (big["n"] - small["n"]) * 1e3,
+                "fixed_s": small["avits_cpu"] - small["bare_cpu"]})
+    finally:
+        _child([str(AVITS), "server", "stop"], senv)
+    med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+    print(f"\n{a.interleave} rounds (the server's whole CPU during each run counted; idle it uses "
+          f"{1e3 * idle_rate:.0f} ms/s); per round: "
+          + "; ".join(f"{100 * x['overhead_cpu']:.1f} % / {x['slope_ms']:.1f} ms" for x in rounds))
+    print(f"{'target (medians of the rounds)':<66}{'figure':>10}{'goal':>8}  holds")
+    for label, v, goal, unit in (
+            ("overhead, CPU, on a long-lived server (client + server - bare) / bare", med["overhead_cpu"], .2, "%"),
+            ("overhead, wall, on a long-lived server (noisy)", med["overhead_wall"], .2, "%"),
+            (f"CPU overhead per extra candidate ({a.marginal} -> {a.prompts} prompts)", med["slope_ms"], 2.0, "ms")):
+        fig = f"{100 * v:9.1f}%" if unit == "%" else f"{v:8.1f}ms"
+        print(f"{label:<66}{fig:>10}{('20%' if unit == '%' else '2 ms'):>8}  {'yes' if v <= goal else 'NO'}")
+    print(f"fixed part at {a.marginal} prompts: {med['fixed_s']:.1f} CPU-s")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=24)
@@ -176,6 +242,10 @@ def main() -> None:
                     help="also run bare + shared-server avits at this many prompts: the overhead's slope per candidate")
     ap.add_argument("--idle-s", dest="idle_s", type=float, default=10.0,
                     help="seconds the long-lived server is watched idle before the run (its background CPU rate)")
+    ap.add_argument("--interleave", type=int, default=0, metavar="R",
+                    help="only bare vs avits-on-a-long-lived-server, alternated R times at --prompts and --marginal "
+                         "prompts: medians of the paired figures (this machine's CPU speed drifts by ~25 %% between "
+                         "minutes, so only adjacent pairs compare)")
     ap.add_argument("--part", choices=("bare", "library"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
@@ -191,6 +261,8 @@ def main() -> None:
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
           f"demo config, {a.prompts} prompts; root {root}", flush=True)
     run_args = [str(AVITS), "run", str(DEMO), "--set", f"prompts.limit={a.prompts}"]
+    if a.interleave:
+        return interleaved(a, root, env)
 
     got = {}
     for part in ("bare", "library"):
