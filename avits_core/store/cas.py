@@ -61,15 +61,9 @@ class LocalBackend:
 
     @contextmanager
     def _guard(self, key: str) -> Iterator[None]:
-        import fcntl
-
         self.folder.mkdir(parents=True, exist_ok=True)
-        with open(self.folder / f".{key}.guard", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with sfs.flock_exclusive(self.folder / f".{key}.guard"):
+            yield
 
     def replace_if(self, key: str, expected: bytes, data: bytes) -> bool:
         with self._guard(key):

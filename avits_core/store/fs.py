@@ -35,7 +35,7 @@ from typing import Any, BinaryIO, Callable, Iterator, Mapping, Union
 
 __all__ = ["AnyPath", "as_path", "is_url", "is_remote", "put_bytes", "write_atomic", "atomic_path", "put_if_absent", "put_conditional", "read_bytes",
            "local_copy", "local_target", "upload_dir", "set_storage_options", "storage_options",
-           "fs_of", "fs_key", "remove", "PreconditionFailed"]
+           "fs_of", "fs_key", "remove", "PreconditionFailed", "flock_exclusive"]
 
 AnyPath = Union[Path, Any]  # Path or upath.UPath
 
@@ -154,6 +154,20 @@ def write_atomic(final: Path, write: Callable[[BinaryIO], Any]) -> None:
         f.flush()
         os.fsync(f.fileno())
     _fsync_dir(final.parent)
+
+
+@contextmanager
+def flock_exclusive(lock_file: Path) -> Iterator[None]:
+    """Local files: hold an exclusive ``fcntl.flock`` on ``lock_file`` (created if missing; its folder
+    must exist) for the block. POSIX only."""
+    import fcntl
+
+    with open(lock_file, "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -135,9 +135,5 @@ def _file_lock(folder: Path) -> Iterator[None]:
         if fcntl is None:  # pragma: no cover
             yield
             return
-        with open(folder / ".run.json.lock", "a+b") as fh:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+        with sfs.flock_exclusive(folder / ".run.json.lock"):
+            yield
