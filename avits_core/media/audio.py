@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from avits_core.errors import MediaFileNotFoundError, MediaFormatError
+from avits_core.media._store import read_remote
 from avits_core.store import fs as sfs
 
 
@@ -37,12 +38,8 @@ def write_wav(audio: np.ndarray, sample_rate: int, path: str | os.PathLike[str],
 
 def read_wav(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     """Read an audio file (wav, flac, ogg: whatever libsndfile reads) as float32 mono (channels averaged) and its rate."""
-    if sfs.is_remote(path):  # one GET, no HEAD first (as read_mp4)
-        try:
-            with sfs.local_copy(path) as local:
-                return read_wav(local)
-        except FileNotFoundError:
-            raise MediaFileNotFoundError(f"audio file not found: {path}") from None
+    if sfs.is_remote(path):
+        return read_remote(path, read_wav, "audio")
     import soundfile as sf
 
     path = Path(path)

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from avits_core.errors import MediaError, MediaFileNotFoundError, MediaFormatError
+from avits_core.media._store import read_remote
 from avits_core.media.audio import resample
 from avits_core.media.clip import AVClip
 from avits_core.media.timing import constant_rate, frame_stamp, frame_times
@@ -248,11 +249,7 @@ def read_mp4(path: str | os.PathLike[str]) -> AVClip:
     that decodes to nothing.
     """
     if sfs.is_remote(path):  # object store: download to a temp file (one GET), read that
-        try:
-            with sfs.local_copy(path) as local:
-                clip = read_mp4(local)
-        except FileNotFoundError:
-            raise MediaFileNotFoundError(f"media file not found: {path}") from None
+        clip = read_remote(path, read_mp4)
         clip.meta["path"] = str(path)
         return clip
     path = Path(path)
@@ -302,11 +299,7 @@ def read_mp4_audio(path: str | os.PathLike[str]) -> tuple[np.ndarray, int]:
     Same errors as :func:`read_mp4`.
     """
     if sfs.is_remote(path):
-        try:
-            with sfs.local_copy(path) as local:
-                return read_mp4_audio(local)
-        except FileNotFoundError:
-            raise MediaFileNotFoundError(f"media file not found: {path}") from None
+        return read_remote(path, read_mp4_audio)
     path = Path(path)
     av, container, vs, aus, sr = _open_av(path)
     try:

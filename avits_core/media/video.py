@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from avits_core.errors import MediaFileNotFoundError, MediaFormatError
+from avits_core.media._store import read_remote
 from avits_core.media.timing import VFR_TOLERANCE, constant_rate, frame_stamp, frame_times
 from avits_core.store import fs as sfs
 
@@ -29,12 +30,8 @@ def read_video(path: str | os.PathLike[str], *, backend: str = "auto") -> tuple[
     which need not carry sound. Both backends decode with FFmpeg; their RGB conversions may differ
     by a few levels per pixel (measured in tests/test_media.py).
     """
-    if sfs.is_remote(path):  # one GET, no HEAD first (as read_mp4)
-        try:
-            with sfs.local_copy(path) as local:
-                return read_video(local, backend=backend)
-        except FileNotFoundError:
-            raise MediaFileNotFoundError(f"media file not found: {path}") from None
+    if sfs.is_remote(path):
+        return read_remote(path, lambda local: read_video(local, backend=backend))
     path = Path(path)
     if not path.is_file():
         raise MediaFileNotFoundError(f"media file not found: {path}")
