@@ -8,26 +8,21 @@ import logging
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import tiny_config, write_config
 from typer.testing import CliRunner
 
 from avits_core.config.benchmark import BenchmarkPlan, load_benchmark_plan
 from avits_core.errors import ConfigError
 
-REPO = Path(__file__).resolve().parents[1]
-
 
 def _bench(tmp_path: Path, configs: list, **top) -> Path:
-    tiny = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    tiny["output_root"] = str(tmp_path / "runs")
-    (tmp_path / "tiny.yaml").write_text(yaml.safe_dump(tiny))
+    tiny = tiny_config(tmp_path)
+    write_config(tiny, tmp_path / "tiny.yaml")
     evo = dict(tiny, name="tinyevo", search={"method": "evosearch", "params": {
         "evolution_schedule": [0, 3], "population_size_schedule": [2, 2, 2], "elite_size": 1,
         "tournament_ratio": 0.5, "mutation_rate": 0.3}})
-    (tmp_path / "evo.yaml").write_text(yaml.safe_dump(evo))
-    p = tmp_path / "bench.yaml"
-    p.write_text(yaml.safe_dump({"name": "tb", "configs": configs, **top}))
-    return p
+    write_config(evo, tmp_path / "evo.yaml")
+    return write_config({"name": "tb", "configs": configs, **top}, tmp_path / "bench.yaml")
 
 
 def test_plan_holds_every_config_with_overrides_in_order(tmp_path):

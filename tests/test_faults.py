@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-import yaml
+from helpers import tiny_config, write_config
 
 from avits_core.store.duck import query
 
@@ -56,14 +56,10 @@ def _env(api_url: str, tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def _config(tmp_path: Path, output_root: Path, n: int = 3, prompts: list[str] = PROMPTS) -> Path:
-    cfg = yaml.safe_load((REPO / "tests/data/tiny.yaml").read_text())
-    cfg.update(output_root=str(output_root))
-    cfg["prompts"] = {"source": list(prompts)}
-    cfg["search"] = {"method": "best_of_n", "n": n, "prompts_per_task": 1}
-    cfg["verifiers"] = [{"name": "av_sync"}, {"name": "fault_flaky"}]
-    path = tmp_path / f"cfg-{uuid.uuid4().hex[:6]}.yaml"
-    path.write_text(yaml.safe_dump(cfg))
-    return path
+    cfg = tiny_config(tmp_path, output_root=str(output_root), prompts={"source": list(prompts)},
+                      search={"method": "best_of_n", "n": n, "prompts_per_task": 1},
+                      verifiers=[{"name": "av_sync"}, {"name": "fault_flaky"}])
+    return write_config(cfg, tmp_path / f"cfg-{uuid.uuid4().hex[:6]}.yaml")
 
 
 def _avits(args: list[str], env: dict[str, str], timeout: float = 240) -> subprocess.CompletedProcess:
