@@ -29,7 +29,7 @@ from typing import Any, Optional
 
 import typer
 
-from avits.common import _fail, _print_table, _setup_logging  # noqa: F401 (shared with avits.evaluate_cmd)
+from avits.common import _fail, _print_table, _setup_logging
 from avits_core.errors import AvitsError
 from avits_core.names import check_name
 
