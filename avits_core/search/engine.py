@@ -39,6 +39,7 @@ from avits_core.aggregate.base import Aggregator
 from avits_core.errors import ConfigError, EvoSearchError
 from avits_core.generators.base import Latents
 from avits_core.search.base import CandidateRecord, EventPlan, PromptView, SearchMethod
+from avits_core.selection import prompt_shards
 
 log = logging.getLogger(__name__)
 
@@ -150,6 +151,7 @@ class SearchState:
         self.prompt_index = {p: i for i, p in enumerate(prompt_ids)}
         self.run_seed = int(run_seed)
         self.arw_shards = arw_shards
+        self._shard = prompt_shards(prompt_ids, arw_shards)  # the replay's split (one rule, in selection)
         self._make_online = make_online
         self._scopes: dict[int, _Scope] = {0: _Scope(make_online())}
         self.guided = list(self.online.verifiers)
@@ -166,8 +168,8 @@ class SearchState:
         return self._scopes[0].online
 
     def shard_of(self, prompt_id: str) -> int:
-        """The ARW shard of a run prompt: its index mod ``arw_shards``."""
-        return self.prompt_index[prompt_id] % self.arw_shards
+        """The ARW shard of a run prompt: its index mod ``arw_shards`` (:func:`~avits_core.selection.prompt_shards`)."""
+        return self._shard[prompt_id]
 
     def _scope(self, shard: int) -> _Scope:
         sc = self._scopes.get(shard)
