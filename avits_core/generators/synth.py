@@ -307,9 +307,7 @@ class SynthAVGenerator:
             nxt = (1.0 - t_next) * x0 + c_eps * eps
             if sv > 0.0 or sa > 0.0:
                 z = self.init_noise(sde_noise_seeds(latents.seeds, k))
-                import torch
-
-                nxt = nxt + sigma * torch.cat([z.video, z.audio], dim=1).numpy().astype(np.float64)
+                nxt = nxt + sigma * np.concatenate([z.video.numpy(), z.audio.numpy()], axis=1).astype(np.float64)
             x = nxt.astype(np.float32)
         spent = (stop - start) * self.nfe_per_step
         self.nfe_total += spent * len(latents)
