@@ -345,18 +345,25 @@ def sync_input_problem(name: str, clip: AVClip, min_s: float) -> str | None:
     A static picture is judged on the pixels (every pair of consecutive frames differs by less than
     ``STATIC_PIXEL_DIFF`` grey levels on average), not on the optical flow: Farnebäck reports a small
     constant flow (~0.005 px/frame) on some identical textured frames, which passed the flow-based
-    test and gave a silent 0.0."""
+    test and gave a silent 0.0. That largest step is a shared feature: av_align and av_sync checking the
+    same clip compute it once."""
     both = overlap_duration(clip)
     if both + 1e-9 < min_s:
         return f"input too small for {name}: audio and video overlap for {both:.3f} s < {min_s:g} s"
     v = clip.video
     if v.shape[0] >= 2:
-        step = np.abs(np.diff(v.astype(np.int16), axis=0)).reshape(v.shape[0] - 1, -1).mean(axis=1)
-        if float(step.max()) < STATIC_PIXEL_DIFF:
-            return (f"{name}: video is static (consecutive frames differ by at most {float(step.max()):.3f} "
+        biggest = shared_feature("max_frame_step", (v,), (), lambda: _max_frame_step(v))
+        if biggest < STATIC_PIXEL_DIFF:
+            return (f"{name}: video is static (consecutive frames differ by at most {biggest:.3f} "
                     f"grey levels on average): no motion to align")
     try:
         check_audio(clip.audio)
     except FlatSignalError as exc:
         return f"{name}: {exc}"
     return None
+
+
+def _max_frame_step(v: np.ndarray) -> float:
+    """Largest mean absolute difference (grey levels) between two consecutive frames of (T>=2, H, W, 3) uint8."""
+    step = np.abs(np.diff(v.astype(np.int16), axis=0)).reshape(v.shape[0] - 1, -1).mean(axis=1)
+    return float(step.max())
