@@ -186,7 +186,15 @@ class FeatureCache(SingleFlightCache):
 
     def __init__(self, maxsize: int = 1024) -> None:
         super().__init__(max_entries=maxsize, group=_feature_kind)
-        self.maxsize = maxsize
+
+    @property
+    def maxsize(self) -> int | None:
+        """The entry bound: another name for ``max_entries`` (one value, not a copy that could drift)."""
+        return self.max_entries
+
+    @maxsize.setter
+    def maxsize(self, n: int | None) -> None:
+        self.max_entries = n
 
     def _compute(self, key: Any, compute: Callable[[], Any]) -> Any:
         with numeric_threads():
