@@ -86,7 +86,8 @@ def generate_event(ctx: "RunContext", prompt_id: str, event: int) -> list[dict[s
     plan = state.plan_for(prompt_id, event, gen.num_steps)
     ids = [candidate_id(prompt_id, event, i) for i in range(len(plan.candidates))]
     stage_dir = ctx.store.inside(staging_relpath(prompt_id, event))
-    made = _staged_rows(ctx, stage_dir, set(ids))
+    staged = _staged_files(stage_dir)  # listed once: read here, removed once the event is appended
+    made = _staged_rows(ctx, staged, set(ids))
     if made:
         log.info("%s e%d: resuming, %d of %d candidates staged before an interruption", prompt_id, event,
                  len(made), len(ids))
@@ -98,14 +99,14 @@ def generate_event(ctx: "RunContext", prompt_id: str, event: int) -> list[dict[s
         del chunk  # the chunk's clips and latents are on disk now
         todo -= len(rows)
         if todo > 0:  # not the last chunk: a crash before the append below keeps this chunk's work
-            sfs.put_bytes(stage_dir / f"{rows[0]['candidate_id']}.json",
-                          json.dumps({"rows": rows}, sort_keys=True).encode("utf-8"))
+            staged.append(stage_dir / f"{rows[0]['candidate_id']}.json")
+            sfs.put_bytes(staged[-1], json.dumps({"rows": rows}, sort_keys=True).encode("utf-8"))
         made.update((r["candidate_id"], r) for r in rows)
     rows = [made[cid] for cid in ids]
     with state._write_lock:
         ctx.store.append("candidates", rows, known_ids=state.candidate_ids())
         state.add_rows(rows)
-    _clear_staged(stage_dir)
+    _clear_staged(stage_dir, staged)
     log.info("%s e%d: %d candidates in %.2fs", prompt_id, event, len(rows), time.perf_counter() - t0)
     return rows
 
@@ -149,11 +150,11 @@ def _staged_files(stage_dir: Any) -> list[Any]:
         return []
 
 
-def _staged_rows(ctx: "RunContext", stage_dir: Any, ids: set[str]) -> dict[str, dict[str, Any]]:
-    """Rows staged by finished chunks of an interrupted event whose media (and latent) files are there;
-    a staged file that cannot be read is ignored (its candidates are generated again)."""
+def _staged_rows(ctx: "RunContext", files: Sequence[Any], ids: set[str]) -> dict[str, dict[str, Any]]:
+    """Rows staged (in ``files``) by finished chunks of an interrupted event whose media (and latent)
+    files are there; a staged file that cannot be read is ignored (its candidates are generated again)."""
     out: dict[str, dict[str, Any]] = {}
-    for f in _staged_files(stage_dir):
+    for f in files:
         try:
             rows = json.loads(sfs.read_bytes(f).decode("utf-8"))["rows"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
@@ -169,8 +170,10 @@ def _staged_rows(ctx: "RunContext", stage_dir: Any, ids: set[str]) -> dict[str, 
     return out
 
 
-def _clear_staged(stage_dir: Any) -> None:
-    for f in _staged_files(stage_dir):
+def _clear_staged(stage_dir: Any, files: Sequence[Any]) -> None:
+    """Remove the event's staged ``files`` (those found at its start and those it wrote), then its
+    and its prompt's staging folders when empty."""
+    for f in dict.fromkeys(files):
         sfs.remove(f)
     if not sfs.is_remote(stage_dir):
         for d in (stage_dir, stage_dir.parent):  # the event's and the prompt's folders, when empty
