@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from avclips import jump_clip  # noqa: E402
-from test_evaluate_folder import _tiny_i3d_and_audioclip  # noqa: E402
+from tiny_models import build_tiny_i3d_and_audioclip  # noqa: E402
 
 import avits_core.evaluate_folder as ef  # noqa: E402
 import avits_core.media as media  # noqa: E402
@@ -72,7 +72,7 @@ def main(n: int) -> None:
         w = csv.writer(fh)
         w.writerow(["id", "text"])
         w.writerows([f"p{i}", "x"] for i in range(n))
-    i3d, ac, arch = _tiny_i3d_and_audioclip(tmp)
+    i3d, ac, arch = build_tiny_i3d_and_audioclip(tmp)
     for proto in ("avits", "javisbench"):
         metrics = {"av_align": {}, "temporal_flickering": {}, "synth_text": {},
                    "fvd": {"path": str(i3d), "extractor": "i3d", "num_frames": 4, "size": 16},

@@ -15,6 +15,7 @@ from avits_core.errors import ConfigError
 from avits_core.evaluate_folder import EvalSpec, clip_file_name, evaluate_folder, prepare
 from avits_core.media import write_mp4, write_wav
 from avits_core.store.parquet import RunStore
+from tiny_models import build_tiny_i3d_and_audioclip
 
 
 def _csv(path: Path, rows: list[dict]) -> Path:
@@ -214,31 +215,11 @@ def test_protocol_reaches_every_verifier_with_a_published_variant():
     assert make_verifier("clip", {"model_path": "/nowhere"}, "javisbench").protocol == "javisbench"
 
 
-def _tiny_i3d_and_audioclip(tmp_path: Path) -> tuple[Path, Path, dict]:
-    """A scripted stand-in for the I3D extractor and a seeded tiny AudioCLIP audio tower: (i3d, ac, arch)."""
-    import torch
-
-    from avits_core.metrics.audioclip import build_audio_tower
-
-    class TinyI3D(torch.nn.Module):
-        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
-                    return_features: bool = True) -> torch.Tensor:
-            return x.mean(dim=(3, 4)).flatten(1)
-
-    i3d = tmp_path / "i3d.pt"
-    torch.jit.script(TinyI3D()).save(str(i3d))
-    arch = dict(embed_dim=8, layers=[1, 1, 1, 1], groups=2, width_per_group=4, n_fft=64, hop_length=16, win_length=48)
-    torch.manual_seed(0)
-    ac = tmp_path / "ac.pt"
-    torch.save({f"audio.{k}": v for k, v in build_audio_tower(**arch).state_dict().items()}, ac)
-    return i3d, ac, arch
-
-
 def test_set_level_metrics_with_tiny_i3d_and_audioclip(tmp_path):
     from avits_core.metrics.features import FeatureSet, fad, fvd, kvd_video
     from avits_core.metrics.frechet import frechet_distance_javisbench
 
-    i3d, ac, arch = _tiny_i3d_and_audioclip(tmp_path)
+    i3d, ac, arch = build_tiny_i3d_and_audioclip(tmp_path)
     gen, ref = tmp_path / "gen", tmp_path / "ref"
     gen.mkdir()
     ref.mkdir()
@@ -279,7 +260,7 @@ def test_javisbench_reference_cache_pairs_rows_and_breaks_down_by_category(tmp_p
 
     from avits_core.metrics.features import FeatureSet, fvd
 
-    i3d, ac, arch = _tiny_i3d_and_audioclip(tmp_path)
+    i3d, ac, arch = build_tiny_i3d_and_audioclip(tmp_path)
     gen = tmp_path / "gen"
     gen.mkdir()
     for i in range(6):

@@ -1,4 +1,5 @@
-"""Tiny, randomly initialised CLAP and CLIP model folders for tests (no download).
+"""Tiny, randomly initialised CLAP and CLIP model folders for tests (no download), and a tiny I3D
+stand-in with a seeded tiny AudioCLIP audio tower (``build_tiny_i3d_and_audioclip``).
 
 Each builder writes a complete ``save_pretrained`` folder (config + safetensors weights + tokenizer
 + preprocessor config) that the verifiers load through ``model_path`` exactly as they would load
@@ -81,3 +82,23 @@ def build_tiny_clip(path: Path, *, image_size: int = 32, seed: int = 0) -> Path:
     proc.save_pretrained(path)
     tiny_tokenizer(16).save_pretrained(path)
     return path
+
+
+def build_tiny_i3d_and_audioclip(tmp_path: Path) -> tuple[Path, Path, dict]:
+    """A scripted stand-in for the I3D extractor and a seeded tiny AudioCLIP audio tower: (i3d, ac, arch)."""
+    import torch
+
+    from avits_core.metrics.audioclip import build_audio_tower
+
+    class TinyI3D(torch.nn.Module):
+        def forward(self, x: torch.Tensor, rescale: bool = False, resize: bool = False,
+                    return_features: bool = True) -> torch.Tensor:
+            return x.mean(dim=(3, 4)).flatten(1)
+
+    i3d = tmp_path / "i3d.pt"
+    torch.jit.script(TinyI3D()).save(str(i3d))
+    arch = dict(embed_dim=8, layers=[1, 1, 1, 1], groups=2, width_per_group=4, n_fft=64, hop_length=16, win_length=48)
+    torch.manual_seed(0)
+    ac = tmp_path / "ac.pt"
+    torch.save({f"audio.{k}": v for k, v in build_audio_tower(**arch).state_dict().items()}, ac)
+    return i3d, ac, arch
