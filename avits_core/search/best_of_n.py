@@ -30,10 +30,10 @@ class BestOfN(SearchMethod):
     """One scoring event per prompt: ``n`` fresh noises."""
 
     name = "best_of_n"
+    Params = BestOfNParams
 
     def label(self) -> str:
         return f"Best-of-{self.params.n}"
-    Params = BestOfNParams
 
     def plan(self, event: int, view: PromptView) -> EventPlan:
         seeds = candidate_seeds(view.run_seed, view.prompt_id, self.params.n)
