@@ -64,7 +64,7 @@ def evaluate(ctx: RunContext, selection_id: str) -> list[dict[str, Any]]:
 
 @task(name="report", cache_policy=NO_CACHE)
 def report(ctx: RunContext, selection_id: str) -> str:
-    """Markdown + PNG plots + HTML page in the run folder, mirrored as Prefect artifacts."""
+    """Markdown + SVG plots + HTML page in the run folder, mirrored as Prefect artifacts."""
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
     from avits_core.report import write_report

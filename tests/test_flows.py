@@ -42,7 +42,7 @@ def test_its_flow_end_to_end_and_rerun_is_a_no_op(tmp_path, prefect_harness):
     metrics = {m["metric"] for m in query(run, "SELECT DISTINCT metric FROM metrics").to_pylist()}
     assert {"sync_error_ms", "attribute_accuracy", "faithful", "av_sync", "synth_text"} <= metrics
     assert (run / "report" / "report.md").exists() and (run / "report" / "index.html").exists()
-    assert (run / "report" / "rewards.png").exists() and (run / "report" / "arw_sigma.png").exists()
+    assert (run / "report" / "rewards.svg").exists() and (run / "report" / "arw_sigma.svg").exists()
     names = {row["metric"] for row in out["results"]}
     assert "sync_error_ms" in names
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
+from xml.etree import ElementTree
 
 import pytest
 
@@ -40,18 +41,18 @@ def test_plot_data_is_the_stored_rows(small_run):
     ctx, sel = small_run
     results = runner.results_table(ctx, sel)
     data = report_run._plot_data(ctx, sel, results)
-    assert set(data) == {"rewards.png", "arw_sigma.png", "metrics.png"}
+    assert set(data) == {"rewards.svg", "arw_sigma.svg", "metrics.svg"}
     con = connect(ctx.store.path)
     rew = con.sql("SELECT verifier, value, candidate_id FROM rewards WHERE status='ok'").fetchall()
     picked = {r[0] for r in con.sql("SELECT candidate_id FROM selections WHERE selection_id=?", params=[sel]).fetchall()}
     n_trace = con.sql("SELECT count(*) FROM arw_trace WHERE selection_id=?", params=[sel]).fetchall()[0][0]
     con.close()
     for v in ("av_align", "synth_text"):
-        assert sorted(data["rewards.png"][v]["all"]) == sorted(x for name, x, _ in rew if name == v)
-        assert sorted(data["rewards.png"][v]["selected"]) == sorted(x for name, x, c in rew if name == v and c in picked)
-        assert len(data["rewards.png"][v]["all"]) == 9 and len(data["rewards.png"][v]["selected"]) == 3
-    assert sum(len(d["x"]) for d in data["arw_sigma.png"].values()) == n_trace > 0
-    bars = {b["title"]: b for b in data["metrics.png"]["bars"]}
+        assert sorted(data["rewards.svg"][v]["all"]) == sorted(x for name, x, _ in rew if name == v)
+        assert sorted(data["rewards.svg"][v]["selected"]) == sorted(x for name, x, c in rew if name == v and c in picked)
+        assert len(data["rewards.svg"][v]["all"]) == 9 and len(data["rewards.svg"][v]["selected"]) == 3
+    assert sum(len(d["x"]) for d in data["arw_sigma.svg"].values()) == n_trace > 0
+    bars = {b["title"]: b for b in data["metrics.svg"]["bars"]}
     for r in results:
         if r.get("baseline") is not None and r.get("selected") is not None:
             title = r["metric"] + ("" if r.get("higher_is_better", True) else " (↓)")
@@ -61,12 +62,13 @@ def test_plot_data_is_the_stored_rows(small_run):
 def test_unchanged_plots_are_not_drawn_again(small_run, monkeypatch):
     ctx, sel = small_run
     outdir = report_run.report_dir(ctx, sel)
-    for name in ("rewards.png", "arw_sigma.png", "metrics.png", "plots.json"):
+    for name in ("rewards.svg", "arw_sigma.svg", "metrics.svg", "plots.json"):
         (outdir / name).unlink(missing_ok=True)
     first = write_report(ctx, sel)
     pngs = {p.name: p.read_bytes() for p in first.plots}
-    assert set(pngs) == {"rewards.png", "arw_sigma.png", "metrics.png"}
-    assert all(b[:8] == b"\x89PNG\r\n\x1a\n" for b in pngs.values())
+    assert set(pngs) == {"rewards.svg", "arw_sigma.svg", "metrics.svg"}
+    assert all(ElementTree.fromstring(b).tag == "{http://www.w3.org/2000/svg}svg" for b in pngs.values())
+    assert all(f"![{n[:-4]}]({n})" in first.markdown for n in pngs)
     side = json.loads((outdir / "plots.json").read_text())
     assert set(side) == set(pngs)
 
@@ -78,21 +80,25 @@ def test_unchanged_plots_are_not_drawn_again(small_run, monkeypatch):
     assert again.markdown == first.markdown and [p.name for p in again.plots] == [p.name for p in first.plots]
     assert {p.name: p.read_bytes() for p in again.plots} == pngs
 
-    # a missing PNG, or a sidecar hash that no longer matches, draws that plot (and only it) again
-    (outdir / "metrics.png").unlink()
-    side["rewards.png"] = "0" * 32
+    # a missing plot, or a sidecar hash that no longer matches, draws that plot (and only it) again
+    (outdir / "metrics.svg").unlink()
+    side["rewards.svg"] = "0" * 32
     (outdir / "plots.json").write_text(json.dumps(side))
     third = write_report(ctx, sel)
-    assert sorted(drawn) == ["metrics.png", "rewards.png"]
-    assert third.markdown == first.markdown and (outdir / "metrics.png").read_bytes() == pngs["metrics.png"]
+    assert sorted(drawn) == ["metrics.svg", "rewards.svg"]
+    assert third.markdown == first.markdown and (outdir / "metrics.svg").read_bytes() == pngs["metrics.svg"]
 
 
-def test_cached_report_imports_no_matplotlib(small_run):
-    """With every plot cached, writing the report loads no matplotlib (its import alone is ~0.4 s CPU)."""
+def test_report_imports_no_matplotlib(small_run):
+    """Writing a run's report loads no matplotlib (its import alone is ~0.5 s CPU, drawing three figures ~1.2 s),
+    whether the plots are drawn or reused; stale PNGs of an older avits are removed."""
     import subprocess
 
     ctx, sel = small_run
-    write_report(ctx, sel)  # make sure every plot and the sidecar are there
+    outdir = report_run.report_dir(ctx, sel)
+    outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "plots.json").unlink(missing_ok=True)  # every plot drawn again
+    (outdir / "rewards.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # left by a report of an older avits
     code = (
         "import sys\nfrom avits_core import runner\nfrom avits_core.report import write_report\n"
         f"ctx = runner.open_run({str(ctx.store.path)!r})\nwrite_report(ctx, {sel!r})\n"
@@ -101,6 +107,7 @@ def test_cached_report_imports_no_matplotlib(small_run):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "NOMPL"
+    assert not (outdir / "rewards.png").exists() and (outdir / "rewards.svg").exists()
 
 
 def test_synth_generator_params_are_checked_without_torch():

@@ -1,9 +1,9 @@
-"""Run report: Markdown + PNG plots + an HTML page with playable clips, in ``<run>/report/``.
+"""Run report: Markdown + SVG plots + an HTML page with playable clips, in ``<run>/report/``.
 
-Plots (matplotlib, Agg backend):
-  rewards.png   per-verifier distribution of every candidate's reward, with the selected ones marked
-  arw_sigma.png ARW sigma per verifier over scoring events (only for ARW selections)
-  metrics.png   baseline (first candidate of each prompt) vs selected, per metric
+Plots (SVG drawn by avits_core.report.svg; no matplotlib in a run):
+  rewards.svg   per-verifier distribution of every candidate's reward, with the selected ones marked
+  arw_sigma.svg ARW sigma per verifier over scoring events (only for ARW selections)
+  metrics.svg   baseline (first candidate of each prompt) vs selected, per metric
 The HTML page ``index.html`` embeds the baseline and selected mp4 of the first few prompts.
 """
 
@@ -15,9 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from avits_core.report.format import atomic_save_figure, atomic_write_bytes, atomic_write_text, fmt_value, markdown_table
+from avits_core.report.format import atomic_write_bytes, atomic_write_text, fmt_value, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +43,14 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
     return markdown_table([_result_cells(r) for r in results], RESULT_HEADERS)
 
 
-PLOT_STYLE = 2  # bump when the drawing code changes, so cached PNGs are drawn again
-PLOT_DPI = 80
+PLOT_STYLE = 3  # bump when the drawing code changes, so cached plots are drawn again
 PLOT_SIDECAR = "plots.json"
+#: the matplotlib PNGs of reports written before 2026-11 (removed when a report is written again)
+LEGACY_PNGS = ("rewards.png", "arw_sigma.png", "metrics.png")
 
 
 def _plot_data(ctx, selection_id: str, results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The numbers behind each PNG, as plain JSON-able values: {png name: data}. A plot with no data is left out."""
+    """The numbers behind each plot, as plain JSON-able values: {file name: data}. A plot with no data is left out."""
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
@@ -72,20 +71,20 @@ def _plot_data(ctx, selection_id: str, results: list[dict[str, Any]]) -> dict[st
     data: dict[str, dict[str, Any]] = {}
     verifiers = sorted({r["verifier"] for r in rew})
     if verifiers:
-        data["rewards.png"] = {
+        data["rewards.svg"] = {
             v: {"all": [float(r["value"]) for r in rew if r["verifier"] == v],
                 "selected": [float(r["value"]) for r in rew if r["verifier"] == v and r["candidate_id"] in picked]}
             for v in verifiers
         }
     if trace:
-        data["arw_sigma.png"] = {
+        data["arw_sigma.svg"] = {
             v: {"x": [int(r["event_seq"]) for r in trace if r["verifier"] == v],
                 "y": [float(r["sigma"]) for r in trace if r["verifier"] == v]}
             for v in sorted({r["verifier"] for r in trace})
         }
     rs = [r for r in results if r.get("baseline") is not None and r.get("selected") is not None]
     if rs:
-        data["metrics.png"] = {"bars": [
+        data["metrics.svg"] = {"bars": [
             {"title": r["metric"] + ("" if r.get("higher_is_better", True) else " (↓)"),
              "baseline": float(r["baseline"]), "selected": float(r["selected"])} for r in rs]}
     return data
@@ -95,62 +94,27 @@ def _plot_hash(name: str, payload: Any) -> str:
     import hashlib
     import json
 
-    blob = json.dumps({"style": PLOT_STYLE, "dpi": PLOT_DPI, "name": name, "data": payload},
+    blob = json.dumps({"style": PLOT_STYLE, "name": name, "data": payload},
                       sort_keys=True, allow_nan=True, separators=(",", ":"))
     return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()
 
 
-def _draw(name: str, payload: dict[str, Any]) -> Any:
-    """One figure (matplotlib's object API on the Agg canvas: no pyplot, no tight_layout; fixed margins)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
+def _draw(name: str, payload: dict[str, Any]) -> str:
+    """One plot as SVG text (avits_core.report.svg: no matplotlib)."""
+    from avits_core.report import svg
 
-    if name == "rewards.png":
-        fig = Figure(figsize=(3.2 * len(payload), 2.8))
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(payload), squeeze=False)[0]
-        for ax, (v, d) in zip(axes, payload.items()):
-            allv, sel = np.asarray(d["all"], dtype=float), np.asarray(d["selected"], dtype=float)
-            bins = np.histogram_bin_edges(allv, bins=20) if allv.size else 10
-            ax.hist(allv, bins=bins, color="#9bb", label="all candidates")
-            if sel.size:
-                ax.hist(sel, bins=bins, color="#c53", alpha=0.8, label="selected")
-            ax.set_title(v, fontsize=9)
-            ax.tick_params(labelsize=7)
-        axes[0].legend(fontsize=7)
-        fig.subplots_adjust(left=0.6 / (3.2 * len(payload)), right=1 - 0.15 / (3.2 * len(payload)),
-                            bottom=0.12, top=0.9, wspace=0.3)
-    elif name == "arw_sigma.png":
-        fig = Figure(figsize=(5, 3))
-        FigureCanvasAgg(fig)
-        ax = fig.subplots()
-        for v, d in payload.items():
-            ax.plot(d["x"], d["y"], marker=".", label=v)
-        ax.set_xlabel("scoring event (event_seq)")
-        ax.set_ylabel("ARW sigma")
-        ax.set_yscale("log")
-        ax.legend(fontsize=7)
-        fig.subplots_adjust(left=0.2, right=0.97, bottom=0.16, top=0.95)
-    elif name == "metrics.png":
-        bars = payload["bars"]
-        fig = Figure(figsize=(1.9 * len(bars), 2.8))
-        FigureCanvasAgg(fig)
-        axes = fig.subplots(1, len(bars), squeeze=False)[0]
-        for ax, b in zip(axes, bars):
-            ax.bar([0, 1], [b["baseline"], b["selected"]], color=["#999", "#c53"])
-            ax.set_xticks([0, 1], ["base", "sel"], fontsize=7)
-            ax.set_title(b["title"], fontsize=8)
-            ax.tick_params(labelsize=7)
-        fig.subplots_adjust(left=0.45 / (1.9 * len(bars)), right=1 - 0.1 / (1.9 * len(bars)),
-                            bottom=0.1, top=0.9, wspace=0.55)
-    else:  # pragma: no cover - names come from _plot_data
-        raise ValueError(f"unknown plot {name!r}")
-    return fig
+    if name == "rewards.svg":
+        return svg.histograms(payload)
+    if name == "arw_sigma.svg":
+        return svg.lines(payload, xlabel="scoring event (event_seq)", ylabel="ARW sigma")
+    if name == "metrics.svg":
+        return svg.bar_pairs(payload["bars"])
+    raise ValueError(f"unknown plot {name!r}")  # pragma: no cover - names come from _plot_data
 
 
 def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) -> list[Path]:
-    """Write rewards/arw_sigma/metrics PNGs. A PNG whose data hash (kept in ``plots.json`` beside it) is
-    unchanged is not drawn again, so a re-report of an unchanged selection loads no matplotlib at all."""
+    """Write rewards/arw_sigma/metrics SVGs. A plot whose data hash (kept in ``plots.json`` beside it) is
+    unchanged is not drawn again."""
     import json
 
     data = _plot_data(ctx, selection_id, results)
@@ -165,12 +129,12 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
         h = _plot_hash(name, payload)
         path = outdir / name
         if old.get(name) != h or not path.exists():
-            paths.append(atomic_save_figure(_draw(name, payload), path, dpi=PLOT_DPI))
+            paths.append(atomic_write_text(path, _draw(name, payload)))
             log.debug("plot %s drawn", path)
         else:
             paths.append(path)
         new[name] = h
-    for name in ("rewards.png", "arw_sigma.png", "metrics.png"):  # a plot whose data vanished must not linger
+    for name in ("rewards.svg", "arw_sigma.svg", "metrics.svg", *LEGACY_PNGS):  # no stale plot lingers
         if name not in data and (outdir / name).exists():
             (outdir / name).unlink()
     if new != old:
@@ -212,9 +176,9 @@ def _html(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]], n
         *table_rows,
         "</table>",
     ]
-    for png in ("rewards.png", "arw_sigma.png", "metrics.png"):
-        if (outdir / png).exists():
-            parts.append(f"<p><img src='{png}' alt='{png}'></p>")
+    for plot in ("rewards.svg", "arw_sigma.svg", "metrics.svg"):
+        if (outdir / plot).exists():
+            parts.append(f"<p><img src='{plot}' alt='{plot}'></p>")
     parts.append("<h2>Baseline vs selected</h2>")
     posters = outdir / "posters"
     for r in rows:
