@@ -63,8 +63,9 @@ class _progress_bars:
 
         from avits_core import progress
 
+        # 2 redraws a second (rich's default is 10): the bars take less of the run's CPU on a terminal
         self.bars = Progress(TextColumn("{task.description:<22}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                             transient=False)
+                             transient=False, refresh_per_second=2)
         self.bars.start()
         progress.add_listener(self._on)
         return self
@@ -81,6 +82,17 @@ class _progress_bars:
 
             progress.remove_listener(self._on)
             self.bars.stop()
+
+
+def _freeze_imported_objects() -> None:
+    """Move every object alive now (the imported modules of Prefect, pydantic, the models ...) out of the
+    garbage collector's reach: the run's full collections then walk only what the run creates. This CLI
+    process imports ~5x the objects of a bare loop, so each full collection cost it ~0.12 CPU-s (issue 17);
+    these objects live as long as the process anyway."""
+    import gc
+
+    gc.collect()
+    gc.freeze()
 
 
 class _FailureCapture(logging.Filter):
@@ -314,6 +326,7 @@ def run(
         def call():
             from flows.its import its
 
+            _freeze_imported_objects()
             with _progress_bars(enabled=not quiet):
                 return its(config=cfg, shards=shards)  # the validated config, not a path to parse again
 
@@ -413,7 +426,7 @@ def sql(
 @app.command()
 def report(run_path: Path = typer.Argument(..., help="a run folder"), selection_id: Optional[str] = typer.Option(None, "--selection"),
            break_lock: bool = BREAK_LOCK) -> None:
-    """(Re)write the run's report (Markdown, PNG plots, HTML with clips)."""
+    """(Re)write the run's report (Markdown, SVG plots, HTML with clips)."""
     _setup_logging(False)
     from avits_core import runner
     from avits_core.report import write_report

@@ -279,3 +279,29 @@ def test_error_after_the_start_is_one_line_with_step_and_cause(tmp_path):
     assert info["status"] == "failed"
     assert info["failure"]["step"] == "report" and "No space left on device" in info["failure"]["cause"]
     assert not (tmp_path / "runs" / "fails" / "owner.lock").exists()
+
+
+def test_run_freezes_the_imported_objects_out_of_the_collectors_reach():
+    """`avits run` moves what is alive before the flow (Prefect, pydantic, ...) into the permanent
+    generation, so the run's full collections walk only the run's objects (issue 17)."""
+    import gc
+
+    from avits import cli
+
+    assert gc.get_freeze_count() == 0
+    try:
+        cli._freeze_imported_objects()
+        assert gc.get_freeze_count() > 10_000  # the imported modules' objects
+        import weakref
+
+        class Node:
+            pass
+
+        n = Node()
+        n.me = n  # a cycle made during the run is still collected
+        gone = weakref.ref(n)
+        del n
+        gc.collect()
+        assert gone() is None
+    finally:
+        gc.unfreeze()
