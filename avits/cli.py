@@ -88,11 +88,13 @@ def _freeze_imported_objects() -> None:
     """Move every object alive now (the imported modules of Prefect, pydantic, the models ...) out of the
     garbage collector's reach: the run's full collections then walk only what the run creates. This CLI
     process imports ~5x the objects of a bare loop, so each full collection cost it ~0.12 CPU-s (issue 17);
-    these objects live as long as the process anyway."""
+    these objects live as long as the process anyway. Once per process (a second run in the same process,
+    e.g. a test invoking the CLI, freezes nothing more)."""
     import gc
 
-    gc.collect()
-    gc.freeze()
+    if gc.get_freeze_count() == 0:
+        gc.collect()
+        gc.freeze()
 
 
 class _FailureCapture(logging.Filter):
