@@ -246,7 +246,8 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                                 {"cpu": ac + srv, "meter": json.loads(mj.read_text())})
                 n = bare["n_candidates"]
                 got[prompts] = {"n": n, "bare_cpu": bc, "bare_wall": bw, "avits_cpu": ac + srv, "avits_wall": aw,
-                                **fw, "extra_beyond_idle": fw["extra"] - min(srv, idle_rate * aw)}
+                                **fw, "extra_beyond_idle": fw["extra"] - min(srv, idle_rate * aw),
+                                "idle_during": min(srv, idle_rate * aw)}
                 print(f"round {r + 1}, {prompts} prompts ({n} candidates): bare {bc:.1f} CPU-s (work {fw['bare_work']:.1f}) "
                       f"/ {bw:.1f} s wall; avits {ac:.1f} + server {srv:.2f} CPU-s (work {fw['run_work']:.1f}; server "
                       f"idle rate x wall {idle_rate * aw:.2f}) / {aw:.1f} s wall; framework: bare {fw['bare_fw']:.2f}, "
@@ -260,6 +261,7 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 "slope_ms": ((big["avits_cpu"] - big["bare_cpu"]) - (small["avits_cpu"] - small["bare_cpu"])) / dn * 1e3,
                 "slope_metered_ms": (big["extra"] - small["extra"]) / dn * 1e3,
                 "overhead_beyond_idle": big["extra_beyond_idle"] / big["bare_cpu"],
+                "overhead_cpu_beyond_idle": (big["avits_cpu"] - big["idle_during"] - big["bare_cpu"]) / big["bare_cpu"],
                 "slope_beyond_idle_ms": (big["extra_beyond_idle"] - small["extra_beyond_idle"]) / dn * 1e3,
                 "fixed_s": small["extra"], "work_ratio": big["run_work"] / big["bare_work"],
                 "extra_big": big["extra"]})
@@ -288,6 +290,7 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
             ("  the same, the server's CPU beyond its idle rate (the run's own)", med["overhead_beyond_idle"], .2, "%"),
             ("  per extra candidate, the server's CPU beyond its idle rate", med["slope_beyond_idle_ms"], 2.0, "ms"),
             ("overhead, CPU, plain: (client + server - bare) / bare (drift-prone)", med["overhead_cpu"], .2, "%"),
+            ("  the same, the server's CPU beyond its idle rate", med["overhead_cpu_beyond_idle"], .2, "%"),
             ("CPU overhead per extra candidate, plain (drift-prone)", med["slope_ms"], 2.0, "ms"),
             ("overhead, wall, on a long-lived server (noisy)", med["overhead_wall"], .2, "%")):
         fig = f"{100 * v:9.1f}%" if unit == "%" else f"{v:8.2f}ms"
