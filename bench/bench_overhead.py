@@ -206,7 +206,9 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     apart, so it carries this VM's CPU-speed drift (~25 %). Metered: each process's CPU minus its own
     metered model/media/verifier work is its framework CPU; the overhead is (avits framework - bare
     framework) / bare CPU, whose error scales with the overhead itself, not with the work. The server's
-    whole CPU during a run is counted (its idle background work included). Figures are medians of the rounds.
+    whole CPU during a run is counted (its idle background work included); the "beyond its idle rate"
+    figures take off the rate the server burns while the bare loop of the same pair runs (it is idle then).
+    Figures are medians of the rounds.
     """
     import statistics
 
@@ -219,21 +221,21 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     if rc != 0:
         raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
     pid = json.loads((root / "prefect-shared" / "avits-server.json").read_text())["pid"]
-    time.sleep(a.idle_s)  # its services' first rounds after the start, then its idle rate (printed only)
-    i0, iw = _proc_cpu(pid), time.perf_counter()
-    time.sleep(a.idle_s)
-    idle_rate = (_proc_cpu(pid) - i0) / (time.perf_counter() - iw)
-    rounds = []
+    time.sleep(a.idle_s)  # its services' first rounds after the start
+    rounds, idle_rates = [], []
     meter = str(REPO / "bench" / "work_meter.py")
     try:
         for r in range(a.interleave):
             got = {}
             for prompts in (a.prompts, a.marginal):
                 js, mj = root / f"bare-{r}-{prompts}.json", root / f"meter-{r}-{prompts}.json"
+                s0 = _proc_cpu(pid)
                 bw, bc, out, rc = _child([sys.executable, __file__, "--part", "bare", "--prompts", str(prompts),
                                           "--root", str(root / f"bare-{r}-{prompts}"), "--json", str(js)], env)
                 if rc != 0:
                     raise SystemExit(f"bare part failed ({rc}):\n{out[-3000:]}")
+                # the server is idle while the bare loop runs: its idle rate in the same phase of the VM
+                idle_rate = (_proc_cpu(pid) - s0) / bw
                 bare = json.loads(js.read_text())
                 c0 = _proc_cpu(pid)
                 aw, ac, out, rc = _child([sys.executable, meter, str(mj), "avits", "run", str(DEMO), "--set",
@@ -242,6 +244,7 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 if rc != 0:
                     raise SystemExit(f"avits run failed ({rc}):\n{out[-3000:]}")
                 srv = _proc_cpu(pid) - c0  # all of it: its idle background work is not subtracted here
+                idle_rates.append(idle_rate)
                 fw = _framework({"cpu": bc, "cpu_loop": bare["cpu"], "meter": bare["meter"]},
                                 {"cpu": ac + srv, "meter": json.loads(mj.read_text())})
                 n = bare["n_candidates"]
@@ -275,7 +278,8 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     print(f"the bare loop's CPU outside its metered work (imports, loop): {last['bare_fw']:.2f} CPU-s, of which "
           f"{last['hidden']:.2f} inside its timed loop (work CPU outside the calling thread would show here)")
     print(f"\n{a.interleave} rounds (the server's whole CPU during each run counted; idle it uses "
-          f"{1e3 * idle_rate:.0f} ms/s); per round, metered overhead / slope: "
+          f"{1e3 * statistics.median(idle_rates):.0f} ms/s, read during each bare loop); per round, metered "
+          "overhead / slope: "
           + "; ".join(f"{100 * x['overhead_metered']:.1f} % / {x['slope_metered_ms']:.2f} ms" for x in rounds)
           + "; plain: " + "; ".join(f"{100 * x['overhead_cpu']:.1f} % / {x['slope_ms']:.1f} ms" for x in rounds))
     print("work CPU avits / bare (the same work; drift shows here): "
