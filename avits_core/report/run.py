@@ -43,7 +43,7 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
     return markdown_table([_result_cells(r) for r in results], RESULT_HEADERS)
 
 
-PLOT_STYLE = 3  # bump when the drawing code changes, so cached plots are drawn again
+PLOT_STYLE = 4  # bump when the drawing code changes, so cached plots are drawn again
 PLOT_SIDECAR = "plots.json"
 #: the matplotlib PNGs of reports written before 2026-11 (removed when a report is written again)
 LEGACY_PNGS = ("rewards.png", "arw_sigma.png", "metrics.png")

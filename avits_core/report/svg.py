@@ -188,8 +188,10 @@ def lines(series: dict[str, dict[str, Sequence[float]]], xlabel: str, ylabel: st
             body.append(f"<polyline points='{coords}' fill='none' stroke='{color}' stroke-width='1.2'/>")
         body += [f"<circle cx='{ax.px(x):.1f}' cy='{ax.py(y):.1f}' r='1.6' fill='{color}'/>" for x, y in xy]
     body += ax.frame(xlabel=xlabel, ylabel=ylabel)
-    body += _legend(ax.x + ax.w - 110, ax.y + 12, [(n, LINE_COLORS[k % len(LINE_COLORS)]) for k, n in enumerate(pts)])
-    return _doc(ax.x + ax.w + 16, ax.y + ax.h + 40, body)
+    names = list(pts)
+    body += _legend(ax.x + ax.w + 10, ax.y + 12, [(n, LINE_COLORS[k % len(LINE_COLORS)]) for k, n in enumerate(names)])
+    legend_w = 24 + 5.5 * max((len(n) for n in names), default=0)  # beside the plot, never over a line
+    return _doc(ax.x + ax.w + 16 + legend_w, max(ax.y + ax.h + 40, ax.y + 12 * len(names) + 20), body)
 
 
 def bar_pairs(bars: Sequence[dict]) -> str:
