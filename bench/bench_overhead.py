@@ -276,7 +276,8 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     print(f"\nmetered work of the last {a.prompts}-prompt avits run (CPU-s; calls avits / bare): "
           + ", ".join(f"{k} {v:.2f} ({ac[k]}/{bc[k]})" for k, v in last["work_by_kind"].items()))
     print(f"the bare loop's CPU outside its metered work (imports, loop): {last['bare_fw']:.2f} CPU-s, of which "
-          f"{last['hidden']:.2f} inside its timed loop (work CPU outside the calling thread would show here)")
+          f"{last['hidden']:.2f} inside its timed loop (first imports taken out of the work calls, codec threads "
+          "outside the calling thread, the loop itself)")
     print(f"\n{a.interleave} rounds (the server's whole CPU during each run counted; idle it uses "
           f"{1e3 * statistics.median(idle_rates):.0f} ms/s, read during each bare loop); per round, metered "
           "overhead / slope: "
