@@ -128,7 +128,8 @@ def part_bare(prompts: int, root: Path) -> dict:
 
         picks[p.prompt_id] = clock("select", select)
     return {"wall": time.perf_counter() - w_all, "cpu": time.process_time() - c_all, "imports_s": imports_s,
-            "walls": walls, "cpus": cpus, "picks": picks, "n_candidates": n * len(ps), "meter": work_meter.snapshot()}
+            "walls": walls, "cpus": cpus, "picks": picks, "n_candidates": n * len(ps), "n_prompts": len(ps),
+            "meter": work_meter.snapshot()}
 
 
 def part_library(prompts: int, root: Path) -> dict:
@@ -248,10 +249,10 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 fw = _framework({"cpu": bc, "cpu_loop": bare["cpu"], "meter": bare["meter"]},
                                 {"cpu": ac + srv, "meter": json.loads(mj.read_text())})
                 n = bare["n_candidates"]
-                got[prompts] = {"n": n, "bare_cpu": bc, "bare_wall": bw, "avits_cpu": ac + srv, "avits_wall": aw,
+                got[prompts] = {"n": n, "prompts": bare["n_prompts"], "bare_cpu": bc, "bare_wall": bw, "avits_cpu": ac + srv, "avits_wall": aw,
                                 **fw, "extra_beyond_idle": fw["extra"] - min(srv, idle_rate * aw),
                                 "idle_during": min(srv, idle_rate * aw)}
-                print(f"round {r + 1}, {prompts} prompts ({n} candidates): bare {bc:.1f} CPU-s (work {fw['bare_work']:.1f}) "
+                print(f"round {r + 1}, {bare['n_prompts']} prompts ({n} candidates): bare {bc:.1f} CPU-s (work {fw['bare_work']:.1f}) "
                       f"/ {bw:.1f} s wall; avits {ac:.1f} + server {srv:.2f} CPU-s (work {fw['run_work']:.1f}; server "
                       f"idle rate x wall {idle_rate * aw:.2f}) / {aw:.1f} s wall; framework: bare {fw['bare_fw']:.2f}, "
                       f"avits {fw['run_fw']:.2f} CPU-s", flush=True)
@@ -273,7 +274,7 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
         _child([str(AVITS), "server", "stop"], senv)
     med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
     bc, ac = last["calls"]
-    print(f"\nmetered work of the last {a.prompts}-prompt avits run (CPU-s; calls avits / bare): "
+    print(f"\nmetered work of the last {last['prompts']}-prompt avits run (CPU-s; calls avits / bare): "
           + ", ".join(f"{k} {v:.2f} ({ac[k]}/{bc[k]})" for k, v in last["work_by_kind"].items()))
     print(f"the bare loop's CPU outside its metered work (imports, loop): {last['bare_fw']:.2f} CPU-s, of which "
           f"{last['hidden']:.2f} inside its timed loop (first imports taken out of the work calls, codec threads "
@@ -286,11 +287,11 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     print("work CPU avits / bare (the same work; drift shows here): "
           + ", ".join(f"{x['work_ratio']:.3f}" for x in rounds))
     gcb, gca = last["gc"]
-    print(f"garbage collection in the last {a.prompts}-prompt pair (CPU-s per generation 0/1/2): bare {gcb}, avits {gca}")
+    print(f"garbage collection in the last {last['prompts']}-prompt pair (CPU-s per generation 0/1/2): bare {gcb}, avits {gca}")
     print(f"{'target (medians of the rounds)':<72}{'figure':>10}{'goal':>8}  holds")
     for label, v, goal, unit in (
             ("overhead, CPU, metered: (avits framework - bare framework) / bare", med["overhead_metered"], .2, "%"),
-            (f"CPU overhead per extra candidate, metered ({a.marginal} -> {a.prompts} prompts)",
+            (f"CPU overhead per extra candidate, metered ({small['prompts']} -> {big['prompts']} prompts)",
              med["slope_metered_ms"], 2.0, "ms"),
             ("  the same, the server's CPU beyond its idle rate (the run's own)", med["overhead_beyond_idle"], .2, "%"),
             ("  per extra candidate, the server's CPU beyond its idle rate", med["slope_beyond_idle_ms"], 2.0, "ms"),
@@ -300,8 +301,9 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
             ("overhead, wall, on a long-lived server (noisy)", med["overhead_wall"], .2, "%")):
         fig = f"{100 * v:9.1f}%" if unit == "%" else f"{v:8.2f}ms"
         print(f"{label:<72}{fig:>10}{('20%' if unit == '%' else '2 ms'):>8}  {'yes' if v <= goal else 'NO'}")
-    print(f"framework CPU beyond the bare loop's: {med['fixed_s']:.2f} CPU-s at {a.marginal} prompts, "
-          f"{med['extra_big']:.2f} at {a.prompts} (medians)")
+    print(f"framework CPU beyond the bare loop's: {med['fixed_s']:.2f} CPU-s at {small['prompts']} prompts, "
+          f"{med['extra_big']:.2f} at {big['prompts']} (medians; --prompts beyond the config's prompt list "
+          "gives the whole list)")
 
 
 def main() -> None:
