@@ -45,6 +45,8 @@ def results_markdown(results: list[dict[str, Any]]) -> str:
 
 PLOT_STYLE = 4  # bump when the drawing code changes, so cached plots are drawn again
 PLOT_SIDECAR = "plots.json"
+#: the plot files of a report, in the order the HTML page shows them
+PLOTS = ("rewards.svg", "arw_sigma.svg", "metrics.svg")
 #: the matplotlib PNGs of reports written before 2026-11 (removed when a report is written again)
 LEGACY_PNGS = ("rewards.png", "arw_sigma.png", "metrics.png")
 
@@ -134,7 +136,7 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
         else:
             paths.append(path)
         new[name] = h
-    for name in ("rewards.svg", "arw_sigma.svg", "metrics.svg", *LEGACY_PNGS):  # no stale plot lingers
+    for name in (*PLOTS, *LEGACY_PNGS):  # no stale plot lingers
         if name not in data and (outdir / name).exists():
             (outdir / name).unlink()
     if new != old:
@@ -142,7 +144,10 @@ def _plots(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]]) 
     return paths
 
 
-def _html(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]], n_prompts: int = 6) -> Path:
+def _html(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]], plots: list[Path],
+          n_prompts: int = 6) -> Path:
+    """``index.html``: the results table, the ``plots`` written by :func:`_plots`, and the baseline and
+    selected clips of the first ``n_prompts`` prompts."""
     from avits_core.store.duck import connect
 
     con = connect(ctx.store.path)
@@ -176,8 +181,9 @@ def _html(ctx, selection_id: str, outdir: Path, results: list[dict[str, Any]], n
         *table_rows,
         "</table>",
     ]
-    for plot in ("rewards.svg", "arw_sigma.svg", "metrics.svg"):
-        if (outdir / plot).exists():
+    written = {p.name for p in plots}
+    for plot in PLOTS:
+        if plot in written:
             parts.append(f"<p><img src='{plot}' alt='{plot}'></p>")
     parts.append("<h2>Baseline vs selected</h2>")
     posters = outdir / "posters"
@@ -271,7 +277,7 @@ def write_report(ctx, selection_id: str) -> Report:
         md += ["Per-category results (JavisBench `cat*_ind` columns): [categories.md](categories.md)", ""]
     markdown = "\n".join(md)
     mpath = atomic_write_text(outdir / "report.md", markdown)
-    hpath = _html(ctx, selection_id, outdir, results)
+    hpath = _html(ctx, selection_id, outdir, results, plots)
     log.info("report written to %s", mpath)
     return Report(results=results, markdown=markdown, markdown_path=mpath, html_path=hpath, plots=plots)
 

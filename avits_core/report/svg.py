@@ -46,12 +46,14 @@ def nice_ticks(lo: float, hi: float, n: int = 5) -> list[float]:
 def log_ticks(lo: float, hi: float) -> list[float]:
     """Decades within [lo, hi] (lo > 0); 1, 2 and 5 x 10^k when fewer than two decades fall inside."""
     ticks = [10.0 ** e for e in range(math.floor(math.log10(lo)), math.ceil(math.log10(hi)) + 1)]
-    inside = [t for t in ticks if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+
+    def within(ts):
+        return [t for t in ts if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
+
+    inside = within(ticks)
     if len(inside) >= 2:
         return inside
-    dense = sorted({m * t for t in ticks for m in (1, 2, 5)})
-    inside = [t for t in dense if lo * (1 - 1e-9) <= t <= hi * (1 + 1e-9)]
-    return inside if inside else [lo, hi]
+    return within(sorted({m * t for t in ticks for m in (1, 2, 5)})) or [lo, hi]
 
 
 def _label(v: float) -> str:
@@ -169,7 +171,7 @@ def lines(series: dict[str, dict[str, Sequence[float]]], xlabel: str, ylabel: st
     for name, d in series.items():
         xy = np.asarray([(x, y) for x, y in zip(d.get("x", ()), d.get("y", ()))], dtype=float).reshape(-1, 2)
         pts[name] = xy[np.isfinite(xy).all(axis=1)]
-    every = np.concatenate([p for p in pts.values()] or [np.zeros((0, 2))])
+    every = np.concatenate(list(pts.values()) or [np.zeros((0, 2))])
     if every.size == 0:
         every = np.asarray([[0.0, 1.0]])
     log_y = bool((every[:, 1] > 0).all())
@@ -181,15 +183,16 @@ def lines(series: dict[str, dict[str, Sequence[float]]], xlabel: str, ylabel: st
         ylo, yhi = ylo - pad, yhi + pad
     ax = _Axes(64.0, 14.0, 300.0, 190.0, (float(every[:, 0].min()), float(every[:, 0].max())), (ylo, yhi), log_y)
     body: list[str] = []
-    for k, (name, xy) in enumerate(pts.items()):
-        color = LINE_COLORS[k % len(LINE_COLORS)]
-        coords = " ".join(f"{ax.px(x):.1f},{ax.py(y):.1f}" for x, y in xy)
-        if len(xy) > 1:
-            body.append(f"<polyline points='{coords}' fill='none' stroke='{color}' stroke-width='1.2'/>")
-        body += [f"<circle cx='{ax.px(x):.1f}' cy='{ax.py(y):.1f}' r='1.6' fill='{color}'/>" for x, y in xy]
-    body += ax.frame(xlabel=xlabel, ylabel=ylabel)
     names = list(pts)
-    body += _legend(ax.x + ax.w + 10, ax.y + 12, [(n, LINE_COLORS[k % len(LINE_COLORS)]) for k, n in enumerate(names)])
+    colors = [LINE_COLORS[k % len(LINE_COLORS)] for k in range(len(names))]
+    for color, xy in zip(colors, pts.values()):
+        pixels = [(ax.px(x), ax.py(y)) for x, y in xy]
+        if len(pixels) > 1:
+            coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in pixels)
+            body.append(f"<polyline points='{coords}' fill='none' stroke='{color}' stroke-width='1.2'/>")
+        body += [f"<circle cx='{px:.1f}' cy='{py:.1f}' r='1.6' fill='{color}'/>" for px, py in pixels]
+    body += ax.frame(xlabel=xlabel, ylabel=ylabel)
+    body += _legend(ax.x + ax.w + 10, ax.y + 12, list(zip(names, colors)))
     legend_w = 24 + 5.5 * max((len(n) for n in names), default=0)  # beside the plot, never over a line
     return _doc(ax.x + ax.w + 16 + legend_w, max(ax.y + ax.h + 40, ax.y + 12 * len(names) + 20), body)
 
