@@ -65,12 +65,12 @@ def test_unchanged_plots_are_not_drawn_again(small_run, monkeypatch):
     for name in ("rewards.svg", "arw_sigma.svg", "metrics.svg", "plots.json"):
         (outdir / name).unlink(missing_ok=True)
     first = write_report(ctx, sel)
-    pngs = {p.name: p.read_bytes() for p in first.plots}
-    assert set(pngs) == {"rewards.svg", "arw_sigma.svg", "metrics.svg"}
-    assert all(ElementTree.fromstring(b).tag == "{http://www.w3.org/2000/svg}svg" for b in pngs.values())
-    assert all(f"![{n[:-4]}]({n})" in first.markdown for n in pngs)
+    plots = {p.name: p.read_bytes() for p in first.plots}
+    assert set(plots) == {"rewards.svg", "arw_sigma.svg", "metrics.svg"}
+    assert all(ElementTree.fromstring(b).tag == "{http://www.w3.org/2000/svg}svg" for b in plots.values())
+    assert all(f"![{n[:-4]}]({n})" in first.markdown for n in plots)
     side = json.loads((outdir / "plots.json").read_text())
-    assert set(side) == set(pngs)
+    assert set(side) == set(plots)
 
     drawn = []
     real_draw = report_run._draw
@@ -78,7 +78,7 @@ def test_unchanged_plots_are_not_drawn_again(small_run, monkeypatch):
     again = write_report(ctx, sel)
     assert drawn == []  # nothing changed: nothing drawn
     assert again.markdown == first.markdown and [p.name for p in again.plots] == [p.name for p in first.plots]
-    assert {p.name: p.read_bytes() for p in again.plots} == pngs
+    assert {p.name: p.read_bytes() for p in again.plots} == plots
 
     # a missing plot, or a sidecar hash that no longer matches, draws that plot (and only it) again
     (outdir / "metrics.svg").unlink()
@@ -86,7 +86,7 @@ def test_unchanged_plots_are_not_drawn_again(small_run, monkeypatch):
     (outdir / "plots.json").write_text(json.dumps(side))
     third = write_report(ctx, sel)
     assert sorted(drawn) == ["metrics.svg", "rewards.svg"]
-    assert third.markdown == first.markdown and (outdir / "metrics.svg").read_bytes() == pngs["metrics.svg"]
+    assert third.markdown == first.markdown and (outdir / "metrics.svg").read_bytes() == plots["metrics.svg"]
 
 
 def test_report_imports_no_matplotlib(small_run):
