@@ -74,7 +74,6 @@ def part_bare(prompts: int, root: Path) -> dict:
     import work_meter
 
     work_meter.install()
-    work_meter.watch_gc()
     from avits_core.aggregate import get_aggregator
     from avits_core.media import read_mp4, write_mp4
     from avits_core.prompts import load_prompts
@@ -218,7 +217,7 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     if not a.marginal:
         raise SystemExit("--interleave needs --marginal K (the small size of the slope)")
     senv = {**env, "PREFECT_HOME": str(root / "prefect-shared")}
-    sw, sc, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], senv)
+    _, _, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], senv)
     if rc != 0:
         raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
     pid = json.loads((root / "prefect-shared" / "avits-server.json").read_text())["pid"]
@@ -249,9 +248,9 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 fw = _framework({"cpu": bc, "cpu_loop": bare["cpu"], "meter": bare["meter"]},
                                 {"cpu": ac + srv, "meter": json.loads(mj.read_text())})
                 n = bare["n_candidates"]
-                got[prompts] = {"n": n, "prompts": bare["n_prompts"], "bare_cpu": bc, "bare_wall": bw, "avits_cpu": ac + srv, "avits_wall": aw,
-                                **fw, "extra_beyond_idle": fw["extra"] - min(srv, idle_rate * aw),
-                                "idle_during": min(srv, idle_rate * aw)}
+                got[prompts] = {"n": n, "prompts": bare["n_prompts"], "bare_cpu": bc, "bare_wall": bw,
+                                "avits_cpu": ac + srv, "avits_wall": aw, **fw,
+                                "idle_during": min(srv, idle_rate * aw)}  # the server's idle CPU in the run
                 print(f"round {r + 1}, {bare['n_prompts']} prompts ({n} candidates): bare {bc:.1f} CPU-s (work {fw['bare_work']:.1f}) "
                       f"/ {bw:.1f} s wall; avits {ac:.1f} + server {srv:.2f} CPU-s (work {fw['run_work']:.1f}; server "
                       f"idle rate x wall {idle_rate * aw:.2f}) / {aw:.1f} s wall; framework: bare {fw['bare_fw']:.2f}, "
@@ -264,9 +263,10 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 "overhead_wall": (big["avits_wall"] - big["bare_wall"]) / big["bare_wall"],
                 "slope_ms": ((big["avits_cpu"] - big["bare_cpu"]) - (small["avits_cpu"] - small["bare_cpu"])) / dn * 1e3,
                 "slope_metered_ms": (big["extra"] - small["extra"]) / dn * 1e3,
-                "overhead_beyond_idle": big["extra_beyond_idle"] / big["bare_cpu"],
+                "overhead_beyond_idle": (big["extra"] - big["idle_during"]) / big["bare_cpu"],
                 "overhead_cpu_beyond_idle": (big["avits_cpu"] - big["idle_during"] - big["bare_cpu"]) / big["bare_cpu"],
-                "slope_beyond_idle_ms": (big["extra_beyond_idle"] - small["extra_beyond_idle"]) / dn * 1e3,
+                "slope_beyond_idle_ms": ((big["extra"] - big["idle_during"]) - (small["extra"] - small["idle_during"]))
+                / dn * 1e3,
                 "fixed_s": small["extra"], "work_ratio": big["run_work"] / big["bare_work"],
                 "extra_big": big["extra"]})
             last = big

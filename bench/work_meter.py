@@ -99,8 +99,10 @@ def _watch_imports() -> None:
 
 
 def install() -> None:
-    """Wrap the work functions (before the modules that call them bind their names)."""
+    """Wrap the work functions (before the modules that call them bind their names); watch imports and
+    the garbage collector."""
     _watch_imports()
+    _watch_gc()
     import avits_core.media as media
     import avits_core.media.mp4 as mp4
     from avits_core.aggregate import arw
@@ -142,7 +144,7 @@ def _gc_callback(phase: str, info: dict) -> None:
             _local.gc_in_call = getattr(_local, "gc_in_call", 0.0) + dt
 
 
-def watch_gc() -> None:
+def _watch_gc() -> None:
     """Record the CPU the garbage collector spends (printed beside the work: not part of it)."""
     import gc
 
@@ -163,7 +165,6 @@ def main() -> None:
     out, argv = sys.argv[1], sys.argv[2:]
     sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     install()
-    watch_gc()
     atexit.register(lambda: open(out, "w").write(json.dumps(snapshot())))
     if argv[0] != "avits":
         raise SystemExit("work_meter runs the avits CLI: work_meter.py OUT.json avits ARGS...")
