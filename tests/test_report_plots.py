@@ -130,3 +130,28 @@ def test_synth_generator_params_are_checked_without_torch():
         "ConfigError synth: size must be an integer >= 16 pixels, got 8",
         "False",
     ]
+
+
+def test_posters_come_from_the_clip_cache(small_run):
+    """A poster is the clip's middle frame (scaled 3x, nearest) and, right after scoring in the same process,
+    is taken from the process-wide clip cache: writing the report decodes no mp4 again (issue 17)."""
+    import numpy as np
+    from PIL import Image
+
+    from avits_core.clipcache import clip_cache, read_clip
+    from avits_core.media import read_mp4
+
+    ctx, sel = small_run
+    mp4 = sorted((ctx.store.path / "media").rglob("*.mp4"))[0]
+    out = ctx.store.path / "poster-test.png"
+    out.unlink(missing_ok=True)
+    read_clip(mp4)  # in the cache, as after a scoring pass
+    before = clip_cache().stats()
+    assert report_run._poster(mp4, out) == out
+    after = clip_cache().stats()
+    assert (after["decoded"], after["hits"]) == (before["decoded"], before["hits"] + 1)
+    clip = read_mp4(mp4)
+    mid = clip.video[clip.num_frames // 2]
+    png = np.asarray(Image.open(out).convert("RGB"))
+    assert png.shape == (mid.shape[0] * 3, mid.shape[1] * 3, 3)
+    assert np.array_equal(png[::3, ::3], mid)

@@ -212,7 +212,8 @@ def _rel(target: Path, start: Path) -> str:
 
 
 def _poster(mp4: Path, out: Path) -> Path | None:
-    """The clip's middle frame as a PNG (shown before playback, and where H.264 cannot play)."""
+    """The clip's middle frame as a PNG (shown before playback, and where H.264 cannot play). The clip
+    comes through the process-wide clip cache: right after a run's scoring it is usually decoded already."""
     if out.exists():
         return out
     try:
@@ -220,9 +221,9 @@ def _poster(mp4: Path, out: Path) -> Path | None:
 
         from PIL import Image
 
-        from avits_core.media import read_mp4
+        from avits_core.clipcache import read_clip
 
-        clip = read_mp4(mp4)
+        clip = read_clip(mp4)
         frame = clip.video[clip.num_frames // 2]
         buf = io.BytesIO()
         Image.fromarray(frame).resize((frame.shape[1] * 3, frame.shape[0] * 3), Image.NEAREST).save(buf, format="PNG")
