@@ -43,9 +43,10 @@ def run_waves(ctx: runner.RunContext, only: set[str] | None = None) -> dict[str,
         if not parts:
             continue
         gens = [t.generate.submit(ctx, list(shard)) for shard in parts]
+        items = [it for shard in parts for it in shard]  # the wave's (prompt, event) pairs, not its rows
         now = []
         for spec in specs:
-            fut = t.score.submit(ctx, spec.model_dump(), gens)
+            fut = t.score.submit(ctx, spec.model_dump(), items, wait_for=gens)
             (now if spec.name in guided else later).append(fut)
         if wave.feedback:
             for f in now:

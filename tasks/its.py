@@ -1,8 +1,9 @@
 """Tasks of the ``its``, ``rerank`` and ``benchmark`` flows: one-line wrappers around avits_core.runner.
 
 Every task receives the run's :class:`~avits_core.runner.RunContext` (built once by the flow from the
-validated config) and what it needs (prompt/event pairs, a verifier spec, candidate rows), never a
-path to parse again. The tables on disk are the real cache, so Prefect's own result caching is off
+validated config) and what it needs (prompt/event pairs, a verifier spec), never a path to parse
+again and never a run's rows (Prefect walks every parameter of every task run: rows are read from the
+run state instead). The tables on disk are the real cache, so Prefect's own result caching is off
 (NO_CACHE).
 """
 
@@ -31,13 +32,19 @@ def generate(ctx: RunContext, items: list[tuple[str, int]]) -> list[dict[str, An
 
 
 @task(name="score", cache_policy=NO_CACHE, task_run_name="score-{spec[name]}")
-def score(ctx: RunContext, spec: dict[str, Any], rows: list[list[dict[str, Any]]] | None = None) -> dict[str, int]:
-    """Score candidate rows (the generation tasks' results) that lack a reward for this verifier;
-    every stored candidate when ``rows`` is None (rerank)."""
+def score(ctx: RunContext, spec: dict[str, Any], items: list[tuple[str, int]] | None = None) -> dict[str, int]:
+    """Score the candidates of the (prompt, event) pairs ``items`` that lack a reward for this verifier;
+    every stored candidate when ``items`` is None (rerank).
+
+    The candidate rows come from the run state (this process's, kept current by the generation tasks;
+    rebuilt from the tables in another process), not through Prefect: a task's parameters are walked
+    by Prefect on every submit and run (~0.25 ms per row and scoring task; issue 17). Submit it with
+    ``wait_for=`` the generation futures of those pairs."""
     vs = VerifierSpec(**spec)
-    if rows is None:
+    if items is None:
         return runner.timed(ctx, f"score:{vs.name}", runner.score_verifier, ctx, vs)
-    flat = [r for part in rows for r in part]
+    st = ctx.state
+    flat = [r for pid, e in items for r in st.event_rows(pid, e)]
     return runner.timed(ctx, f"score:{vs.name}", runner.score_rows, ctx, vs, flat)
 
 

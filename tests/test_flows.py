@@ -107,3 +107,27 @@ def test_benchmark_flow_with_equal_nfe_best_of_n(tmp_path, prefect_harness):
     for k in ("parquet", "markdown", "plot"):
         assert Path(out["paths"][k]).exists()
     assert "NFE / prompt" in Path(out["paths"]["markdown"]).read_text()
+
+
+def test_score_task_takes_event_pairs_and_reads_the_rows_from_the_run_state(tmp_path):
+    """The ``score`` task gets (prompt, event) pairs, never candidate rows (Prefect walks every task
+    parameter on submit and run: ~0.25 ms per row and scoring task, issue 17); it scores exactly the
+    candidates of those events, from this process's run state or, in a fresh process, the tables."""
+    import pickle
+
+    from avits_core import runner
+    from avits_core.config import config_from_dict
+    from tasks import its as t
+
+    ctx = runner.prepare_run(config_from_dict(tiny_config(tmp_path)))
+    first, second = ctx.prompts[0].prompt_id, ctx.prompts[1].prompt_id
+    t.generate.fn(ctx, [(first, 0), (second, 0)])
+    spec = ctx.cfg.verifiers[0].model_dump()
+    n = len(ctx.state.event_rows(first, 0))
+    assert n > 0
+    assert t.score.fn(ctx, spec, [(first, 0)]) == {"scored": n, "errors": 0, "cached": 0}
+    other = pickle.loads(pickle.dumps(ctx))  # another process's copy: no state, rebuilt from the tables
+    assert other._state is None
+    assert t.score.fn(other, spec, [(first, 0), (second, 0)]) == {"scored": n, "errors": 0, "cached": n}
+    scored = {r["prompt_id"] for r in query(ctx.store.path, "SELECT DISTINCT prompt_id FROM rewards").to_pylist()}
+    assert scored == {first, second}
