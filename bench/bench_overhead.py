@@ -4,7 +4,8 @@ model and verifier work on the same candidates, in one invocation.
     .venv/bin/python bench/bench_overhead.py [--prompts 24] [--root DIR] [--marginal 6] [--interleave R]
 
 Three processes, one after the other, each on the demo config (``data/configs/demo.yaml``: SynthAV 20 steps,
-Best-of-8, ARW over av_align + av_sync + synth_text, quality held out; ``--prompts`` limits the prompts):
+Best-of-8, ARW over av_align + av_sync + synth_text, quality held out; ``--prompts`` limits the prompts; beyond
+the demo's 24, its texts are repeated under new ids: :func:`prompt_sets`):
 
   bare     plain Python: per prompt, the run's seeds -> SynthAV denoise + decode -> write each clip as mp4
            (the run's encoder settings) -> read each mp4 back once -> av_align, av_sync, synth_text, quality
@@ -51,6 +52,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "configs" / "demo.yaml"
 AVITS = Path(sys.executable).parent / "avits"
+DEMO_PROMPTS = REPO / "data" / "prompts" / "synth-24.csv"
+
+
+def prompt_sets(prompts: int) -> list[str]:
+    """The config overrides for ``prompts`` prompts: the demo's list limited, or beyond its 24 prompts
+    a list that repeats the demo's texts under new ids (``x0000``, ...: other seeds, so other candidates),
+    written once to the temp folder. Same for the bare loop and ``avits run`` (a wider slope span)."""
+    import csv
+
+    with DEMO_PROMPTS.open(newline="") as f:
+        demo = list(csv.DictReader(f))
+    if prompts <= len(demo):
+        return [f"prompts.limit={prompts}"]
+    path = Path(tempfile.gettempdir()) / f"avits-bench-prompts-{prompts}.csv"
+    rows = [{**demo[i % len(demo)], "prompt_id": f"x{i:04d}"} for i in range(prompts)]
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(demo[0]))
+        w.writeheader()
+        w.writerows(rows)
+    os.replace(tmp, path)
+    return [f"prompts.source={path}", f"prompts.limit={prompts}"]
+
+
+def _sets(prompts: int) -> list[str]:
+    """:func:`prompt_sets` as ``--set`` arguments of ``avits run``."""
+    return [a for s in prompt_sets(prompts) for a in ("--set", s)]
 
 
 # --------------------------------------------------------------------------- the parts (child processes)
@@ -62,7 +90,7 @@ def _cfg(prompts: int, root: Path):
     from avits_core.config import load_config
     from avits_core.threads import apply_numeric_threads, numeric_threads_for
 
-    cfg = load_config(DEMO, [f"prompts.limit={prompts}", f"output_root={root}"])
+    cfg = load_config(DEMO, [*prompt_sets(prompts), f"output_root={root}"])
     apply_numeric_threads(numeric_threads_for(cfg))
     return cfg
 
@@ -238,9 +266,8 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 idle_rate = (_proc_cpu(pid) - s0) / bw
                 bare = json.loads(js.read_text())
                 c0 = _proc_cpu(pid)
-                aw, ac, out, rc = _child([sys.executable, meter, str(mj), "avits", "run", str(DEMO), "--set",
-                                          f"prompts.limit={prompts}", "--set",
-                                          f"output_root={root / f'avits-{r}-{prompts}'}"], senv)
+                aw, ac, out, rc = _child([sys.executable, meter, str(mj), "avits", "run", str(DEMO), *_sets(prompts),
+                                          "--set", f"output_root={root / f'avits-{r}-{prompts}'}"], senv)
                 if rc != 0:
                     raise SystemExit(f"avits run failed ({rc}):\n{out[-3000:]}")
                 srv = _proc_cpu(pid) - c0  # all of it: its idle background work is not subtracted here
@@ -302,8 +329,7 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
         fig = f"{100 * v:9.1f}%" if unit == "%" else f"{v:8.2f}ms"
         print(f"{label:<72}{fig:>10}{('20%' if unit == '%' else '2 ms'):>8}  {'yes' if v <= goal else 'NO'}")
     print(f"framework CPU beyond the bare loop's: {med['fixed_s']:.2f} CPU-s at {small['prompts']} prompts, "
-          f"{med['extra_big']:.2f} at {big['prompts']} (medians; --prompts beyond the config's prompt list "
-          "gives the whole list)")
+          f"{med['extra_big']:.2f} at {big['prompts']} (medians)")
 
 
 def main() -> None:
@@ -333,7 +359,7 @@ def main() -> None:
     env.pop("PREFECT_API_URL", None)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
           f"demo config, {a.prompts} prompts; root {root}", flush=True)
-    run_args = [str(AVITS), "run", str(DEMO), "--set", f"prompts.limit={a.prompts}"]
+    run_args = [str(AVITS), "run", str(DEMO), *_sets(a.prompts)]
     if a.interleave:
         return interleaved(a, root, env)
 
@@ -384,7 +410,7 @@ def main() -> None:
                 _, kbc, out, rc = _child([sys.executable, __file__, "--part", "bare", "--prompts", str(k),
                                           "--root", str(root / "bare-small"), "--json", str(js)], env)
                 c0 = _proc_cpu(st["pid"])
-                kw, kcc, out2, rc2 = _child([str(AVITS), "run", str(DEMO), "--set", f"prompts.limit={k}", "--set",
+                kw, kcc, out2, rc2 = _child([str(AVITS), "run", str(DEMO), *_sets(k), "--set",
                                              f"output_root={root / 'avits-shared-small'}"], senv)
                 if rc or rc2:
                     raise SystemExit(f"--marginal runs failed:\n{out[-2000:]}\n{out2[-2000:]}")
