@@ -76,9 +76,13 @@ def prompt_sets(prompts: int) -> list[str]:
     return [f"prompts.source={path}", f"prompts.limit={prompts}"]
 
 
+#: Config overrides for the avits runs only (``--avits-set``).
+AVITS_SETS: list[str] = []
+
+
 def _sets(prompts: int) -> list[str]:
-    """:func:`prompt_sets` as ``--set`` arguments of ``avits run``."""
-    return [a for s in prompt_sets(prompts) for a in ("--set", s)]
+    """:func:`prompt_sets` and ``--avits-set`` as ``--set`` arguments of ``avits run``."""
+    return [a for s in [*prompt_sets(prompts), *AVITS_SETS] for a in ("--set", s)]
 
 
 # --------------------------------------------------------------------------- the parts (child processes)
@@ -335,6 +339,9 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--prompts", type=int, default=24)
+    ap.add_argument("--avits-set", action="append", default=[], metavar="KEY=VALUE",
+                    help="a config override for the avits runs only (e.g. runner.workers=1: one task at a time, "
+                         "as the bare loop works); repeatable")
     ap.add_argument("--root", type=Path, default=None)
     ap.add_argument("--no-shared", action="store_true", help="skip the run on a long-lived `avits server`")
     ap.add_argument("--marginal", type=int, default=0,
@@ -348,6 +355,7 @@ def main() -> None:
     ap.add_argument("--part", choices=("bare", "library"), default=None, help=argparse.SUPPRESS)
     ap.add_argument("--json", type=Path, default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
+    AVITS_SETS.extend(a.avits_set)
     root = (a.root or Path(tempfile.mkdtemp(prefix="avits-bench-overhead-"))).absolute()
     if a.part:
         res = (part_bare if a.part == "bare" else part_library)(a.prompts, root)
@@ -358,7 +366,7 @@ def main() -> None:
            "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg", "PYTHONPATH": str(REPO)}
     env.pop("PREFECT_API_URL", None)
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())} on {os.cpu_count()} cores; "
-          f"demo config, {a.prompts} prompts; root {root}", flush=True)
+          f"demo config, {a.prompts} prompts; avits runs with {AVITS_SETS or 'the demo config'}; root {root}", flush=True)
     run_args = [str(AVITS), "run", str(DEMO), *_sets(a.prompts)]
     if a.interleave:
         return interleaved(a, root, env)

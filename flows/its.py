@@ -42,11 +42,20 @@ def task_runner_for(cfg: RunConfig) -> Any:
                                           "dashboard_address": None})
 
 
-def _on_dask() -> bool:
+def _on_configured_runner(cfg: RunConfig) -> bool:
+    """Whether this flow run's task runner is the one ``cfg.runner`` asks for: a DaskTaskRunner for
+    ``kind: dask``; for ``kind: thread`` a thread pool of ``workers`` threads (any pool when unset:
+    Prefect's default, PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS)."""
     from prefect.context import FlowRunContext
 
     ctx = FlowRunContext.get()
-    return ctx is not None and type(ctx.task_runner).__name__ == "DaskTaskRunner"
+    runner_now = ctx.task_runner if ctx is not None else None
+    if cfg.runner.kind == "dask":
+        return type(runner_now).__name__ == "DaskTaskRunner"
+    if cfg.runner.workers is None:
+        return True
+    return (type(runner_now).__name__ == "ThreadPoolTaskRunner"
+            and getattr(runner_now, "_max_workers", None) == cfg.runner.workers)
 
 
 @flow(name="its", log_prints=False, validate_parameters=False)
@@ -62,10 +71,14 @@ def its(config_path: str | None = None, overrides: list[str] | None = None,
         from flows.shards import its_sharded
 
         return its_sharded(config=cfg, shards=shards, shard_deployment=shard_deployment)
-    if cfg.runner.kind == "dask" and not _on_dask():
-        logger.info("runner: dask (%s workers, %s)", cfg.runner.workers or "cpu count",
-                    "processes" if cfg.runner.processes else "threads")
-        return its.with_options(task_runner=task_runner_for(cfg), flow_run_name="its-dask")(config=cfg)
+    if not _on_configured_runner(cfg):  # the flow again, as a subflow on the configured runner
+        if cfg.runner.kind == "dask":
+            logger.info("runner: dask (%s workers, %s)", cfg.runner.workers or "cpu count",
+                        "processes" if cfg.runner.processes else "threads")
+        else:
+            logger.info("runner: a thread pool of %d", cfg.runner.workers)
+        return its.with_options(task_runner=task_runner_for(cfg),
+                                flow_run_name=f"its-{cfg.runner.kind}")(config=cfg)
     apply_numeric_threads(numeric_threads_for(cfg))  # a deployment's worker process: set here too
     ctx = runner.prepare_run(cfg)
     run_path = str(ctx.store.path)
