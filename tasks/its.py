@@ -44,6 +44,10 @@ def score(ctx: RunContext, spec: dict[str, Any], items: list[tuple[str, int]] | 
     if items is None:
         return runner.timed(ctx, f"score:{vs.name}", runner.score_verifier, ctx, vs)
     st = ctx.state
+    missing = [(pid, e) for pid, e in items if not st.has_event(pid, e)]
+    if missing:  # the generation it waited for stored nothing: say so rather than score nothing
+        raise RuntimeError(f"score {vs.name}: no stored candidates for (prompt, event) {missing[:5]} "
+                           f"({len(missing)} of {len(items)}) in run {ctx.run_id}")
     flat = [r for pid, e in items for r in st.event_rows(pid, e)]
     return runner.timed(ctx, f"score:{vs.name}", runner.score_rows, ctx, vs, flat)
 

@@ -131,6 +131,9 @@ def test_score_task_takes_event_pairs_and_reads_the_rows_from_the_run_state(tmp_
     assert t.score.fn(other, spec, [(first, 0), (second, 0)]) == {"scored": n, "errors": 0, "cached": n}
     scored = {r["prompt_id"] for r in query(ctx.store.path, "SELECT DISTINCT prompt_id FROM rewards").to_pylist()}
     assert scored == {first, second}
+    # an event never generated (Best-of-N has event 0 only): a loud error, never an empty scoring pass
+    with pytest.raises(RuntimeError, match=rf"no stored candidates for \(prompt, event\) \[\('{first}', 1\)\]"):
+        t.score.fn(ctx, spec, [(first, 0), (first, 1)])
 
 
 def test_runner_workers_bounds_the_thread_pool(tmp_path, prefect_harness, monkeypatch):
