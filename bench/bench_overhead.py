@@ -341,7 +341,8 @@ def main() -> None:
     ap.add_argument("--prompts", type=int, default=24)
     ap.add_argument("--avits-set", action="append", default=[], metavar="KEY=VALUE",
                     help="a config override for the avits runs only (e.g. runner.workers=1: one task at a time, "
-                         "as the bare loop works); repeatable")
+                         "as the bare loop works; add runner.threads=1 with it, or the numeric-thread limit, "
+                         "which follows workers, differs from the bare loop's); repeatable")
     ap.add_argument("--root", type=Path, default=None)
     ap.add_argument("--no-shared", action="store_true", help="skip the run on a long-lived `avits server`")
     ap.add_argument("--marginal", type=int, default=0,
