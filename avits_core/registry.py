@@ -42,6 +42,7 @@ class Registry:
         self.kind = kind
         self.group = group
         self._paths: dict[str, str] = dict(builtins)
+        self._builtins = frozenset(builtins)
         self._classes: dict[str, type] = {}
 
     def register(self, name: str, obj: type | str) -> None:
@@ -59,6 +60,10 @@ class Registry:
 
     def names(self) -> list[str]:
         return sorted(set(self._paths) | set(self._classes) | set(self._entry_points()))
+
+    def builtin_names(self) -> list[str]:
+        """The names shipped with avits (not registered later by a plugin, an entry point or a test)."""
+        return sorted(self._builtins)
 
     def get_class(self, name: str) -> type:
         if name in self._classes:

@@ -83,6 +83,14 @@ def test_a_class_name_that_differs_from_its_key_is_an_error():
         reg.get_class("alias")
 
 
+def test_builtin_names_are_the_shipped_ones_not_later_registrations():
+    reg = Registry("search method", "avits.search", {"best_of_n": "avits_core.search.best_of_n:BestOfN"})
+    reg.register("mine", "my_plugin:Mine")
+    reg.register("other", BestOfN)
+    assert reg.builtin_names() == ["best_of_n"]
+    assert {"best_of_n", "mine", "other"} <= set(reg.names())  # (+ any installed plugin)
+
+
 def test_parameters_are_declared_and_checked():
     assert BestOfN({"n": 3}).params.n == 3
     from avits_core.config import SearchConfig
