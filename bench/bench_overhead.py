@@ -52,27 +52,33 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "data" / "configs" / "demo.yaml"
 AVITS = Path(sys.executable).parent / "avits"
-DEMO_PROMPTS = REPO / "data" / "prompts" / "synth-24.csv"
 
 
 def prompt_sets(prompts: int) -> list[str]:
     """The config overrides for ``prompts`` prompts: the demo's list limited, or beyond its 24 prompts
     a list that repeats the demo's texts under new ids (``x0000``, ...: other seeds, so other candidates),
-    written once to the temp folder. Same for the bare loop and ``avits run`` (a wider slope span)."""
+    written to the temp folder when it is not there yet. Same for the bare loop and ``avits run`` (a wider
+    slope span)."""
     import csv
+    import io
 
-    with DEMO_PROMPTS.open(newline="") as f:
+    import yaml
+
+    source = (DEMO.parent / yaml.safe_load(DEMO.read_text())["prompts"]["source"]).resolve()
+    with source.open(newline="") as f:
         demo = list(csv.DictReader(f))
     if prompts <= len(demo):
         return [f"prompts.limit={prompts}"]
     path = Path(tempfile.gettempdir()) / f"avits-bench-prompts-{prompts}.csv"
-    rows = [{**demo[i % len(demo)], "prompt_id": f"x{i:04d}"} for i in range(prompts)]
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(demo[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=list(demo[0]))
+    w.writeheader()
+    w.writerows({**demo[i % len(demo)], "prompt_id": f"x{i:04d}"} for i in range(prompts))
+    data = buf.getvalue().encode("utf-8")
+    if not path.exists() or path.read_bytes() != data:
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
     return [f"prompts.source={path}", f"prompts.limit={prompts}"]
 
 
