@@ -57,15 +57,21 @@ def parallel_tasks(cfg: "RunConfig") -> int:
     return max(1, n)
 
 
-def numeric_threads_for(cfg: "RunConfig", cores: int | None = None) -> int | None:
+def numeric_threads_for(cfg: "RunConfig", cores: int | None = None, tasks: int | None = None) -> int | None:
     """Threads per numeric library for ``cfg``: ``runner.threads``, else ``max(1, cores // parallel tasks)``;
-    None when the user set ``OMP_NUM_THREADS`` (their setting stands) and the config does not say."""
+    None when the user set ``OMP_NUM_THREADS`` (their setting stands) and the config does not say.
+    ``tasks``: the flow's widest fan-out when it is not the run's (a rerank scores only the verifiers
+    with pairs left); bounded by ``runner.workers`` as the run's is."""
     explicit = getattr(cfg.runner, "threads", None)
     if explicit:
         return int(explicit)
     if os.environ.get("OMP_NUM_THREADS"):
         return None
-    return max(1, (cores or available_cores()) // parallel_tasks(cfg))
+    if tasks is None:
+        parallel = parallel_tasks(cfg)
+    else:
+        parallel = max(1, min(tasks, cfg.runner.workers) if cfg.runner.workers else tasks)
+    return max(1, (cores or available_cores()) // parallel)
 
 
 def apply_numeric_threads(n: int | None) -> int | None:

@@ -8,9 +8,9 @@ When the method plans from rewards (several events per prompt), the guided verif
 awaited before the next wave is planned; held-out evaluation verifiers run alongside and are
 awaited at the end (each task scores only its own wave's candidates, so no pair is scored twice).
 
-Task runner: config ``runner: {kind: thread | dask, workers: N, processes: false}``. With ``dask`` the
-flow runs its body as a subflow on prefect-dask's ``DaskTaskRunner`` over a local cluster (no
-dashboard; threads unless ``processes``), so every caller (CLI, deployment, tests) gets it.
+Task runner: config ``runner: {kind: thread | dask, workers: N, processes: false}``; when it asks for
+a runner other than Prefect's default pool the flow runs its body as a subflow on it
+(:mod:`flows.task_runner`), so every caller (CLI, deployment, tests) gets it.
 """
 
 from __future__ import annotations
@@ -23,39 +23,8 @@ from prefect import flow, get_run_logger
 from avits_core import runner
 from avits_core.config import RunConfig
 from avits_core.threads import apply_numeric_threads, numeric_threads_for
+from flows.task_runner import describe, needs_runner, run_on_runner, task_runner_for  # noqa: F401
 from flows.waves import resolve_config, run_waves, select_evaluate_report
-
-
-def task_runner_for(cfg: RunConfig) -> Any:
-    """The Prefect task runner of ``cfg.runner``: a thread pool, or a DaskTaskRunner on a local cluster."""
-    r = cfg.runner
-    if r.kind == "thread":
-        from prefect.task_runners import ThreadPoolTaskRunner
-
-        return ThreadPoolTaskRunner(max_workers=r.workers)
-    from prefect_dask import DaskTaskRunner
-
-    import os
-
-    n = r.workers or os.cpu_count() or 1
-    return DaskTaskRunner(cluster_kwargs={"n_workers": n, "threads_per_worker": 1, "processes": r.processes,
-                                          "dashboard_address": None})
-
-
-def _on_configured_runner(cfg: RunConfig) -> bool:
-    """Whether this flow run's task runner is the one ``cfg.runner`` asks for: a DaskTaskRunner for
-    ``kind: dask``; for ``kind: thread`` a thread pool of ``workers`` threads (any pool when unset:
-    Prefect's default, PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS)."""
-    from prefect.context import FlowRunContext
-
-    ctx = FlowRunContext.get()
-    runner_now = ctx.task_runner if ctx is not None else None
-    if cfg.runner.kind == "dask":
-        return type(runner_now).__name__ == "DaskTaskRunner"
-    if cfg.runner.workers is None:
-        return True
-    return (type(runner_now).__name__ == "ThreadPoolTaskRunner"
-            and getattr(runner_now, "_max_workers", None) == cfg.runner.workers)
 
 
 @flow(name="its", log_prints=False, validate_parameters=False)
@@ -71,14 +40,9 @@ def its(config_path: str | None = None, overrides: list[str] | None = None,
         from flows.shards import its_sharded
 
         return its_sharded(config=cfg, shards=shards, shard_deployment=shard_deployment)
-    if not _on_configured_runner(cfg):  # the flow again, as a subflow on the configured runner
-        if cfg.runner.kind == "dask":
-            logger.info("runner: dask (%s workers, %s)", cfg.runner.workers or "cpu count",
-                        "processes" if cfg.runner.processes else "threads")
-        else:
-            logger.info("runner: a thread pool of %d", cfg.runner.workers)
-        return its.with_options(task_runner=task_runner_for(cfg),
-                                flow_run_name=f"its-{cfg.runner.kind}")(config=cfg)
+    if needs_runner(cfg):  # the flow again, as a subflow on the configured runner
+        logger.info("runner: %s", describe(cfg))
+        return run_on_runner(its, cfg, f"its-{cfg.runner.kind}", config=cfg)
     apply_numeric_threads(numeric_threads_for(cfg))  # a deployment's worker process: set here too
     ctx = runner.prepare_run(cfg)
     run_path = str(ctx.store.path)

@@ -10,7 +10,9 @@ re-ranking with the run's own spec gives the run's own selections and selection_
 nothing new), and the new selection is evaluated and reported. Candidates and rewards are never
 rewritten: scoring only appends rows for missing pairs.
 
-The spec defaults and the checks are in :mod:`avits_core.rerank`.
+The spec defaults and the checks are in :mod:`avits_core.rerank`. The scoring tasks run on the run's
+own ``runner`` (:mod:`flows.task_runner`), with the numeric-thread limit for the verifiers that have
+pairs left to score (:func:`avits_core.threads.numeric_threads_for`), as in the run.
 """
 
 from __future__ import annotations
@@ -33,8 +35,19 @@ def rerank(
 ) -> dict[str, Any]:
     """Re-rank a stored run; returns run_path, selection_id, scored (per verifier: scored / errors /
     cached counts), results (the results table) and report (path of the Markdown report)."""
+    from avits_core.rerank import plan_rerank
+    from avits_core.threads import apply_numeric_threads, numeric_threads_for
+    from flows.task_runner import describe, needs_runner, run_on_runner
+
     logger = get_run_logger()
-    ctx, spec, vspecs = prepare_rerank(run_path, verifiers, aggregator, params, budget)
+    plan = plan_rerank(run_path, verifiers, aggregator, params, budget)
+    ctx, spec, vspecs = plan.ctx, plan.spec, plan.vspecs
+    if needs_runner(ctx.cfg):  # the run's runner: the flow again, as a subflow on it
+        logger.info("runner: %s", describe(ctx.cfg))
+        return run_on_runner(rerank, ctx.cfg, f"rerank-{ctx.cfg.runner.kind}", run_path=run_path,
+                             verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
+    # the scoring tasks that have pairs to score run at once: the numeric-thread limit for that fan-out
+    apply_numeric_threads(numeric_threads_for(ctx.cfg, tasks=sum(1 for n in plan.missing.values() if n) or 1))
     futures = {vs.name: t.score.submit(ctx, vs.model_dump()) for vs in vspecs}
     scored = {name: f.result() for name, f in futures.items()}
     for name, counts in scored.items():

@@ -6,7 +6,8 @@ run on a work pool (one worker per GPU), then one replay / evaluation / report o
 - ``its-shard`` (:func:`its_shard`): one shard's generation and scoring (guided and held-out
   verifiers) into the shared run folder (a local folder every worker sees, or ``s3://``). It is the
   ``its`` flow's wave loop restricted to the shard's prompts; stored work is skipped, so a retried or
-  resumed shard only does what is missing.
+  resumed shard only does what is missing. It runs on the config's ``runner`` and sets the run's
+  numeric-thread limit in the worker's flow-run process, as ``its`` does.
 - ``its-sharded`` (:func:`its_sharded`): prepares the run (run.json), submits the K shard runs with
   ``run_deployment`` to the deployment ``shard_deployment`` (default ``its-shard/gpu``, on the GPU work
   pool of prefect.yaml) without waiting for each, waits for all, re-submits only the shards that
@@ -103,9 +104,17 @@ def its_shard(config: dict[str, Any], shard: int, shards: int) -> dict[str, Any]
     """Generate and score the prompts of one shard of a run (the run folder must be prepared)."""
     from flows.waves import run_waves
 
+    from avits_core.threads import apply_numeric_threads, numeric_threads_for
+    from flows.task_runner import describe, needs_runner, run_on_runner
+
     logger = get_run_logger()
     cfg = _cfg(config)
     check_shardable(cfg, shards)  # the coordinator's config: arw_shards already set (sharded_config)
+    if needs_runner(cfg):  # the worker's flow run again, as a subflow on the configured runner
+        logger.info("runner: %s", describe(cfg))
+        return run_on_runner(its_shard, cfg, f"{cfg.resolved_run_id()}-shard{shard}of{shards}-{cfg.runner.kind}",
+                             config=cfg, shard=shard, shards=shards)
+    apply_numeric_threads(numeric_threads_for(cfg))  # the worker's flow-run process: its own limit
     ctx = runner.prepare_run(cfg)
     pids = shard_prompt_ids([p.prompt_id for p in ctx.prompts], shard, shards)
     device = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -136,20 +136,70 @@ def test_score_task_takes_event_pairs_and_reads_the_rows_from_the_run_state(tmp_
         t.score.fn(ctx, spec, [(first, 0), (first, 1)])
 
 
-def test_runner_workers_bounds_the_thread_pool(tmp_path, prefect_harness, monkeypatch):
-    """``runner: {workers: K}`` runs the flow's tasks on a pool of K threads (it used to be ignored for the
-    thread runner: Prefect's default pool ran up to 6 tasks at once while the numeric-thread limit assumed K;
-    on 2 cores one task at a time spends ~11 % less CPU and ~30 % more wall, issue 17); unset, Prefect's
-    own pool is kept and no subflow is made. The selections do not depend on it."""
-    from flows import its as its_module
+class _Concurrency:
+    """Wraps the run's generation and scoring calls (``avits_core.runner``, where the tasks look them up at
+    call time) and records how many ran at once; each holds 0.3 s so that tasks a pool runs in parallel
+    overlap."""
 
-    made = []
-    real_runner_for = its_module.task_runner_for
-    monkeypatch.setattr(its_module, "task_runner_for", lambda cfg: made.append(real_runner_for(cfg)) or made[-1])
-    default = its_module.its(config=tiny_config(tmp_path / "a"))
-    assert made == []
-    one = its_module.its(config={**tiny_config(tmp_path / "b"), "runner": {"kind": "thread", "workers": 1}})
-    assert [type(r).__name__ for r in made] == ["ThreadPoolTaskRunner"] and made[0]._max_workers == 1
-    assert default["run_path"] != one["run_path"]
-    pick = lambda out: query(out["run_path"], "SELECT prompt_id, candidate_id FROM selections ORDER BY prompt_id").to_pylist()
-    assert pick(default) == pick(one)
+    def __init__(self, monkeypatch):
+        import threading
+        import time
+
+        from avits_core import runner
+
+        self.lock, self.now, self.most, self.calls = threading.Lock(), 0, 0, 0
+        for name in ("generate_events", "score_rows", "score_verifier"):
+            real = getattr(runner, name)
+            real = getattr(real, "_real", real)  # an earlier wrapper of this test: its original
+
+            def wrapped(*a, _real=real, **kw):
+                with self.lock:
+                    self.now += 1
+                    self.calls += 1
+                    self.most = max(self.most, self.now)
+                try:
+                    time.sleep(0.3)
+                    return _real(*a, **kw)
+                finally:
+                    with self.lock:
+                        self.now -= 1
+
+            wrapped._real = real
+            monkeypatch.setattr(runner, name, wrapped)
+
+
+def test_runner_workers_bounds_the_task_pool_of_every_flow(tmp_path, prefect_harness, monkeypatch):
+    """``runner: {workers: K}`` runs the tasks of ``its``, ``its-shard`` and ``rerank`` on a pool of K threads
+    (it used to be ignored for the thread runner, and ``its-shard`` and ``rerank`` ignored the runner block
+    altogether: Prefect's default pool ran up to 6 tasks at once while the numeric-thread limit assumed K; on
+    2 cores one task at a time spends ~11 % less CPU and ~30 % more wall, issue 17). Unset, Prefect's own
+    pool runs the tiny run's 2 generation and 2 scoring tasks of a wave at once. Selections do not depend
+    on it."""
+    from avits_core import runner
+    from avits_core.config import config_from_dict
+    from flows.its import its
+    from flows.rerank import rerank
+    from flows.shards import its_shard
+
+    one = {"runner": {"kind": "thread", "workers": 1}}
+    seen = {}
+    for label, over in (("default", {}), ("one", one)):
+        c = _Concurrency(monkeypatch)
+        out = its(config=tiny_config(tmp_path / label, **over))
+        seen[f"its {label}"] = (c.most, c.calls, out["run_path"])
+        c = _Concurrency(monkeypatch)
+        rr = rerank(out["run_path"], verifiers="av_sync,synth_text,quality,av_align")  # 2 of them to score
+        seen[f"rerank {label}"] = (c.most, c.calls, rr["selection_id"])
+        cfg = config_from_dict(tiny_config(tmp_path / f"shard-{label}", **over))
+        runner.prepare_run(cfg)
+        c = _Concurrency(monkeypatch)
+        its_shard(config=cfg, shard=0, shards=1)
+        seen[f"its-shard {label}"] = (c.most, c.calls, None)
+    # 2 prompts, 1 prompt per task: 2 generation tasks, then 2 scoring tasks; a rerank runs one scoring task
+    # per verifier of its spec (those with every pair stored find them cached)
+    assert {k: v[:2] for k, v in seen.items()} == {
+        "its default": (2, 4), "rerank default": (4, 4), "its-shard default": (2, 4),
+        "its one": (1, 4), "rerank one": (1, 4), "its-shard one": (1, 4)}
+    pick = lambda path: query(path, "SELECT prompt_id, candidate_id FROM selections ORDER BY prompt_id, selection_id").to_pylist()
+    assert pick(seen["its default"][2]) == pick(seen["its one"][2])
+    assert seen["rerank default"][2] == seen["rerank one"][2]

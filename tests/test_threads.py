@@ -38,6 +38,16 @@ def test_default_is_cores_over_parallel_tasks(monkeypatch):
     assert numeric_threads_for(_cfg(workers=2), cores=16) == 8
 
 
+def test_a_flow_with_another_fan_out_gives_its_task_count(monkeypatch):
+    """A rerank scores only the verifiers with pairs left: its fan-out, bounded by runner.workers."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert numeric_threads_for(_cfg(), cores=16, tasks=1) == 16
+    assert numeric_threads_for(_cfg(), cores=16, tasks=3) == 5
+    assert numeric_threads_for(_cfg(workers=2), cores=16, tasks=8) == 8
+    assert numeric_threads_for(_cfg(), cores=2, tasks=0) == 2  # nothing to score: one task's worth
+    assert numeric_threads_for(_cfg(threads=3), cores=16, tasks=1) == 3
+
+
 def test_user_environment_stands_and_config_wins(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "3")
     assert numeric_threads_for(_cfg(), cores=16) is None

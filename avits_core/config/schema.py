@@ -246,7 +246,8 @@ class RunnerConfig(_Strict):
     (bench/work_meter.py, issue 17). ``dask``: prefect-dask's DaskTaskRunner over a local
     Dask cluster of ``workers`` workers (default: the CPU count), threads when ``processes`` is false
     (works in Prefect's ephemeral mode; CI), worker processes when true (needs a real Prefect server:
-    ``avits server start`` or PREFECT_API_URL)."""
+    ``avits server start`` or PREFECT_API_URL). Every flow that runs a run's tasks uses it: ``its``,
+    ``its-shard`` (each GPU worker's shard) and ``rerank`` (the run's stored block); flows/task_runner.py."""
 
     kind: Literal["thread", "dask"] = "thread"
     workers: int | None = Field(default=None, ge=1, le=1024)
