@@ -19,6 +19,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import os
@@ -90,6 +91,9 @@ class _progress_bars:
 #: young and 8 full collections, 0.7 CPU-s of the demo run; at 10,000 ~70 young and at most one full
 #: collection, 0.3 CPU-s (measured with bench/work_meter.py). Cycles are still collected, each a little later.
 RUN_GC_THRESHOLDS = (10_000, 10, 10)
+#: the collector's thresholds when this module was imported: the interpreter's own in the ``avits``
+#: command (700, 10, 10 on 3.11 and 3.12; 2000, 10, 10 or others on later versions)
+_GC_THRESHOLDS_AT_IMPORT = gc.get_threshold()
 
 
 def _freeze_imported_objects() -> None:
@@ -109,12 +113,11 @@ def _freeze_imported_objects() -> None:
 def _collector_tuned() -> Iterator[None]:
     """The imported objects frozen (:func:`_freeze_imported_objects`) and the collector's thresholds
     raised to :data:`RUN_GC_THRESHOLDS` while a run's flow runs; the thresholds are restored after it
-    (an embedding process keeps its own). Thresholds someone already changed are left as they are."""
-    import gc
-
+    (an embedding process keeps its own). Thresholds changed since avits.cli was imported are left as
+    they are, and so are first thresholds already at least as high."""
     _freeze_imported_objects()
     before = gc.get_threshold()
-    if before == (700, 10, 10):
+    if before == _GC_THRESHOLDS_AT_IMPORT and 0 < before[0] < RUN_GC_THRESHOLDS[0]:
         gc.set_threshold(*RUN_GC_THRESHOLDS)
     try:
         yield

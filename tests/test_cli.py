@@ -307,7 +307,7 @@ def test_run_freezes_the_imported_objects_out_of_the_collectors_reach():
         gc.unfreeze()
 
 
-def test_run_raises_the_collectors_thresholds_while_the_flow_runs_and_restores_them():
+def test_run_raises_the_collectors_thresholds_while_the_flow_runs_and_restores_them(monkeypatch):
     """During a run's flow the collector runs less often (RUN_GC_THRESHOLDS; issue 17: ~0.4 CPU-s of the
     demo run); the thresholds are restored after it, even when the flow fails, and thresholds someone
     already changed are kept."""
@@ -316,17 +316,28 @@ def test_run_raises_the_collectors_thresholds_while_the_flow_runs_and_restores_t
     from avits import cli
 
     before = gc.get_threshold()
+    start = cli._GC_THRESHOLDS_AT_IMPORT  # the interpreter's own in the `avits` command
     try:
-        gc.set_threshold(700, 10, 10)
-        seen = []
-        with pytest.raises(RuntimeError):
-            with cli._collector_tuned():
-                seen.append(gc.get_threshold())
-                raise RuntimeError("the flow failed")
-        assert seen == [cli.RUN_GC_THRESHOLDS] and gc.get_threshold() == (700, 10, 10)
+        for default in ((700, 10, 10), (2000, 10, 10)):  # 3.11/3.12 and 3.13's defaults
+            monkeypatch.setattr(cli, "_GC_THRESHOLDS_AT_IMPORT", default)
+            gc.set_threshold(*default)
+            seen = []
+            with pytest.raises(RuntimeError):
+                with cli._collector_tuned():
+                    seen.append(gc.get_threshold())
+                    raise RuntimeError("the flow failed")
+            assert seen == [cli.RUN_GC_THRESHOLDS] and gc.get_threshold() == default
+        monkeypatch.setattr(cli, "_GC_THRESHOLDS_AT_IMPORT", start)
+        gc.set_threshold(*start)
+        with cli._collector_tuned():
+            assert gc.get_threshold() == cli.RUN_GC_THRESHOLDS  # this interpreter's own default is tuned
         gc.set_threshold(1234, 5, 5)  # an embedding process's own choice
         with cli._collector_tuned():
             assert gc.get_threshold() == (1234, 5, 5)
+        gc.set_threshold(0)  # collection switched off by the embedding process
+        monkeypatch.setattr(cli, "_GC_THRESHOLDS_AT_IMPORT", gc.get_threshold())
+        with cli._collector_tuned():
+            assert gc.get_threshold()[0] == 0
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
