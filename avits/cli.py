@@ -102,8 +102,6 @@ def _freeze_imported_objects() -> None:
     process imports ~5x the objects of a bare loop, so each full collection cost it ~0.12 CPU-s (issue 17);
     these objects live as long as the process anyway. Once per process (a second run in the same process,
     e.g. a test invoking the CLI, freezes nothing more)."""
-    import gc
-
     if gc.get_freeze_count() == 0:
         gc.collect()
         gc.freeze()
