@@ -1,0 +1,92 @@
+"""How many tasks at once: the demo's ``avits run`` with ``runner.workers`` unset (Prefect's default pool, up to
+6 threads), ``workers = cores`` and ``workers = 1``, alternated on one long-lived ``avits server``.
+
+    .venv/bin/python bench/bench_workers.py [--rounds 3] [--prompts 24] [--variants default,2,1]
+
+Every variant runs with ``runner.threads=1`` (one thread per numeric library, what ``avits run`` picks on 2
+cores for the default and ``workers = cores``), so only the number of tasks at once differs. Per run: wall,
+CPU of the ``avits run`` process and the server's CPU during it; the selections must be the same in every
+run. Printed: per round and as medians of the rounds, CPU and wall of each variant relative to the default
+pool's in the same round (this VM's CPU speed drifts ~25 % between minutes: rounds alternate the variants,
+and each ratio is of runs a minute apart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_overhead import AVITS, DEMO, REPO, _child, _proc_cpu, _run_dir, _selections, prompt_sets  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--prompts", type=int, default=24)
+    ap.add_argument("--variants", default=f"default,{os.cpu_count()},1",
+                    help="comma-separated runner.workers values; 'default' leaves it unset")
+    a = ap.parse_args()
+    variants = [v.strip() for v in a.variants.split(",")]
+    if "default" not in variants:
+        raise SystemExit("--variants must include 'default' (the reference of the ratios)")
+    root = Path(tempfile.mkdtemp(prefix="avits-bench-workers-"))
+    env = {**os.environ, "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "HF_HUB_OFFLINE": "1", "MPLBACKEND": "Agg",
+           "PREFECT_HOME": str(root / "prefect")}
+    env.pop("PREFECT_API_URL", None)
+    env.pop("OMP_NUM_THREADS", None)
+    from avits.server import free_port
+
+    _, _, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], env)
+    if rc != 0:
+        raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
+    pid = json.loads((root / "prefect" / "avits-server.json").read_text())["pid"]
+    time.sleep(10)  # the server's services' first rounds
+    print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {a.prompts} prompts x Best-of-8, "
+          f"variants (runner.workers): {variants}", flush=True)
+    rounds: list[dict[str, dict[str, float]]] = []
+    picks = None
+    try:
+        for r in range(a.rounds):
+            got = {}
+            order = variants[r % len(variants):] + variants[:r % len(variants)]  # rotate who runs first
+            for v in order:
+                sets = [*prompt_sets(a.prompts), "runner.threads=1", f"output_root={root / f'{v}-{r}'}"]
+                if v != "default":
+                    sets.append(f"runner.workers={int(v)}")
+                s0 = _proc_cpu(pid)
+                wall, cpu, out, rc = _child([str(AVITS), "run", str(DEMO), "--quiet",
+                                             *[x for s in sets for x in ("--set", s)]], env)
+                srv = _proc_cpu(pid) - s0
+                if rc != 0:
+                    raise SystemExit(f"avits run ({v}) failed ({rc}):\n{out[-3000:]}")
+                sel = _selections(str(_run_dir(root / f"{v}-{r}")))
+                if picks is None:
+                    picks = sel
+                elif sel != picks:
+                    raise SystemExit(f"workers={v}: other selections than the first run's")
+                got[v] = {"wall": wall, "cpu": cpu + srv, "client": cpu, "server": srv}
+                print(f"round {r + 1} workers={v}: {wall:.1f} s wall, {cpu:.1f} + server {srv:.2f} CPU-s "
+                      f"(load {os.getloadavg()[0]:.2f})", flush=True)
+            rounds.append(got)
+    finally:
+        _child([str(AVITS), "server", "stop"], env)
+    print(f"\nrelative to the default pool in the same round (medians of {a.rounds} rounds; per round in brackets)")
+    print(f"{'runner.workers':<16}{'CPU-s':>8}{'wall s':>8}{'CPU ratio':>11}{'wall ratio':>12}")
+    for v in variants:
+        cr = [x[v]["cpu"] / x["default"]["cpu"] for x in rounds]
+        wr = [x[v]["wall"] / x["default"]["wall"] for x in rounds]
+        print(f"{v:<16}{statistics.median(x[v]['cpu'] for x in rounds):8.1f}"
+              f"{statistics.median(x[v]['wall'] for x in rounds):8.1f}{statistics.median(cr):11.3f}"
+              f"{statistics.median(wr):12.3f}   ({', '.join(f'{c:.2f}/{w:.2f}' for c, w in zip(cr, wr))})")
+    print(f"same selections in all {a.rounds * len(variants)} runs ({len(picks or {})} prompts)")
+
+
+if __name__ == "__main__":
+    main()
