@@ -228,7 +228,7 @@ def replay(
         n_trace = len(agg.trace)
         agg.observe({v: cols[j][ids] for v, j in vidx.items()}, event_seq=e, prompt_id=pid,
                     generation=int(gens[ids].min()))
-        trace_rows.extend(agg.trace[n_trace:])
+        trace_rows.extend(dict(t, arw_shard=shard) for t in agg.trace[n_trace:])
         seen.setdefault(pid, []).append(ids)
         if last_event[pid] == e:
             pool = np.sort(np.concatenate(seen[pid]))
@@ -237,7 +237,7 @@ def replay(
                 continue
             n_trace = len(agg.trace)
             a = agg.combine({v: cols[j][pool] for v, j in vidx.items()})
-            trace_rows.extend(agg.trace[n_trace:])
+            trace_rows.extend(dict(t, arw_shard=shard) for t in agg.trace[n_trace:])
             best = int(np.flatnonzero(a == a.max())[0])
             for i, x in zip(pool.tolist(), a.tolist()):
                 aggregates[cids[i]] = float(x)

@@ -52,6 +52,7 @@ def test_plot_data_is_the_stored_rows(small_run):
         assert sorted(data["rewards.svg"][v]["selected"]) == sorted(x for name, x, c in rew if name == v and c in picked)
         assert len(data["rewards.svg"][v]["all"]) == 9 and len(data["rewards.svg"][v]["selected"]) == 3
     assert sum(len(d["x"]) for d in data["arw_sigma.svg"].values()) == n_trace > 0
+    assert sorted(data["arw_sigma.svg"]) == ["av_align", "synth_text"]  # run scope: one series per verifier
     bars = {b["title"]: b for b in data["metrics.svg"]["bars"]}
     for r in results:
         if r.get("baseline") is not None and r.get("selected") is not None:

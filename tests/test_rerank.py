@@ -91,7 +91,7 @@ def reference_replay(spec, candidates, rewards, higher_is_better, prompt_order):
             aggregates.update({cid: float(x) for cid, x in zip(pool, a)})
             selections[pid] = (pool[best], float(a[best]))
     sel = [(pid, *selections.get(pid, (None, None))) for pid in prompt_order if pid in by_prompt]
-    return sel, [dict(t) for t in agg.trace], aggregates
+    return sel, [dict(t, arw_shard=0) for t in agg.trace], aggregates  # run scope: one state, 0
 
 
 def _messy_tables(rng: np.random.Generator, n_prompts: int, n_gen: int, n_per_gen: int, verifiers: Sequence[str]):

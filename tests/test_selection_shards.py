@@ -79,12 +79,16 @@ def test_shard_scope_replay_is_one_run_scope_replay_per_shard():
         for s in sub.selections:  # the same score: the shard's sigma, not the run's
             got = next(t for t in two.selections if t["prompt_id"] == s["prompt_id"])
             assert got["score"] == pytest.approx(s["score"], rel=1e-12)
-        strip = [{k: v for k, v in t.items() if k != "selection_id"} for t in sub.trace]
-        assert [{k: v for k, v in t.items() if k != "selection_id"} for t in two.trace
+        strip = [{k: v for k, v in t.items() if k not in ("selection_id", "arw_shard")} for t in sub.trace]
+        assert [{k: v for k, v in t.items() if k not in ("selection_id", "arw_shard")} for t in two.trace
                 if t["prompt_id"] in mine] == strip
+        # each row says which state wrote it: the shard of its prompt (run scope: the one state, 0)
+        assert {t["arw_shard"] for t in two.trace if t["prompt_id"] in mine} == {shard}
+        assert {t["arw_shard"] for t in sub.trace} == {0}
     # the trace is in event order over both shards, and the run-scope replay is really another one
     assert [t["event_seq"] for t in two.trace] == sorted(t["event_seq"] for t in two.trace)
     assert [s["score"] for s in run.selections] != pytest.approx([s["score"] for s in two.selections])
+    assert {t["arw_shard"] for t in run.trace} == {0}
     assert replay(SelectionSpec(**base, arw_shards=1), cands, rewards, hib, order).selections == run.selections
     with pytest.raises(ConfigError, match="needs every prompt in the prompt order"):
         replay(SelectionSpec(**base, arw_shards=2), cands, rewards, hib, order[:-1])
@@ -174,6 +178,28 @@ def test_evosearch_plans_from_its_shards_state_and_the_replay_reproduces_it(evo_
     # the stored selection is the shard-scope replay of every stored reward
     res = replay(spec, cands, rewards, hib, order)
     assert {s["prompt_id"]: s["candidate_id"] for s in sel} == {s["prompt_id"]: s["candidate_id"] for s in res.selections}
+
+
+def test_stored_trace_and_report_plot_keep_each_shards_arw_state_apart(evo_two):
+    """arw_trace.arw_shard names the state a row belongs to, so one state's sigma is one series in SQL and
+    in the report's plot (the two states' events interleave in event_seq: one line through both zigzags)."""
+    from avits_core.report.run import _plot_data
+    from avits_core.store.duck import query
+
+    ctx, out = evo_two
+    order = [p.prompt_id for p in ctx.prompts]
+    rows = query(ctx.store.path, "SELECT prompt_id, arw_shard, count(*) n FROM arw_trace WHERE selection_id = ? "
+                 "GROUP BY ALL ORDER BY prompt_id", params=[out["selection_id"]]).to_pylist()
+    assert [(r["prompt_id"], r["arw_shard"]) for r in rows] == sorted((p, i % 2) for i, p in enumerate(order))
+    # one state's fit over its own events: history_n grows by the state's own rewards only
+    one = query(ctx.store.path, "SELECT event_seq, history_n FROM arw_trace WHERE selection_id = ? AND arw_shard = 1 "
+                "AND verifier = 'av_sync' ORDER BY event_seq", params=[out["selection_id"]]).to_pylist()
+    assert [r["history_n"] for r in one] == sorted(r["history_n"] for r in one) and one
+    series = _plot_data(ctx, out["selection_id"], [])["arw_sigma.svg"]
+    assert sorted(series) == [f"{v} (ARW shard {k})" for v in ("av_sync", "synth_text") for k in (0, 1)]
+    assert [len(s["x"]) for s in series.values()] == [2 * ctx.n_generations] * 4  # 2 prompts x G events each
+    assert all(s["x"] == sorted(s["x"]) for s in series.values())
+    # (a run-scope selection keeps one series per verifier, named by the verifier: tests/test_report_plots.py)
 
 
 def test_two_processes_one_shard_each_equal_one_process(evo_two, tmp_path):

@@ -59,8 +59,11 @@ def _plot_data(ctx, selection_id: str, results: list[dict[str, Any]]) -> dict[st
     rew = con.sql(
         "SELECT candidate_id, verifier, value FROM rewards WHERE status='ok' ORDER BY verifier, candidate_id"
     ).to_arrow_table().to_pylist()
+    # one series per ARW state: a per-shard selection (arw_shards K > 1) fits K states, each its own
+    # sigma over the events of its prompts (interleaved in event_seq: one line through all would zigzag)
     trace = con.sql(
-        "SELECT event_seq, verifier, sigma FROM arw_trace WHERE selection_id = ? ORDER BY verifier, event_seq",
+        "SELECT event_seq, verifier, coalesce(arw_shard, 0) AS arw_shard, sigma FROM arw_trace "
+        "WHERE selection_id = ? ORDER BY verifier, arw_shard, event_seq",
         params=[selection_id],
     ).to_arrow_table().to_pylist()
     picked = {
@@ -79,10 +82,13 @@ def _plot_data(ctx, selection_id: str, results: list[dict[str, Any]]) -> dict[st
             for v in verifiers
         }
     if trace:
+        states = sorted({(r["verifier"], r["arw_shard"]) for r in trace})
+        several = len({k for _, k in states}) > 1
         data["arw_sigma.svg"] = {
-            v: {"x": [int(r["event_seq"]) for r in trace if r["verifier"] == v],
-                "y": [float(r["sigma"]) for r in trace if r["verifier"] == v]}
-            for v in sorted({r["verifier"] for r in trace})
+            (f"{v} (ARW shard {k})" if several else v): {
+                "x": [int(r["event_seq"]) for r in trace if r["verifier"] == v and r["arw_shard"] == k],
+                "y": [float(r["sigma"]) for r in trace if r["verifier"] == v and r["arw_shard"] == k]}
+            for v, k in states
         }
     rs = [r for r in results if r.get("baseline") is not None and r.get("selected") is not None]
     if rs:

@@ -22,7 +22,8 @@ Decisions where the brief was silent (documented here because this is the docume
 - Added columns: ``candidates.nfe_own``, ``candidates.batch_index``, ``candidates.wall_s``,
   ``candidates.kind``/``x0_step`` (intermediate-step scoring, issue 16), ``candidates.cuda_visible_devices``
   (sharded runs, issue 15),
-  ``rewards.higher_is_better``, ``arw_trace.run_id/weight/created_at``, ``selections.n_candidates``.
+  ``rewards.higher_is_better``, ``arw_trace.run_id/weight/created_at``, ``arw_trace.arw_shard`` (which
+  ARW state of a per-shard selection wrote the row), ``selections.n_candidates``.
   All added columns are nullable except ``arw_trace.run_id`` (filled automatically by the store).
 - ``metrics.prompt_id``/``candidate_id`` became nullable (a relaxation, not a retype) for set-level
   metrics, which describe a whole set of clips rather than one: null says "no single clip" in SQL
@@ -177,6 +178,10 @@ TABLES: dict[str, tuple[Column, ...]] = {
         _c("event_seq", pa.int64(), "The scoring event (rewards.event_seq) after which the fit was made."),
         _c("prompt_id", pa.string(), "Prompt of that event."),
         _c("generation", pa.int32(), "Generation of that event."),
+        _c("arw_shard", pa.int32(), "The aggregator state the row belongs to: 0 for a run-scope selection (one "
+           "state); with selections.spec arw_shards = K > 1 one state per shard of prompts, shard i % K for "
+           "the i-th prompt of the prompt order. Filter or group by it to follow one state's fit over "
+           "event_seq; null in parts written before the column existed.", null=True),
         _c("verifier", pa.string(), "Verifier whose parameters this row records."),
         _c("log_var", pa.float64(), "Fitted log-variance log(sigma^2) of the verifier's reward after the event."),
         _c("sigma", pa.float64(), "Fitted standard deviation sigma = exp(log_var / 2)."),
