@@ -407,4 +407,4 @@ def test_two_shards_on_two_workers_write_one_run_on_s3(tmp_path, gpu_pool):
             assert q.returncode == 0, q.stderr[-2000:]
             assert json.loads(q.stdout) == [{"d": "0", "n": 4}, {"d": "1", "n": 4}]  # 2 prompts x 2 candidates each
     finally:
-        sfs.set_storage_options(None)  # config_from_dict set this process's options: leave no dead endpoint behind
+        sfs.set_storage_options(None)  # config_from_dict registered its storage: leave no dead endpoint behind

@@ -152,10 +152,10 @@ def config_from_dict(data: dict[str, Any], *, base_dir: Path | None = None, sour
         cfg = RunConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_format_validation_error(exc, source)) from None
-    if cfg.storage:  # object-store options for every path of this process (avits_core.store.fs)
+    if cfg.storage:  # object-store options for this config's output_root and below (avits_core.store.fs)
         from avits_core.store.fs import set_storage_options
 
-        set_storage_options(cfg.storage)
+        set_storage_options(cfg.storage, root=cfg.output_root)
     for field, value in (("prompts.source", cfg.prompts.source), ("output_root", cfg.output_root)):
         if isinstance(value, str) and "\x00" in value:
             raise ConfigError(f"{source}: invalid config: {field}: contains a NUL character (got {value!r})")

@@ -9,8 +9,9 @@ pathlib API the store and the runner use (``/``, ``exists``, ``is_dir``, ``glob`
   two. Object-store credentials and the endpoint come from the standard environment
   (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``, ``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``) or
   from :func:`set_storage_options` (config ``storage: {endpoint_url, key, secret, ...}``: s3fs
-  keyword arguments). Listings are never cached (``use_listings_cache=False``): another process or
-  machine may have added a part file since the last listing.
+  keyword arguments, for that config's ``output_root`` and what lies under it). Listings are never
+  cached (``use_listings_cache=False``): another process or machine may have added a part file since
+  the last listing.
 - :func:`put_bytes` writes a whole file: locally under a hidden temp name, fsync, ``os.replace``;
   on an object store as ONE PUT of the whole object (atomic: readers see the old object or the new
   one, never a prefix). So a part file appears complete or not at all on both.
@@ -43,26 +44,54 @@ _LOCAL_PROTOCOLS = ("", "file", "local")
 #: Object-store schemes recognised in a path whose '//' was collapsed to '/' by pathlib (a CLI
 #: argument typed as Path turns ``s3://b/k`` into ``s3:/b/k``): :func:`as_path` restores them.
 _REMOTE_SCHEMES = ("s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "memory")
-_options: dict[str, Any] = {}
+#: extra fsspec options by location: "" for every object-store location, else a root URL
+#: (``scheme://bucket/prefix``, no trailing "/") for that location and everything under it
+_options: dict[str, dict[str, Any]] = {}
 
 
 class PreconditionFailed(Exception):
     """A conditional write found the object already there."""
 
 
-def set_storage_options(options: Mapping[str, Any] | None) -> None:
-    """Extra fsspec keyword arguments for object-store locations created from now on (config ``storage``)."""
-    _options.clear()
-    _options.update(dict(options or {}))
+def _root_key(root: Any) -> str:
+    s = str(root)
+    s = _collapsed(s) or s
+    if "://" in s:
+        scheme, rest = s.split("://", 1)
+        s = f"{scheme.lower()}://{rest}"
+    return s.rstrip("/")
 
 
-def storage_options() -> dict[str, Any]:
-    """The fsspec keyword arguments :func:`as_path` uses for an object-store URL."""
-    opts = {"use_listings_cache": False}
+def set_storage_options(options: Mapping[str, Any] | None, root: Any = None) -> None:
+    """Extra fsspec keyword arguments for the object-store locations :func:`as_path` makes from now on.
+
+    ``root`` (a config's ``output_root``): only for that location and what lies under it, so configs
+    for different stores (a benchmark's runs, a test process) each keep their own endpoint and
+    credentials; empty ``options`` remove that root's entry. Without ``root``: for every object-store
+    location that no root entry covers; ``set_storage_options(None)`` forgets every entry."""
+    if root is None and not options:
+        _options.clear()
+        return
+    key = "" if root is None else _root_key(root)
+    if options:
+        _options[key] = dict(options)
+    else:
+        _options.pop(key, None)
+
+
+def storage_options(url: Any = None) -> dict[str, Any]:
+    """The fsspec keyword arguments :func:`as_path` uses for the object-store URL ``url``: no listings
+    cache, ``AWS_ENDPOINT_URL`` when set, then the entry of :func:`set_storage_options` for the longest
+    root that ``url`` lies under (else the entry for every location, if any)."""
+    opts: dict[str, Any] = {"use_listings_cache": False}
     ep = os.environ.get("AWS_ENDPOINT_URL")
     if ep:
         opts["endpoint_url"] = ep
-    opts.update(_options)
+    u = _root_key(url) if url is not None else None
+    best = max((k for k in _options if k == "" or (u is not None and (u == k or u.startswith(k + "/")))),
+               key=len, default=None)
+    if best is not None:
+        opts.update(_options[best])
     return opts
 
 
@@ -82,7 +111,7 @@ def as_path(p: str | os.PathLike[str] | Any) -> AnyPath:
         from upath import UPath
 
         s = _collapsed(str(p)) or str(p).rstrip("/")
-        return UPath(s, **storage_options())
+        return UPath(s, **storage_options(s))
     return Path(os.fspath(p)).expanduser()
 
 
