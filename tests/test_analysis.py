@@ -149,8 +149,20 @@ def test_bon_at_k_picks_only_among_the_first_k(tmp_path):
         analysis.bon_at_k(data, spec, ks=[0])
     wide = analysis.budget_wide(rows)
     assert [w["k"] for w in wide] == [1, 2, 3, 4, 9] and wide[1]["av_align"] == pytest.approx(0.2)
-    png = plot_bon_at_k(rows, tmp_path / "b.png")
-    assert png.stat().st_size > 1000
+    import xml.etree.ElementTree as ET
+
+    (tmp_path / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n")  # an older avits's plot of the same name
+    svg_path = plot_bon_at_k(rows, tmp_path / "b.svg", title="t")
+    assert not (tmp_path / "b.png").exists()
+    root = ET.parse(svg_path).getroot()
+    ns = "{http://www.w3.org/2000/svg}"
+    metrics = list(wide[0])[2:]
+    # one line per metric against k and one against NFE per prompt, a dot per k
+    assert len(list(root.iter(f"{ns}polyline"))) == 2 * len(metrics)
+    assert len(list(root.iter(f"{ns}circle"))) == 2 * len(metrics) * 5
+    line = list(root.iter(f"{ns}polyline"))[metrics.index("av_align")]  # against k: rises to k = 4, flat to 9
+    ys = [float(p.split(",")[1]) for p in line.get("points").split()]
+    assert ys[0] > ys[1] > ys[2] > ys[3] and ys[3] == pytest.approx(ys[4])  # SVG y grows downwards
 
 
 # --------------------------------------------------------------------------- ablations

@@ -4,6 +4,7 @@ cycle between the computing modules and the writers."""
 from __future__ import annotations
 
 import ast
+import json
 import os
 import threading
 from pathlib import Path
@@ -120,3 +121,36 @@ def test_comparison_markdown_known_answer():
     assert comparison_markdown(rows).splitlines() == [
         "| metric | baseline | bon | evo |", "|---|---|---|---|", "| NFE / prompt | – | 160 | 185 |",
         "| m ↓ (held out) | 2 | 1.235 | – |"]
+
+
+def test_comparison_plot_is_an_svg_with_one_bar_per_value(tmp_path):
+    """comparison.svg (no matplotlib): one panel per held-out metric, the baseline and each config's selected
+    mean as bars from 0 (lengths in proportion to the values), none for a missing value; the PNG an older
+    avits wrote is removed."""
+    import subprocess
+    import sys
+    import xml.etree.ElementTree as ET
+
+    rows = [dict(label="bon", metric="m", held_out=True, higher_is_better=False, baseline=2.0, selected=1.5,
+                 nfe_per_prompt=160.0),
+            dict(label="evo", metric="m", held_out=True, higher_is_better=False, baseline=2.0, selected=None,
+                 nfe_per_prompt=185.4),
+            dict(label="bon", metric="guided", held_out=False, higher_is_better=True, baseline=0.1, selected=0.2,
+                 nfe_per_prompt=160.0)]
+    (tmp_path / "comparison.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    code = ("import sys, json\nfrom avits_core.report.benchmark import write_comparison\n"
+            f"p = write_comparison(json.loads({json.dumps(json.dumps(rows))}), {str(tmp_path)!r})\n"
+            "print(p['plot'], 'matplotlib' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
+                         env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    path, mpl = out.stdout.split()
+    assert path == str(tmp_path / "comparison.svg") and mpl == "False" and not (tmp_path / "comparison.png").exists()
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.parse(path).getroot()
+    bars = [r for r in root.iter(f"{ns}rect") if r.get("fill") not in ("white", "none")]
+    assert len(bars) == 2  # the held-out metric only: baseline 2.0 and bon's 1.5; evo has no value
+    h = sorted(float(r.get("height")) for r in bars)
+    assert h[0] / h[1] == pytest.approx(1.5 / 2.0, rel=1e-2)
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert "m (↓)" in texts and "bon (160 NFE)" in texts and "evo (185 NFE)" in texts and "guided" not in texts

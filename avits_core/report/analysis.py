@@ -2,7 +2,7 @@
 all under ``<run>/analysis/``:
 
 - budget:      ``budget-<spec>.parquet`` (BoN@k rows with ``spec_id``), ``budget-<spec>.md`` (the wide
-               table: one row per k), ``budget-<spec>.png`` (curves against k and NFE per prompt)
+               table: one row per k), ``budget-<spec>.svg`` (curves against k and NFE per prompt)
 - ablation:    ``ablation.parquet`` (one row per subset x aggregator x metric), ``ablation.md`` (summary)
 - diagnostics: ``diagnostics-<selection>.json`` (one spec), or ``diagnostics.parquet`` + ``diagnostics.md``
                (one summary row per stored selection)
@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from avits_core.errors import ConfigError
-from avits_core.report.format import atomic_save_figure, atomic_write_text, markdown_table, write_rows
+from avits_core.report.format import atomic_write_text, markdown_table, write_rows
 from avits_core.store.fs import as_path
 
 log = logging.getLogger(__name__)
@@ -35,43 +35,40 @@ class Written:
     paths: list[Path] = field(default_factory=list)
 
 
-def plot_bon_at_k(rows: Sequence[Mapping[str, Any]], path: Path, title: str | None = None) -> Path:
-    """BoN@k curves (PNG): one column per metric (held-out first), value against k (top row) and
-    against NFE per prompt (bottom row); lower-is-better metrics are marked with a down arrow."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+def bon_at_k_svg(rows: Sequence[Mapping[str, Any]], title: str | None = None) -> str:
+    """BoN@k curves as SVG text (:func:`avits_core.report.svg.line_grid`): one column per metric (held-out
+    first), the mean over prompts of the selected candidate against k (top row) and against NFE per prompt
+    (bottom row); lower-is-better metrics are marked with a down arrow, guided verifiers with [guided]."""
     from avits_core.analysis import budget_wide
+    from avits_core.report import svg
 
     metrics = list(budget_wide(rows)[0].keys())[2:] if rows else []
     if not metrics:
         raise ConfigError("no BoN@k rows to plot")
-    fig, axes = plt.subplots(2, len(metrics), figsize=(2.6 * len(metrics), 5.0), squeeze=False)
-    for col, m in enumerate(metrics):
+    top, bottom = [], []
+    for m in metrics:
         rs = sorted((r for r in rows if r["metric"] == m), key=lambda r: r["k"])
-        ys = [r["value"] for r in rs]
-        color = "#c53" if rs[0]["held_out"] else "#35a"
+        ys = [r["value"] if r["value"] is not None else float("nan") for r in rs]
+        color = svg.SELECTED_COLOR if rs[0]["held_out"] else "#35a"
         name = m + ("" if rs[0]["higher_is_better"] else " (↓)") + (" [guided]" if rs[0]["guided"] else "")
-        for row, (xs, label) in enumerate((([r["k"] for r in rs], "k (candidates per prompt)"),
-                                           ([r["nfe_per_prompt"] for r in rs], "NFE per prompt"))):
-            ax = axes[row][col]
-            ax.plot(xs, ys, marker="o", ms=3, color=color)
-            ax.set_xlabel(label, fontsize=7)
-            ax.tick_params(labelsize=7)
-            if row == 0:
-                ax.set_title(name, fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    atomic_save_figure(fig, path)
-    plt.close(fig)
-    return path
+        top.append({"title": name, "x": [r["k"] for r in rs], "y": ys, "xlabel": "k (candidates per prompt)",
+                    "color": color})
+        bottom.append({"x": [r["nfe_per_prompt"] for r in rs], "y": ys, "xlabel": "NFE per prompt", "color": color})
+    return svg.line_grid([top, bottom], title=title or "")
+
+
+def plot_bon_at_k(rows: Sequence[Mapping[str, Any]], path: Path, title: str | None = None) -> Path:
+    """:func:`bon_at_k_svg` written (atomically) to ``path``; a PNG of the same name that an older avits
+    wrote beside it is removed."""
+    from avits_core.store.fs import remove
+
+    out = atomic_write_text(path, bon_at_k_svg(rows, title))
+    remove(path.with_suffix(".png"))  # Path or UPath
+    return out
 
 
 def write_budget_report(run_path: str | Path, spec: Any, rows: Sequence[Mapping[str, Any]]) -> Written:
-    """BoN@k rows of ``spec`` (from :func:`avits_core.analysis.bon_at_k`) -> Parquet, Markdown, PNG."""
+    """BoN@k rows of ``spec`` (from :func:`avits_core.analysis.bon_at_k`) -> Parquet, Markdown, SVG."""
     from avits_core.analysis import budget_wide
 
     out = as_path(run_path) / "analysis"
@@ -79,10 +76,10 @@ def write_budget_report(run_path: str | Path, spec: Any, rows: Sequence[Mapping[
     pq_path = write_rows([dict(spec_id=spec.selection_id, **r) for r in rows], out / f"{stem}.parquet")
     wide = budget_wide(rows)
     title = f"BoN@k: {spec.aggregator} over {'+'.join(spec.verifiers)} (spec {spec.selection_id})"
-    png = plot_bon_at_k(rows, out / f"{stem}.png", title=title)
+    plot = plot_bon_at_k(rows, out / f"{stem}.svg", title=title)
     md = atomic_write_text(out / f"{stem}.md", f"# {title}\n\nMean over prompts of the selected candidate; k = candidates "
                            f"per prompt (the first k).\n\n{markdown_table(wide)}\n")
-    return Written(title, wide, [pq_path, md, png])
+    return Written(title, wide, [pq_path, md, plot])
 
 
 def write_ablation_report(run_path: str | Path, data: Any, verifiers: Sequence[str],

@@ -15,7 +15,7 @@ Decisions:
 from __future__ import annotations
 
 import os
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import numpy as np
@@ -72,15 +72,6 @@ def atomic_write_parquet(path: str | os.PathLike[str], table: Any) -> Path:
     buf = pa.BufferOutputStream()
     pq.write_table(table, buf)
     return atomic_write_bytes(path, buf.getvalue().to_pybytes())
-
-
-def atomic_save_figure(fig: Any, path: str | os.PathLike[str], dpi: int = 110) -> Path:
-    """``fig.savefig`` (format from the suffix, default PNG) through a temporary file and a rename."""
-    import io
-
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format=PurePosixPath(str(path)).suffix.lstrip(".") or "png")
-    return atomic_write_bytes(path, buf.getvalue())
 
 
 def write_rows(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike[str]) -> Path:

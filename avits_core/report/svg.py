@@ -1,12 +1,16 @@
-"""The run report's plots as SVG text, drawn without matplotlib (issue 17: importing and drawing three
-matplotlib figures was ~1.7 CPU-s of every run; these take a few milliseconds).
+"""The plots of the run report, the budget analysis and the benchmark comparison as SVG text, drawn
+without matplotlib (issue 17: importing and drawing three matplotlib figures was ~1.7 CPU-s of every
+run; these take a few milliseconds).
 
-Three kinds, each a function from plain numbers to one ``<svg>`` document:
+Five kinds, each a function from plain numbers to one ``<svg>`` document:
 
   :func:`histograms`  one panel per name: a histogram of ``all`` values (20 equal bins over their range)
                       with the ``selected`` values' histogram over the same bins on top
   :func:`lines`       one line with dots per name, y on a log scale when every y is > 0
   :func:`bar_pairs`   one panel per metric: two bars, baseline and selected
+  :func:`line_grid`   a grid of panels (rows x columns), each one line with dots on a linear y
+                      (the budget analysis: a metric against k and against NFE per prompt)
+  :func:`bar_groups`  one panel per metric: one labelled bar per entry (the benchmark comparison)
 
 Non-finite values are left out of a plot (they cannot be placed on an axis). Tick positions follow the
 1-2-2.5-5 x 10^k rule (decades, with 2 and 5 between them when the span is short, on a log axis).
@@ -217,3 +221,61 @@ def bar_pairs(bars: Sequence[dict]) -> str:
         body += ax.frame(xticks=[0, 1], xtick_labels=["base", "sel"], title=str(b["title"]))
     n = max(1, len(bars))
     return _doc(n * (w + LEFT + 12) + 10, TOP + PANEL_H + BOTTOM, body)
+
+
+def line_grid(panels: Sequence[Sequence[dict]], title: str = "") -> str:
+    """A grid of panels, ``panels[row][col]`` each ``{"title", "x", "y", "xlabel", "color"}``: one line with
+    dots per panel on a linear y (points with a non-finite x or y left out); ``title`` above the grid."""
+    body: list[str] = []
+    top = TOP + (18.0 if title else 0.0)
+    n_rows, n_cols = len(panels), max((len(r) for r in panels), default=1)
+    cell_w, cell_h = PANEL_W + LEFT + GAP, PANEL_H + BOTTOM + GAP
+    for i, row in enumerate(panels):
+        for j, p in enumerate(row):
+            xy = np.asarray([(x, y) for x, y in zip(p.get("x", ()), p.get("y", ()))], dtype=float).reshape(-1, 2)
+            xy = xy[np.isfinite(xy).all(axis=1)]
+            xs, ys = (xy[:, 0], xy[:, 1]) if xy.size else (np.zeros(1), np.zeros(1))
+            pad = 0.05 * float(ys.max() - ys.min()) or 0.5
+            ax = _Axes(LEFT + j * cell_w, top + i * cell_h, PANEL_W, PANEL_H, (float(xs.min()), float(xs.max())),
+                       (float(ys.min()) - pad, float(ys.max()) + pad))
+            color = p.get("color", LINE_COLORS[0])
+            pixels = [(ax.px(x), ax.py(y)) for x, y in xy]
+            if len(pixels) > 1:
+                coords = " ".join(f"{px:.1f},{py:.1f}" for px, py in pixels)
+                body.append(f"<polyline points='{coords}' fill='none' stroke='{color}' stroke-width='1.2'/>")
+            body += [f"<circle cx='{px:.1f}' cy='{py:.1f}' r='2' fill='{color}'/>" for px, py in pixels]
+            body += ax.frame(title=str(p.get("title", "")), xlabel=str(p.get("xlabel", "")))
+    width = n_cols * cell_w - GAP + 10
+    if title:
+        body.append(_text(width / 2, 14, title, 10))
+    return _doc(width, top + n_rows * cell_h - GAP, body)
+
+
+def bar_groups(panels: Sequence[dict]) -> str:
+    """One panel per entry ``{"title", "labels", "values", "colors"}``: one bar per label, from 0 (so their
+    lengths compare), labels under the bars; a non-finite value draws no bar."""
+    body: list[str] = []
+    bottom = BOTTOM + 36.0  # room for the labels, slanted
+    x = LEFT
+    for p in panels:
+        vals = [float(v) if v is not None else float("nan") for v in p["values"]]
+        n = max(1, len(vals))
+        w = max(80.0, 34.0 * n)
+        fin = [v for v in vals if math.isfinite(v)]
+        lo, hi = min([0.0, *fin]), max([0.0, *fin])
+        pad = 0.05 * (hi - lo) or 0.5
+        ax = _Axes(x, TOP, w, PANEL_H, (-0.6, n - 0.4), (lo - (pad if lo < 0 else 0), hi + pad))
+        zero = ax.py(0.0)
+        colors = list(p.get("colors") or [LINE_COLORS[k % len(LINE_COLORS)] for k in range(n)])
+        for j, v in enumerate(vals):
+            if math.isfinite(v):
+                top_, bot = sorted((ax.py(v), zero))
+                body.append(f"<rect x='{ax.px(j - 0.35):.1f}' y='{top_:.1f}' width='{ax.px(0.35) - ax.px(-0.35):.1f}' "
+                            f"height='{bot - top_:.1f}' fill='{colors[j % len(colors)]}'/>")
+        body += ax.frame(xticks=[], title=str(p["title"]))
+        base = ax.y + ax.h
+        for j, label in enumerate(p["labels"]):
+            px = ax.px(j)
+            body.append(_text(px, base + 10, str(label), 7, "end", extra=f" transform='rotate(-35 {px:.1f} {base + 10:.1f})'"))
+        x += w + LEFT + 12
+    return _doc(x, TOP + PANEL_H + bottom, body)
