@@ -71,7 +71,7 @@ def test_cli_checks_each_config_once_and_hands_the_plan_to_the_flow(tmp_path, mo
         got["args"], got["kwargs"] = args, kwargs
         md = tmp_path / "cmp.md"
         md.write_text("| comparison |\n")
-        return {"paths": {"markdown": str(md), "parquet": "x.parquet", "plot": "x.png"}}
+        return {"paths": {"markdown": str(md), "parquet": "x.parquet", "plot": "x.svg"}}
 
     monkeypatch.setattr(preflight, "check_run", counting_check)
     monkeypatch.setattr(flows.benchmark, "benchmark", fake_flow)

@@ -334,7 +334,7 @@ def test_cli_budget_ablate_diagnose_sql(tmp_path):
 
     res = cli.invoke(app, ["budget", run])
     assert res.exit_code == 0, res.output
-    for ext in ("parquet", "md", "png"):
+    for ext in ("parquet", "md", "svg"):
         assert (out / f"budget-{spec_id}.{ext}").exists()
     t = pq.read_table(out / f"budget-{spec_id}.parquet").to_pylist()
     assert sorted({r["k"] for r in t}) == [1, 2, 3, 4] and {r["spec_id"] for r in t} == {spec_id}
