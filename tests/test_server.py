@@ -99,3 +99,25 @@ def test_user_api_url_wins_and_timeout_default(monkeypatch):
     monkeypatch.setenv(server.STARTUP_TIMEOUT_ENV, "45")
     server.configure_env()
     assert server.startup_timeout() == 45.0  # the user's value is kept
+
+
+def test_private_server_runs_without_the_housekeeping_services(tmp_path, monkeypatch):
+    """A private server (no workers, dies with the command) does not run the deployment / work-pool
+    housekeeping services (they belong to the user's own server, and would act on the deployments of a
+    database it shares); it keeps the event persister, the task run recorder and triggers. A user's own
+    setting wins. Read from the server's own settings endpoint."""
+    import urllib.request
+
+    monkeypatch.setenv("PREFECT_SERVER_SERVICES_FOREMAN_ENABLED", "true")  # the user's choice
+    srv = server.start_child_server(env={"PREFECT_HOME": str(tmp_path / "prefect")})
+    try:
+        with urllib.request.urlopen(f"{srv.api_url}/admin/settings", timeout=30) as resp:
+            services = json.load(resp)["server"]["services"]
+    finally:
+        srv.stop()
+    enabled = {name: bool(v["enabled"]) for name, v in services.items() if isinstance(v, dict) and "enabled" in v
+               and isinstance(v["enabled"], bool)}
+    off = {n.lower() for n in server.PRIVATE_SERVER_SERVICES_OFF} - {"foreman"}
+    assert off and all(enabled[n] is False for n in off), enabled
+    assert enabled["foreman"] is True
+    assert enabled["event_persister"] and enabled["task_run_recorder"] and enabled["triggers"]
