@@ -9,7 +9,6 @@ This module computes the rows and parses benchmark files; writing them (Parquet,
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, Sequence
@@ -48,10 +47,14 @@ def matched_n(run_path: str | Path) -> int:
 
 
 def comparison_rows(outs: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    from avits_core.checks.inputs import read_run_json
+
     rows = []
     for o in outs:
         comp = run_compute(o["run_path"])
-        info = json.loads((Path(o["run_path"]) / "run.json").read_text())
+        info = read_run_json(o["run_path"])  # a local folder or an object store (a Path would only be local)
+        if info is None:
+            raise ConfigError(f"{o['run_path']}: no run.json (label {o['label']!r})")
         for r in o["results"]:
             rows.append(
                 dict(

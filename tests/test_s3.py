@@ -169,6 +169,22 @@ def test_demo_on_s3_equals_local_run_and_cli_works(bucket, tmp_path, prefect_har
     assert (run / "report" / "report.md").exists() and (run / "report" / "index.html").exists()
     assert not (run / "owner.lock").exists()
 
+    # the benchmark flow's tail on S3: comparison rows (run.json and the tables read from the bucket) and
+    # the comparison written under <output_root>/benchmarks/<name> as flows/benchmark.py does (it read
+    # run.json through a local Path and failed after all the generation)
+    from pathlib import Path
+
+    from avits_core.benchmark import comparison_rows
+    from avits_core.report.benchmark import write_comparison
+
+    rows = {w: comparison_rows([{"label": w, **o}]) for w, o in outs.items()}
+    strip = lambda rs: [{k: v for k, v in r.items() if k not in ("label", "run_id")} for r in rs]
+    assert rows["s3"] and strip(rows["s3"]) == strip(rows["local"])
+    paths = write_comparison(rows["local"] + rows["s3"], Path(f"s3://{bucket}/runs") / "benchmarks" / "t")
+    for name in ("comparison.parquet", "comparison.md", "comparison.svg"):
+        assert sfs.as_path(f"s3://{bucket}/runs/benchmarks/t/{name}").exists(), (name, paths)
+    assert not Path("s3:").exists()  # nothing written to a local folder named after the scheme
+
     # avits sql on the S3 run (DuckDB through fsspec) and across the runs root
     r = _avits(["sql", s3_run, "-c", "SELECT count(*) AS n FROM rewards WHERE status = 'ok'", "--format", "json"], timeout=300)
     assert r.returncode == 0, r.stderr[-2000:]
