@@ -390,7 +390,9 @@ def benchmark(
         return benchmark_flow(plan=plan)  # the validated configs, not a path for the flow to parse again
 
     out = _run_flow(call, quiet=False, verbose=verbose, folder=None)
-    typer.echo(Path(out["paths"]["markdown"]).read_text())
+    from avits_core.store.fs import as_path
+
+    typer.echo(as_path(out["paths"]["markdown"]).read_text())  # a local folder or an object store
     typer.echo(f"written: {out['paths']['parquet']}, {out['paths']['markdown']}, {out['paths']['plot']}")
 
 

@@ -127,3 +127,25 @@ def test_flow_runs_each_plan_entry_with_its_validated_config(tmp_path, monkeypat
     assert eq.search.n == 5 and eq.model_dump(exclude={"search"}) == plan.entries[1].config.model_dump(exclude={"search"})
     assert out["rows"] == ["evo", "eq"] and out["name"] == "tb"
     assert out["paths"]["markdown"] == str(tmp_path / "runs" / "benchmarks" / "tb" / "c.md")
+
+
+def test_cli_prints_a_comparison_written_to_an_object_store(tmp_path, monkeypatch):
+    """`avits benchmark` prints the comparison table from where the flow wrote it: with an object-store
+    output_root that is an s3:// object (it was read as a local Path, after the whole benchmark had run).
+    fsspec's in-memory filesystem stands in for the store."""
+    import fsspec
+
+    import flows.benchmark
+    from avits import cli
+
+    pytest.importorskip("upath")
+    p = _bench(tmp_path, [{"path": "tiny.yaml", "label": "a"}])
+    url = "memory://avits-bench/benchmarks/b/comparison.md"
+    with fsspec.open(url, "w") as f:
+        f.write("| comparison on the store |\n")
+    monkeypatch.setattr(flows.benchmark, "benchmark",
+                        lambda **kw: {"paths": {"markdown": url, "parquet": "p", "plot": "s"}})
+    monkeypatch.setattr(cli, "_run_flow", lambda call, **kw: call())
+    res = CliRunner().invoke(cli.app, ["benchmark", str(p)])
+    assert res.exit_code == 0, res.output
+    assert "| comparison on the store |" in res.output
