@@ -18,6 +18,13 @@ and loaded models / generator and verifier instances (:mod:`avits_core.loading`)
 - *Counters* per group (``group(key)``, default one group ``""``): ``hits``, ``computed`` (misses that
   ran ``compute``), ``waited`` (found the key in flight), ``failed``, ``evicted``.
 
+- *Deferring* (caches made with ``deferrable=True``: the shared verifier features): inside a
+  :func:`deferring` block, asking for a key that *another* thread is computing raises :class:`InFlight`
+  at once instead of waiting, so the caller can do other work first (a verifier scores its next clip
+  and comes back to this one: two verifiers that share a feature then compute it for different clips
+  instead of one waiting for the other). ``compute`` itself never defers (it waits for the keys it
+  needs), so no flight fails because of it. A deferred request counts as nothing.
+
 Subclasses may override :meth:`SingleFlightCache._compute` (run the computation: e.g. limit numeric
 threads, freeze the result's arrays) and :meth:`SingleFlightCache.sizeof`.
 """
@@ -32,6 +39,32 @@ K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
 
 COUNTERS = ("hits", "computed", "waited", "failed", "evicted")
+
+_defer = threading.local()
+
+
+class InFlight(BaseException):
+    """Raised inside :func:`deferring` by a deferrable cache when another thread is computing the key.
+
+    A BaseException (like GeneratorExit): code between the caller of :func:`deferring` and the cache
+    (a verifier's ``except Exception`` around its features) must not mistake it for a failure."""
+
+    def __init__(self, key: Any) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+class deferring:
+    """``with deferring():`` deferrable caches raise :class:`InFlight` for keys another thread is
+    computing, instead of waiting for them (module docstring). Nests; thread-local."""
+
+    def __enter__(self) -> "deferring":
+        self._before = getattr(_defer, "on", False)
+        _defer.on = True
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        _defer.on = self._before
 
 
 class _Flight:
@@ -49,7 +82,7 @@ class SingleFlightCache(Generic[K, V]):
 
     def __init__(self, *, max_entries: int | None = None, max_bytes: int | None = None,
                  sizeof: Callable[[Any], int] | None = None,
-                 group: Callable[[Any], str] | None = None) -> None:
+                 group: Callable[[Any], str] | None = None, deferrable: bool = False) -> None:
         if max_entries is not None and max_entries < 0:
             raise ValueError(f"max_entries must be >= 0 or None, got {max_entries!r}")
         if max_bytes is not None and max_bytes < 0:
@@ -58,6 +91,7 @@ class SingleFlightCache(Generic[K, V]):
         self.max_bytes = max_bytes
         self._sizeof = sizeof
         self._group = group
+        self.deferrable = deferrable
         self._data: OrderedDict[Any, tuple[Any, int]] = OrderedDict()  # key -> (value, size)
         self._inflight: dict[Any, _Flight] = {}
         self._bytes = 0
@@ -97,6 +131,8 @@ class SingleFlightCache(Generic[K, V]):
             elif flight.owner == threading.get_ident():
                 raise RuntimeError(f"cache key {key!r} was asked for while it is being computed by the same "
                                    f"thread (a computation that needs its own result)")
+            elif self.deferrable and getattr(_defer, "on", False):
+                raise InFlight(key)
             else:
                 self._count(key, "waited")
         if not owner:
@@ -104,16 +140,20 @@ class SingleFlightCache(Generic[K, V]):
             if flight.error is not None:
                 raise flight.error
             return flight.value
+        defer_before = getattr(_defer, "on", False)
+        _defer.on = False  # a computation waits for the keys it needs (never fails with InFlight)
         try:
             value = self._compute(key, compute)
             size = self.sizeof(value)
         except BaseException as exc:
+            _defer.on = defer_before
             with self._lock:
                 self._inflight.pop(key, None)
                 self._count(key, "failed")
             flight.error = exc
             flight.done.set()
             raise
+        _defer.on = defer_before
         with self._lock:
             self._inflight.pop(key, None)
             self._store(key, value, size)

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from avits_core import clipcache, loading
-from avits_core.cache import SingleFlightCache
+from avits_core.cache import InFlight, SingleFlightCache, deferring
 from avits_core.verifiers import features
 
 
@@ -129,3 +129,55 @@ def test_put_replaces_and_respects_the_bound():
     assert cache.keys() == ["b"] and cache.nbytes == 5
     cache.put("c", b"1234567")  # larger than the bound: not kept
     assert "c" not in cache and cache.keys() == ["b"]
+
+
+def test_deferring_raises_for_a_key_another_thread_computes_and_a_computation_never_defers():
+    """Inside ``deferring()`` a deferrable cache raises InFlight (a BaseException: a verifier's ``except
+    Exception`` cannot swallow it) for a key in flight in another thread, instead of waiting; outside it,
+    or in a cache that is not deferrable, the caller waits. A computation run inside ``deferring()``
+    waits for the keys it needs, so its own flight never fails with InFlight."""
+    cache: SingleFlightCache = SingleFlightCache(deferrable=True)
+    plain: SingleFlightCache = SingleFlightCache()
+    started, release = threading.Event(), threading.Event()
+
+    def slow():
+        started.set()
+        assert release.wait(10)
+        return "v"
+
+    assert not issubclass(InFlight, Exception)
+    with ThreadPoolExecutor(3) as ex:
+        first = ex.submit(cache.get_or_compute, "k", slow)
+        assert started.wait(10)
+        with deferring():
+            with pytest.raises(InFlight) as info:
+                cache.get_or_compute("k", slow)
+            assert info.value.key == "k"
+            assert cache.get_or_compute("other", lambda: 1) == 1  # a key nobody computes: computed here
+            # a computation inside deferring() that needs "k" waits for it (released below)
+            nested = ex.submit(lambda: _in_deferring(lambda: cache.get_or_compute("outer", lambda: cache.get_or_compute("k", slow) + "!")))
+            time.sleep(0.2)
+            assert not nested.done()
+        release.set()
+        assert first.result(10) == "v" and nested.result(10) == "v!"
+    assert cache.stats()[""]["failed"] == 0 and cache.stats()[""]["waited"] == 1  # the nested one
+    # not deferrable: deferring() changes nothing
+    started.clear(), release.clear()
+    with ThreadPoolExecutor(2) as ex:
+        first = ex.submit(plain.get_or_compute, "k", slow)
+        assert started.wait(10)
+        second = ex.submit(lambda: _in_deferring(lambda: plain.get_or_compute("k", slow)))
+        time.sleep(0.1)
+        release.set()
+        assert first.result(10) == second.result(10) == "v"
+
+
+def _in_deferring(fn):
+    with deferring():
+        return fn()
+
+
+def test_the_feature_cache_defers_and_the_others_wait():
+    assert features.FEATURES.deferrable
+    assert not clipcache.clip_cache()._cache.deferrable
+    assert not loading._CACHE.deferrable

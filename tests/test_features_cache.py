@@ -79,6 +79,38 @@ def test_av_align_and_av_sync_in_parallel_threads_compute_each_feature_once_per_
     assert st["motion"]["hits"] + st["motion"]["waited"] == 6
 
 
+def test_parallel_verifiers_sharing_a_feature_work_on_different_clips_instead_of_waiting(monkeypatch):
+    """Two verifiers that share the flow and onset features, scoring the same 12 clips in two threads:
+    a clip whose feature the other thread is computing is put off to the end of the loop
+    (Verifier.score_clips + cache.deferring), so neither waits in step behind the other (the old loop
+    waited on most clips); still one computation per clip and feature, the same values as alone."""
+    clips = _clips(12)
+    prompts = [None] * len(clips)
+    ref = {}
+    for v in (AVAlign(), AVSync()):
+        F.FEATURES.clear()
+        ref[v.name] = v.score(clips, prompts).values
+    F.FEATURES.clear()
+    who = []
+    real = F._motion_energy
+    monkeypatch.setattr(F, "_motion_energy", lambda *a, **k: who.append(threading.current_thread().name) or real(*a, **k))
+    start = threading.Barrier(2)
+
+    def run(v):
+        threading.current_thread().name = v.name
+        start.wait()
+        return v.score(clips, prompts).values
+
+    with ThreadPoolExecutor(2) as ex:
+        got = dict(zip(("av_align", "av_sync"), ex.map(run, (AVAlign(), AVSync()))))
+    for name in ref:
+        np.testing.assert_array_equal(got[name], ref[name])
+    st = F.FEATURES.stats()
+    assert st["motion"]["computed"] == 12 and st["onset"]["computed"] == 12 and len(who) == 12
+    assert sum(k["waited"] for k in st.values()) <= 3, st  # at most what is in flight at the end (old: ~27)
+    assert set(who) == {"av_align", "av_sync"}  # both threads computed flow: the work was shared
+
+
 def test_single_flight_waits_for_the_computation_in_progress_and_shares_failures():
     cache = F.FeatureCache(maxsize=4)
     calls = []

@@ -92,6 +92,23 @@ class ScoreResult:
         return np.array([e is None for e in self.errors], dtype=bool)
 
 
+
+def each_deferring(n: int, call: Any) -> None:
+    """``call(i)`` for i in 0..n-1, putting off to the end every i whose shared feature another thread is
+    computing right now (:class:`avits_core.cache.deferring`), then calling those (waiting if still needed).
+    ``call`` must be safe to start again: what it computed before the deferral is cached."""
+    from avits_core.cache import InFlight, deferring
+
+    later = []
+    with deferring():
+        for i in range(n):
+            try:
+                call(i)
+            except InFlight:
+                later.append(i)
+    for i in later:  # the other thread has most likely stored them by now
+        call(i)
+
 class Verifier(ABC):
     name: ClassVar[str] = ""
     version: ClassVar[str] = "1"
@@ -147,8 +164,20 @@ class Verifier(ABC):
         """Reward of one clip. Raise on failure; never return a placeholder."""
 
     def score_clips(self, clips: Sequence[AVClip], prompts: Sequence[Prompt]) -> list[float]:
-        """Batched scoring; the default loops over ``score_clip``. Raising here triggers a per-clip retry."""
-        return [self.score_clip(c, p) for c, p in zip(clips, prompts)]
+        """Batched scoring; the default loops over ``score_clip``. Raising here triggers a per-clip retry.
+
+        A clip whose shared feature (:func:`avits_core.verifiers.features.shared_feature`) another thread
+        is computing right now is put off to the end of the loop instead of waiting for it
+        (:class:`avits_core.cache.deferring`): two verifiers that share a feature and score the same clips
+        in parallel tasks then compute it for different clips, each once, rather than one task idling in
+        step behind the other (issue 17: av_sync behind av_align with ``runner.workers: 2``)."""
+        out: list[Any] = [None] * len(clips)
+
+        def one(i: int) -> None:
+            out[i] = self.score_clip(clips[i], prompts[i])
+
+        each_deferring(len(clips), one)
+        return out
 
     def check_ready(self) -> None:
         """Raise MissingWeightsError (or similar) before any generation starts if the verifier cannot run."""
@@ -160,14 +189,17 @@ class Verifier(ABC):
         values = np.full(n, np.nan, dtype=np.float64)
         errors: list[str | None] = [None] * n
         details: list[dict[str, Any] | None] = [None] * n
-        for i, c in enumerate(clips):
+        def check(i: int) -> None:
+            c = clips[i]
             if isinstance(c, BaseException):  # an unreadable media file handed in by the caller
                 errors[i] = f"{type(c).__name__}: {c}"
-                continue
+                return
             try:
                 errors[i] = self.check_input(c)
             except Exception as e:  # noqa: BLE001 - recorded as an error row
                 errors[i] = f"{type(e).__name__}: {e}"
+
+        each_deferring(n, check)  # input checks may use shared features too (a static picture)
         idx = [i for i in range(n) if errors[i] is None]
         if idx:
             sub_c = [clips[i] for i in idx]

@@ -185,7 +185,7 @@ class FeatureCache(SingleFlightCache):
     """
 
     def __init__(self, maxsize: int = 1024) -> None:
-        super().__init__(max_entries=maxsize, group=_feature_kind)
+        super().__init__(max_entries=maxsize, group=_feature_kind, deferrable=True)
 
     @property
     def maxsize(self) -> int | None:
