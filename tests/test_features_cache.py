@@ -54,46 +54,15 @@ def test_cached_features_equal_the_direct_computation_and_are_computed_once():
     assert not m.values.flags.writeable and not e.values.flags.writeable
 
 
-def test_av_align_and_av_sync_in_parallel_threads_compute_each_feature_once_per_clip():
-    clips = _clips(6)
-    prompts = [None] * len(clips)
-    # reference: each verifier alone on an empty cache (sequential)
-    ref = {}
-    for v in (AVAlign(), AVSync()):
-        F.FEATURES.clear()
-        ref[v.name] = v.score(clips, prompts).values
-    F.FEATURES.clear()
-    start = threading.Barrier(2)
-
-    def run(v):
-        start.wait()
-        return v.score(clips, prompts).values
-
-    with ThreadPoolExecutor(2) as ex:
-        got = dict(zip(("av_align", "av_sync"), ex.map(run, (AVAlign(), AVSync()))))
-    for name in ref:
-        np.testing.assert_array_equal(got[name], ref[name])
-    st = F.FEATURES.stats()
-    # 6 distinct clips: 6 flow computations and 6 onset envelopes for two verifiers, not 12
-    assert st["motion"]["computed"] == 6 and st["onset"]["computed"] == 6
-    assert st["motion"]["hits"] + st["motion"]["waited"] == 6
-
-
-def test_parallel_verifiers_sharing_a_feature_work_on_different_clips_instead_of_waiting(monkeypatch):
-    """Two verifiers that share the flow and onset features, scoring the same 12 clips in two threads:
-    a clip whose feature the other thread is computing is put off to the end of the loop
-    (Verifier.score_clips + cache.deferring), so neither waits in step behind the other (the old loop
-    waited on most clips); still one computation per clip and feature, the same values as alone."""
-    clips = _clips(12)
+def _alone_then_side_by_side(clips):
+    """Each of av_align and av_sync alone on an empty cache, then both in two threads started together
+    on an empty cache (thread named after its verifier): {name: values} twice, compared here."""
     prompts = [None] * len(clips)
     ref = {}
     for v in (AVAlign(), AVSync()):
         F.FEATURES.clear()
         ref[v.name] = v.score(clips, prompts).values
     F.FEATURES.clear()
-    who = []
-    real = F._motion_energy
-    monkeypatch.setattr(F, "_motion_energy", lambda *a, **k: who.append(threading.current_thread().name) or real(*a, **k))
     start = threading.Barrier(2)
 
     def run(v):
@@ -105,7 +74,31 @@ def test_parallel_verifiers_sharing_a_feature_work_on_different_clips_instead_of
         got = dict(zip(("av_align", "av_sync"), ex.map(run, (AVAlign(), AVSync()))))
     for name in ref:
         np.testing.assert_array_equal(got[name], ref[name])
-    st = F.FEATURES.stats()
+    return F.FEATURES.stats()
+
+
+def test_av_align_and_av_sync_in_parallel_threads_compute_each_feature_once_per_clip():
+    st = _alone_then_side_by_side(_clips(6))
+    # 6 distinct clips: 6 flow computations and 6 onset envelopes for two verifiers, not 12
+    assert st["motion"]["computed"] == 6 and st["onset"]["computed"] == 6
+    assert st["motion"]["hits"] + st["motion"]["waited"] == 6
+
+
+def test_parallel_verifiers_sharing_a_feature_work_on_different_clips_instead_of_waiting(monkeypatch):
+    """Two verifiers that share the flow and onset features, scoring the same 12 clips in two threads:
+    a clip whose feature the other thread is computing is put off to the end of the loop
+    (Verifier.score_clips + cache.deferring), so neither waits in step behind the other (the old loop
+    waited on most clips); still one computation per clip and feature, the same values as alone."""
+    who = []
+    real = F._motion_energy
+
+    def counted(*a, **k):
+        if threading.current_thread().name in ("av_align", "av_sync"):
+            who.append(threading.current_thread().name)
+        return real(*a, **k)
+
+    monkeypatch.setattr(F, "_motion_energy", counted)
+    st = _alone_then_side_by_side(_clips(12))
     assert st["motion"]["computed"] == 12 and st["onset"]["computed"] == 12 and len(who) == 12
     assert sum(k["waited"] for k in st.values()) <= 3, st  # at most what is in flight at the end (old: ~27)
     assert set(who) == {"av_align", "av_sync"}  # both threads computed flow: the work was shared
