@@ -25,7 +25,6 @@ under ``<output_root>/benchmarks/<name>/``.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger
@@ -62,11 +61,15 @@ def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: li
         outs.append({"label": it.label, **out})
         logger.info("%s -> %s", it.label, out["run_path"])
     rows = comparison_rows(outs)
-    from avits_core.names import inside
+    from avits_core.names import check_components, inside
+    from avits_core.store.fs import as_path, is_remote
 
     cfgs = [it.config for it in plan.entries]
-    root = Path(cfgs[0].output_root) / "benchmarks" / plan.name
-    inside(Path(cfgs[0].output_root) / "benchmarks", plan.name)  # UnsafePathError if it leaves benchmarks/
-    paths = write_comparison(rows, root)
+    base = as_path(cfgs[0].output_root) / "benchmarks"  # a local folder or an object store
+    if is_remote(base):
+        check_components(plan.name)  # a key has no symlinks: the name's own components are what can go wrong
+    else:
+        inside(base, plan.name)  # UnsafePathError if it leaves benchmarks/
+    paths = write_comparison(rows, base / plan.name)
     return {"name": plan.name, "rows": rows, "paths": {k: str(v) for k, v in paths.items()},
             "runs": [o["run_path"] for o in outs]}

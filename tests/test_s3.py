@@ -180,7 +180,7 @@ def test_demo_on_s3_equals_local_run_and_cli_works(bucket, tmp_path, prefect_har
     rows = {w: comparison_rows([{"label": w, **o}]) for w, o in outs.items()}
     strip = lambda rs: [{k: v for k, v in r.items() if k not in ("label", "run_id")} for r in rs]
     assert rows["s3"] and strip(rows["s3"]) == strip(rows["local"])
-    paths = write_comparison(rows["local"] + rows["s3"], Path(f"s3://{bucket}/runs") / "benchmarks" / "t")
+    paths = write_comparison(rows["local"] + rows["s3"], sfs.as_path(f"s3://{bucket}/runs") / "benchmarks" / "t")
     for name in ("comparison.parquet", "comparison.md", "comparison.svg"):
         assert sfs.as_path(f"s3://{bucket}/runs/benchmarks/t/{name}").exists(), (name, paths)
     assert not Path("s3:").exists()  # nothing written to a local folder named after the scheme

@@ -36,7 +36,9 @@ def write_comparison(rows: Sequence[dict[str, Any]], outdir: str | Path) -> dict
     """Parquet + Markdown + SVG of the comparison rows in ``outdir``; returns their paths."""
     import pyarrow as pa
 
-    outdir = Path(outdir)
+    from avits_core.store.fs import as_path
+
+    outdir = as_path(outdir)  # a local folder or an object store (a UPath stays one)
     pq_path = atomic_write_parquet(outdir / "comparison.parquet", pa.Table.from_pylist(list(rows)))
     md_path = atomic_write_text(outdir / "comparison.md", comparison_markdown(rows) + "\n")
     plot = plot_comparison(rows, outdir / "comparison.svg")
