@@ -203,3 +203,28 @@ def test_store_refuses_bad_run_ids_and_escaping_paths(tmp_path):
                  seed=1, generator="synth", nfe=1, media_path="media/../../x.mp4", prompt_text="x")]
     with pytest.raises(StoreError, match="media_path"):
         st.append("candidates", rows)
+
+
+@pytest.mark.parametrize("raw, says", [(b"[1, 2]", "must hold a JSON object, got list"),
+                                       (b'{"config": ', "is not valid JSON"),
+                                       (b"\xff\xfe{}", "is not valid JSON")])
+def test_a_run_json_that_is_not_a_json_object_is_one_error_naming_the_file(tmp_path, raw, says):
+    """Every reader of an existing run folder's run.json (pre-flight, `avits run` of a finished run, the
+    benchmark comparison) refuses a run.json that is not a JSON object with one error naming the file;
+    a list used to come back as is and fail later with a TypeError."""
+    from typer.testing import CliRunner
+
+    from avits import cli
+    from avits_core.checks.inputs import read_run_json
+    from helpers import tiny_config_file
+
+    cfg_path = tiny_config_file(tmp_path, run_id="broken")
+    folder = tmp_path / "runs" / "broken"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_bytes(raw)
+    with pytest.raises(ConfigError, match=rf"run.json.*{says}"):
+        read_run_json(folder)
+    assert read_run_json(tmp_path / "runs" / "none") is None
+    res = CliRunner().invoke(cli.app, ["run", str(cfg_path)])
+    assert res.exit_code == 2 and "run.json" in res.output and says in res.output, res.output
+    assert (folder / "run.json").read_bytes() == raw  # nothing stored is touched

@@ -83,17 +83,19 @@ def run_folder(cfg: "RunConfig") -> Path:
 
 
 def read_run_json(folder: str | Path) -> dict[str, Any] | None:
-    """A run folder's run.json as a dict, or None when there is none (nothing else is read)."""
-    import json
+    """A run folder's run.json as a dict, or None when there is none (nothing else is read). ConfigError
+    naming the file when it cannot be read, is not JSON, or holds something else than a JSON object (the
+    store's own rule, :func:`avits_core.store.runjson.parse`)."""
+    from avits_core.errors import StoreError
+    from avits_core.store import runjson
+    from avits_core.store.fs import as_path, read_bytes
 
-    from avits_core.store.fs import as_path
-
-    p = as_path(folder) / "run.json"
+    p = as_path(folder) / runjson.RUN_JSON
     if not p.is_file():
         return None
     try:
-        return json.loads(p.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+        return runjson.parse(p, read_bytes(p))
+    except (OSError, StoreError) as exc:
         raise ConfigError(f"{p}: unreadable run.json ({exc})") from exc
 
 
