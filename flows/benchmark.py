@@ -32,6 +32,22 @@ from prefect import flow, get_run_logger
 from avits_core.config.benchmark import BenchmarkPlan, load_benchmark_plan
 
 
+def comparison_folder(output_root: str, name: str) -> Any:
+    """``<output_root>/benchmarks/<name>``, a local folder or an object-store location; UnsafePathError
+    (locally: symlinks resolved) or UnsafeNameError (object store: a key has no symlinks, the name must be
+    one safe component) when ``name`` would leave ``benchmarks/``. The benchmark file's name is checked
+    when it is loaded; this holds for a plan made any other way too."""
+    from avits_core.names import check_name, inside
+    from avits_core.store.fs import as_path, is_remote
+
+    base = as_path(output_root) / "benchmarks"
+    if is_remote(base):
+        check_name(name, "benchmark name")
+    else:
+        inside(base, name)
+    return base / name
+
+
 @flow(name="its-benchmark", log_prints=False)
 def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: list[str] | None = None,
               plan: BenchmarkPlan | None = None) -> dict[str, Any]:
@@ -61,15 +77,7 @@ def benchmark(benchmark_path: str = "data/configs/benchmark.yaml", overrides: li
         outs.append({"label": it.label, **out})
         logger.info("%s -> %s", it.label, out["run_path"])
     rows = comparison_rows(outs)
-    from avits_core.names import check_components, inside
-    from avits_core.store.fs import as_path, is_remote
-
     cfgs = [it.config for it in plan.entries]
-    base = as_path(cfgs[0].output_root) / "benchmarks"  # a local folder or an object store
-    if is_remote(base):
-        check_components(plan.name)  # a key has no symlinks: the name's own components are what can go wrong
-    else:
-        inside(base, plan.name)  # UnsafePathError if it leaves benchmarks/
-    paths = write_comparison(rows, base / plan.name)
+    paths = write_comparison(rows, comparison_folder(cfgs[0].output_root, plan.name))
     return {"name": plan.name, "rows": rows, "paths": {k: str(v) for k, v in paths.items()},
             "runs": [o["run_path"] for o in outs]}

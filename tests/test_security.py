@@ -383,14 +383,21 @@ def test_benchmark_name_and_labels_are_checked(tmp_path, bad):
 
 
 def test_benchmark_folder_stays_under_benchmarks(tmp_path):
-    from avits_core.names import inside
+    """The folder the benchmark flow writes its comparison to (flows.benchmark.comparison_folder) stays
+    under <output_root>/benchmarks, on local disk and on an object store."""
+    from avits_core.names import UnsafeNameError
+    from flows.benchmark import comparison_folder
 
-    root = tmp_path / "runs" / "benchmarks"
+    root = str(tmp_path / "runs")
+    assert comparison_folder(root, "nightly") == tmp_path / "runs" / "benchmarks" / "nightly"
     for bad in ["../x", "/abs/x", "a/../../x"]:
         with pytest.raises(UnsafePathError):
-            inside(root, bad)
-    src = (REPO / "flows" / "benchmark.py").read_text()
-    assert 'inside(Path(cfgs[0].output_root) / "benchmarks", plan.name)' in src  # the flow checks its folder
+            comparison_folder(root, bad)
+    pytest.importorskip("s3fs")
+    assert str(comparison_folder("s3://bucket/runs", "nightly")) == "s3://bucket/runs/benchmarks/nightly"
+    for bad in ["../x", "/abs/x", "a/../../x", "a/b"]:
+        with pytest.raises((UnsafePathError, UnsafeNameError)):
+            comparison_folder("s3://bucket/runs", bad)
 
 
 @pytest.fixture(scope="module")
