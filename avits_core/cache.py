@@ -56,11 +56,15 @@ class InFlight(BaseException):
 
 class deferring:
     """``with deferring():`` deferrable caches raise :class:`InFlight` for keys another thread is
-    computing, instead of waiting for them (module docstring). Nests; thread-local."""
+    computing, instead of waiting for them (module docstring); ``deferring(False)`` switches that off for
+    the block. Nests; thread-local."""
+
+    def __init__(self, on: bool = True) -> None:
+        self.on = on
 
     def __enter__(self) -> "deferring":
         self._before = getattr(_defer, "on", False)
-        _defer.on = True
+        _defer.on = self.on
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -140,20 +144,17 @@ class SingleFlightCache(Generic[K, V]):
             if flight.error is not None:
                 raise flight.error
             return flight.value
-        defer_before = getattr(_defer, "on", False)
-        _defer.on = False  # a computation waits for the keys it needs (never fails with InFlight)
         try:
-            value = self._compute(key, compute)
-            size = self.sizeof(value)
+            with deferring(False):  # a computation waits for the keys it needs (never fails with InFlight)
+                value = self._compute(key, compute)
+                size = self.sizeof(value)
         except BaseException as exc:
-            _defer.on = defer_before
             with self._lock:
                 self._inflight.pop(key, None)
                 self._count(key, "failed")
             flight.error = exc
             flight.done.set()
             raise
-        _defer.on = defer_before
         with self._lock:
             self._inflight.pop(key, None)
             self._store(key, value, size)

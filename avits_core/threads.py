@@ -47,11 +47,14 @@ def available_cores() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def parallel_tasks(cfg: "RunConfig") -> int:
-    """The widest fan-out of a run's flow: its scoring tasks (guided + held-out verifiers) run at once,
-    bounded by ``runner.workers`` when set."""
-    guided = {v.name for v in cfg.verifiers}
-    n = len(cfg.verifiers) + sum(1 for name, _ in cfg.evaluation.specs() if name not in guided)
+def parallel_tasks(cfg: "RunConfig", tasks: int | None = None) -> int:
+    """The widest fan-out of a run's flow: its scoring tasks (guided + held-out verifiers) run at once, or
+    ``tasks`` when a flow fans out otherwise (a rerank); bounded by ``runner.workers`` when set."""
+    if tasks is None:
+        guided = {v.name for v in cfg.verifiers}
+        n = len(cfg.verifiers) + sum(1 for name, _ in cfg.evaluation.specs() if name not in guided)
+    else:
+        n = tasks
     if cfg.runner.workers:
         n = min(n, cfg.runner.workers)
     return max(1, n)
@@ -67,11 +70,7 @@ def numeric_threads_for(cfg: "RunConfig", cores: int | None = None, tasks: int |
         return int(explicit)
     if os.environ.get("OMP_NUM_THREADS"):
         return None
-    if tasks is None:
-        parallel = parallel_tasks(cfg)
-    else:
-        parallel = max(1, min(tasks, cfg.runner.workers) if cfg.runner.workers else tasks)
-    return max(1, (cores or available_cores()) // parallel)
+    return max(1, (cores or available_cores()) // parallel_tasks(cfg, tasks))
 
 
 def apply_numeric_threads(n: int | None) -> int | None:

@@ -71,7 +71,7 @@ def main() -> None:
                     picks = sel
                 elif sel != picks:
                     raise SystemExit(f"workers={v}: other selections than the first run's")
-                got[v] = {"wall": wall, "cpu": cpu + srv, "client": cpu, "server": srv}
+                got[v] = {"wall": wall, "cpu": cpu + srv}
                 print(f"round {r + 1} workers={v}: {wall:.1f} s wall, {cpu:.1f} + server {srv:.2f} CPU-s "
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)
             rounds.append(got)

@@ -23,7 +23,7 @@ from prefect import flow, get_run_logger
 from avits_core import runner
 from avits_core.config import RunConfig
 from avits_core.threads import apply_numeric_threads, numeric_threads_for
-from flows.task_runner import describe, needs_runner, run_on_runner, task_runner_for  # noqa: F401
+from flows.task_runner import needs_runner, run_on_runner
 from flows.waves import resolve_config, run_waves, select_evaluate_report
 
 
@@ -41,7 +41,6 @@ def its(config_path: str | None = None, overrides: list[str] | None = None,
 
         return its_sharded(config=cfg, shards=shards, shard_deployment=shard_deployment)
     if needs_runner(cfg):  # the flow again, as a subflow on the configured runner
-        logger.info("runner: %s", describe(cfg))
         return run_on_runner(its, cfg, f"its-{cfg.runner.kind}", config=cfg)
     apply_numeric_threads(numeric_threads_for(cfg))  # a deployment's worker process: set here too
     ctx = runner.prepare_run(cfg)

@@ -37,13 +37,12 @@ def rerank(
     cached counts), results (the results table) and report (path of the Markdown report)."""
     from avits_core.rerank import plan_rerank
     from avits_core.threads import apply_numeric_threads, numeric_threads_for
-    from flows.task_runner import describe, needs_runner, run_on_runner
+    from flows.task_runner import needs_runner, run_on_runner
 
     logger = get_run_logger()
     plan = plan_rerank(run_path, verifiers, aggregator, params, budget)
     ctx, spec, vspecs = plan.ctx, plan.spec, plan.vspecs
     if needs_runner(ctx.cfg):  # the run's runner: the flow again, as a subflow on it
-        logger.info("runner: %s", describe(ctx.cfg))
         return run_on_runner(rerank, ctx.cfg, f"rerank-{ctx.cfg.runner.kind}", run_path=run_path,
                              verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
     # the scoring tasks that have pairs to score run at once: the numeric-thread limit for that fan-out

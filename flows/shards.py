@@ -105,13 +105,12 @@ def its_shard(config: dict[str, Any], shard: int, shards: int) -> dict[str, Any]
     from flows.waves import run_waves
 
     from avits_core.threads import apply_numeric_threads, numeric_threads_for
-    from flows.task_runner import describe, needs_runner, run_on_runner
+    from flows.task_runner import needs_runner, run_on_runner
 
     logger = get_run_logger()
     cfg = _cfg(config)
     check_shardable(cfg, shards)  # the coordinator's config: arw_shards already set (sharded_config)
     if needs_runner(cfg):  # the worker's flow run again, as a subflow on the configured runner
-        logger.info("runner: %s", describe(cfg))
         return run_on_runner(its_shard, cfg, f"{cfg.resolved_run_id()}-shard{shard}of{shards}-{cfg.runner.kind}",
                              config=cfg, shard=shard, shards=shards)
     apply_numeric_threads(numeric_threads_for(cfg))  # the worker's flow-run process: its own limit

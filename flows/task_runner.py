@@ -63,8 +63,11 @@ def describe(cfg: RunConfig) -> str:
 
 
 def run_on_runner(flow_obj: Any, cfg: RunConfig, flow_run_name: str, **params: Any) -> Any:
-    """Call ``flow_obj(**params)`` as a subflow on the task runner of ``cfg.runner`` (the caller logs
-    :func:`describe`)."""
+    """Call ``flow_obj(**params)`` as a subflow on the task runner of ``cfg.runner``, saying so in the
+    calling flow run's log."""
+    from prefect import get_run_logger
+
+    get_run_logger().info("runner: %s", describe(cfg))
     token = _ACTIVE.set(runner_key(cfg))
     try:
         return flow_obj.with_options(task_runner=task_runner_for(cfg), flow_run_name=flow_run_name)(**params)

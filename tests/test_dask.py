@@ -29,7 +29,7 @@ def test_task_runner_for():
     from prefect_dask import DaskTaskRunner
 
     from avits_core.config import config_from_dict
-    from flows.its import task_runner_for
+    from flows.task_runner import task_runner_for
 
     assert isinstance(task_runner_for(config_from_dict(demo_config("runs"))), ThreadPoolTaskRunner)
     tr = task_runner_for(config_from_dict({**demo_config("runs"), "runner": {"kind": "dask", "workers": 3}}))

@@ -82,7 +82,7 @@ def test_every_server_avits_starts_is_bound_to_loopback():
     assert not offenders, offenders
     # the Dask cluster of `runner: {kind: dask}` has no dashboard and uses LocalCluster's default host
     from avits_core.config import RunConfig
-    from flows.its import task_runner_for
+    from flows.task_runner import task_runner_for
 
     cfg = RunConfig.model_validate({"prompts": {"source": ["a ball"]}, "verifiers": [{"name": "av_sync"}],
                                     "runner": {"kind": "dask", "workers": 1, "processes": True}})

@@ -242,8 +242,8 @@ class RunnerConfig(_Strict):
     ``thread`` (default): Prefect's thread pool; ``workers`` threads when set (at most that many tasks at
     once), else Prefect's default pool (PREFECT_TASKS_RUNNER_THREAD_POOL_MAX_WORKERS; up to 6 threads on
     2 cores). Parallel tasks trade CPU for wall on a small machine: the demo on 2 cores with ``workers: 1``
-    spent ~11 % less CPU (the same calls cost less without other busy threads) and ~30 % more wall
-    (bench/work_meter.py, issue 17). ``dask``: prefect-dask's DaskTaskRunner over a local
+    or ``2`` spent ~6 % less CPU (the same calls cost less without other busy threads) and ~30–45 % more
+    wall (bench/bench_workers.py, issue 17). ``dask``: prefect-dask's DaskTaskRunner over a local
     Dask cluster of ``workers`` workers (default: the CPU count), threads when ``processes`` is false
     (works in Prefect's ephemeral mode; CI), worker processes when true (needs a real Prefect server:
     ``avits server start`` or PREFECT_API_URL). Every flow that runs a run's tasks uses it: ``its``,

@@ -70,8 +70,8 @@ def comparison_svg(rows: Sequence[dict[str, Any]]) -> str:
 def plot_comparison(rows: Sequence[dict[str, Any]], path: Path) -> Path:
     """:func:`comparison_svg` written (atomically) to ``path``; a ``comparison.png`` an older avits wrote
     beside it is removed."""
-    from avits_core.store.fs import as_path, remove
+    from avits_core.store.fs import remove
 
     out = atomic_write_text(path, comparison_svg(rows))
-    remove(as_path(str(path)).with_suffix(".png"))  # a local folder or an object store
+    remove(path.with_suffix(".png"))  # Path or UPath (write_comparison's folder went through as_path)
     return out

@@ -82,14 +82,13 @@ def _plot_data(ctx, selection_id: str, results: list[dict[str, Any]]) -> dict[st
             for v in verifiers
         }
     if trace:
-        states = sorted({(r["verifier"], r["arw_shard"]) for r in trace})
-        several = len({k for _, k in states}) > 1
-        data["arw_sigma.svg"] = {
-            (f"{v} (ARW shard {k})" if several else v): {
-                "x": [int(r["event_seq"]) for r in trace if r["verifier"] == v and r["arw_shard"] == k],
-                "y": [float(r["sigma"]) for r in trace if r["verifier"] == v and r["arw_shard"] == k]}
-            for v, k in states
-        }
+        series: dict[tuple[str, int], dict[str, list]] = {}  # rows come ordered by verifier, state, event
+        for r in trace:
+            s = series.setdefault((r["verifier"], r["arw_shard"]), {"x": [], "y": []})
+            s["x"].append(int(r["event_seq"]))
+            s["y"].append(float(r["sigma"]))
+        several = len({k for _, k in series}) > 1
+        data["arw_sigma.svg"] = {(f"{v} (ARW shard {k})" if several else v): s for (v, k), s in series.items()}
     rs = [r for r in results if r.get("baseline") is not None and r.get("selected") is not None]
     if rs:
         data["metrics.svg"] = {"bars": [

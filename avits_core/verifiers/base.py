@@ -92,7 +92,6 @@ class ScoreResult:
         return np.array([e is None for e in self.errors], dtype=bool)
 
 
-
 def each_deferring(n: int, call: Any) -> None:
     """``call(i)`` for i in 0..n-1, putting off to the end every i whose shared feature another thread is
     computing right now (:class:`avits_core.cache.deferring`), then calling those (waiting if still needed).
@@ -108,6 +107,7 @@ def each_deferring(n: int, call: Any) -> None:
                 later.append(i)
     for i in later:  # the other thread has most likely stored them by now
         call(i)
+
 
 class Verifier(ABC):
     name: ClassVar[str] = ""
@@ -189,6 +189,7 @@ class Verifier(ABC):
         values = np.full(n, np.nan, dtype=np.float64)
         errors: list[str | None] = [None] * n
         details: list[dict[str, Any] | None] = [None] * n
+
         def check(i: int) -> None:
             c = clips[i]
             if isinstance(c, BaseException):  # an unreadable media file handed in by the caller
