@@ -231,7 +231,8 @@ def _framework(bare: dict, run: dict) -> dict:
     bare_fw = bare["cpu"] - bare_work  # imports, the plain loop, ARW bookkeeping: no framework at all
     run_fw = run["cpu"] - run_work
     return {"bare_work": bare_work, "run_work": run_work, "bare_fw": bare_fw, "run_fw": run_fw,
-            "extra": run_fw - bare_fw, "work_by_kind": work, "calls": (bm["calls"], am["calls"]),
+            "extra": run_fw - bare_fw, "work_by_kind": work, "bare_by_kind": dict(bm["work_cpu"]),
+            "calls": (bm["calls"], am["calls"]),
             "gc": (bm.get("gc_cpu"), am.get("gc_cpu")),
             "hidden": bare["cpu_loop"] - bare_work}
 
@@ -305,11 +306,14 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 "slope_beyond_idle_ms": ((big["extra"] - big["idle_during"]) - (small["extra"] - small["idle_during"]))
                 / dn * 1e3,
                 "fixed_s": small["extra"], "work_ratio": big["run_work"] / big["bare_work"],
+                "kind_ratio": {k: v / big["bare_by_kind"][k] for k, v in big["work_by_kind"].items()
+                               if big["bare_by_kind"].get(k)},
                 "extra_big": big["extra"]})
             last = big
     finally:
         _child([str(AVITS), "server", "stop"], senv)
-    med = {k: statistics.median(x[k] for x in rounds) for k in rounds[0]}
+    (root / "rounds.json").write_text(json.dumps(rounds, indent=1))  # kept if a print below fails
+    med = {k: statistics.median(x[k] for x in rounds) for k, v in rounds[0].items() if not isinstance(v, dict)}
     bc, ac = last["calls"]
     print(f"\nmetered work of the last {last['prompts']}-prompt avits run (CPU-s; calls avits / bare): "
           + ", ".join(f"{k} {v:.2f} ({ac[k]}/{bc[k]})" for k, v in last["work_by_kind"].items()))
@@ -323,6 +327,8 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
           + "; plain: " + "; ".join(f"{100 * x['overhead_cpu']:.1f} % / {x['slope_ms']:.1f} ms" for x in rounds))
     print("work CPU avits / bare (the same work; drift shows here): "
           + ", ".join(f"{x['work_ratio']:.3f}" for x in rounds))
+    print("  by kind, per round: " + "; ".join(
+        ", ".join(f"{k} {v:.3f}" for k, v in x["kind_ratio"].items()) for x in rounds))
     gcb, gca = last["gc"]
     print(f"garbage collection in the last {last['prompts']}-prompt pair (CPU-s per generation 0/1/2): bare {gcb}, avits {gca}")
     print(f"{'target (medians of the rounds)':<72}{'figure':>10}{'goal':>8}  holds")
