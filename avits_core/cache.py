@@ -15,6 +15,9 @@ and loaded models / generator and verifier instances (:mod:`avits_core.loading`)
 - *Bounded*: at most ``max_entries`` entries and/or at most ``max_bytes`` bytes as measured by ``sizeof``
   (None: no bound); the least recently used entries go first. A value larger than the whole byte bound
   (or any value when ``max_bytes`` is 0) is returned but not kept.
+- *Waiting gives the slot back*: a thread that waits for another's flight lends its compute slot
+  (:func:`avits_core.threads.compute_slot`) to others meanwhile, so a bound on the threads computing at
+  once never leaves the cores idle behind a wait, and never deadlocks on one.
 - *Counters* per group (``group(key)``, default one group ``""``): ``hits``, ``computed`` (misses that
   ran ``compute``), ``waited`` (found the key in flight), ``failed``, ``evicted``.
 
@@ -34,6 +37,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from typing import Any, Callable, Generic, Hashable, Iterator, TypeVar
+
+from avits_core.threads import slot_released
 
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
@@ -140,7 +145,8 @@ class SingleFlightCache(Generic[K, V]):
             else:
                 self._count(key, "waited")
         if not owner:
-            flight.done.wait()
+            with slot_released():  # the owner may need a compute slot to finish (avits_core.threads)
+                flight.done.wait()
             if flight.error is not None:
                 raise flight.error
             return flight.value

@@ -16,6 +16,20 @@ bounded by the device, not by these threads).
 :func:`apply_numeric_threads` sets the limit process-wide: the standard environment variables (read
 by libraries imported later, also by child processes) and, for libraries already loaded, torch's
 intra-op threads, threadpoolctl's BLAS/OpenMP limits and OpenCV's pool.
+
+Compute slots (issue 17). One thread per library does not stop the *tasks* from oversubscribing the
+cores: Prefect's default pool runs the demo's 3 generation tasks, then its 4 scoring tasks, at once on 2
+cores, and the same model, media and verifier calls then took 4-6 % more CPU than in a serial loop (time
+slices and GIL hand-offs between more busy threads than cores; bench/bench_overhead.py, per kind: score
++9-14 %, generate +2-9 %, decode +3-11 %). A bounded pool (``runner.workers: 2``) saves that CPU but
+packs badly (3 generation tasks on 2 workers; one long scoring task last) and cost ~30 % wall.
+Decision: the pool stays wide and the *work* is bounded instead. :func:`compute_slot` wraps each unit of
+work (a chunk of candidates generated and encoded; a chunk of clips read and scored) and lets at most
+``runner.compute_slots`` threads of the process inside at once (default ``cores // numeric threads``;
+0: no bound), so tasks take turns chunk by chunk. A thread that waits for another's result (a shared
+feature, a model being loaded: :class:`avits_core.cache.SingleFlightCache`) gives its slot back while it
+waits (:func:`slot_released`), so a wait never idles a slot and never deadlocks on one. Measured on the
+demo (bench/bench_workers.py, slots vs Prefect's default pool, alternated rounds): see the README.
 """
 
 from __future__ import annotations
@@ -169,3 +183,97 @@ def _limit_threads(n: int) -> list[Callable[[], None]]:
     except ImportError:  # pragma: no cover
         log.debug("threadpoolctl not installed: BLAS threads not limited")
     return undo
+
+
+# ---------------------------------------------------------------------------- compute slots
+
+class _Slots:
+    """A process-wide bound on the threads doing model, media or verifier work at one moment."""
+
+    def __init__(self, n: int | None) -> None:
+        self.n = n
+        self.sem = threading.Semaphore(n) if n else None
+
+
+_slots = _Slots(None)
+_held = threading.local()  # .slots: the _Slots this thread holds one of (None: none)
+
+
+def compute_slots_for(cfg: "RunConfig", cores: int | None = None, threads: int | None = None) -> int | None:
+    """How many threads of one process may compute at once for ``cfg``: ``runner.compute_slots`` when set
+    (0: no bound, returned as None), else ``max(1, cores // threads)`` with ``threads`` the numeric threads
+    each computation uses (given, else :func:`numeric_threads_for`, else ``OMP_NUM_THREADS``, else 1)."""
+    explicit = getattr(cfg.runner, "compute_slots", None)
+    if explicit is not None:
+        return int(explicit) or None
+    if threads is None:
+        threads = numeric_threads_for(cfg, cores)
+    if threads is None:
+        try:
+            threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
+        except ValueError:
+            threads = 1
+    return max(1, (cores or available_cores()) // max(1, threads))
+
+
+def set_compute_slots(n: int | None) -> int | None:
+    """Bound this process's computing threads to ``n`` (None or 0: no bound). A thread inside a slot of
+    the bound it replaces gives that slot back as it leaves. Returns ``n`` (None for no bound)."""
+    global _slots
+    n = int(n) if n else None
+    if n != _slots.n:
+        _slots = _Slots(n)
+        log.info("compute slots: %s (threads computing at once in this process)", n or "no bound")
+    return n
+
+
+def compute_slots() -> int | None:
+    """The bound set by :func:`set_compute_slots` (None: none)."""
+    return _slots.n
+
+
+@contextmanager
+def compute_slot():
+    """Hold one of the process's compute slots for the block (waiting for one when all are taken).
+
+    Nests: a thread that holds a slot enters again without waiting. Wrap whole units of work (a chunk
+    of candidates generated and encoded, a chunk of clips read and scored), not the bookkeeping around
+    them (table writes, Prefect), which then runs beside the slots' work."""
+    if getattr(_held, "slots", None) is not None:  # nested: the outer block holds the slot
+        yield
+        return
+    slots = _slots
+    if slots.sem is None:
+        yield
+        return
+    slots.sem.acquire()
+    _held.slots = slots
+    try:
+        yield
+    finally:
+        _held.slots = None
+        slots.sem.release()
+
+
+@contextmanager
+def slot_released():
+    """Give this thread's compute slot (if any) to others for the block: wrap a wait for another
+    thread's result (a shared feature, a model being loaded), which may need a slot to finish it."""
+    slots = getattr(_held, "slots", None)
+    if slots is None:
+        yield
+        return
+    _held.slots = None
+    slots.sem.release()
+    try:
+        yield
+    finally:
+        slots.sem.acquire()
+        _held.slots = slots
+
+
+def apply_run_limits(cfg: "RunConfig", tasks: int | None = None) -> tuple[int | None, int | None]:
+    """The numeric-thread limit and the compute slots of a flow that runs ``cfg``'s tasks in this process
+    (``tasks``: its fan-out when not the run's, see :func:`numeric_threads_for`); returns both."""
+    threads = apply_numeric_threads(numeric_threads_for(cfg, tasks=tasks))
+    return threads, set_compute_slots(compute_slots_for(cfg, threads=threads))

@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger
 
 from avits_core import runner
 from avits_core.config import RunConfig
-from avits_core.threads import apply_numeric_threads, numeric_threads_for
+from avits_core.threads import apply_run_limits
 from flows.task_runner import needs_runner, run_on_runner
 from flows.waves import resolve_config, run_waves, select_evaluate_report
 
@@ -42,7 +42,7 @@ def its(config_path: str | None = None, overrides: list[str] | None = None,
         return its_sharded(config=cfg, shards=shards, shard_deployment=shard_deployment)
     if needs_runner(cfg):  # the flow again, as a subflow on the configured runner
         return run_on_runner(its, cfg, f"its-{cfg.runner.kind}", config=cfg)
-    apply_numeric_threads(numeric_threads_for(cfg))  # a deployment's worker process: set here too
+    apply_run_limits(cfg)  # numeric threads and compute slots; a deployment's worker process: set here too
     ctx = runner.prepare_run(cfg)
     run_path = str(ctx.store.path)
     logger.info("run %s: %d prompts, %s, verifiers %s", ctx.run_id, len(ctx.prompts), cfg.search.method,

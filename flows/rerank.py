@@ -36,7 +36,7 @@ def rerank(
     """Re-rank a stored run; returns run_path, selection_id, scored (per verifier: scored / errors /
     cached counts), results (the results table) and report (path of the Markdown report)."""
     from avits_core.rerank import plan_rerank
-    from avits_core.threads import apply_numeric_threads, numeric_threads_for
+    from avits_core.threads import apply_run_limits
     from flows.task_runner import needs_runner, run_on_runner
 
     logger = get_run_logger()
@@ -46,7 +46,7 @@ def rerank(
         return run_on_runner(rerank, ctx.cfg, f"rerank-{ctx.cfg.runner.kind}", run_path=run_path,
                              verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
     # the scoring tasks that have pairs to score run at once: the numeric-thread limit for that fan-out
-    apply_numeric_threads(numeric_threads_for(ctx.cfg, tasks=sum(1 for n in plan.missing.values() if n) or 1))
+    apply_run_limits(ctx.cfg, tasks=sum(1 for n in plan.missing.values() if n) or 1)
     futures = {vs.name: t.score.submit(ctx, vs.model_dump()) for vs in vspecs}
     scored = {name: f.result() for name, f in futures.items()}
     for name, counts in scored.items():

@@ -104,7 +104,7 @@ def its_shard(config: dict[str, Any], shard: int, shards: int) -> dict[str, Any]
     """Generate and score the prompts of one shard of a run (the run folder must be prepared)."""
     from flows.waves import run_waves
 
-    from avits_core.threads import apply_numeric_threads, numeric_threads_for
+    from avits_core.threads import apply_run_limits
     from flows.task_runner import needs_runner, run_on_runner
 
     logger = get_run_logger()
@@ -113,7 +113,7 @@ def its_shard(config: dict[str, Any], shard: int, shards: int) -> dict[str, Any]
     if needs_runner(cfg):  # the worker's flow run again, as a subflow on the configured runner
         return run_on_runner(its_shard, cfg, f"{cfg.resolved_run_id()}-shard{shard}of{shards}-{cfg.runner.kind}",
                              config=cfg, shard=shard, shards=shards)
-    apply_numeric_threads(numeric_threads_for(cfg))  # the worker's flow-run process: its own limit
+    apply_run_limits(cfg)  # the worker's flow-run process: its own limits
     ctx = runner.prepare_run(cfg)
     pids = shard_prompt_ids([p.prompt_id for p in ctx.prompts], shard, shards)
     device = os.environ.get("CUDA_VISIBLE_DEVICES")

@@ -203,3 +203,66 @@ def test_runner_workers_bounds_the_task_pool_of_every_flow(tmp_path, prefect_har
     pick = lambda path: query(path, "SELECT prompt_id, candidate_id FROM selections ORDER BY prompt_id, selection_id").to_pylist()
     assert pick(seen["its default"][2]) == pick(seen["its one"][2])
     assert seen["rerank default"][2] == seen["rerank one"][2]
+
+
+class _WorkAtOnce:
+    """Counts the model and verifier calls inside the tasks (a generation chunk, a verifier's ``score``)
+    running at once; each holds 0.2 s so that calls of parallel tasks overlap when nothing bounds them."""
+
+    def __init__(self, monkeypatch):
+        import threading
+        import time
+
+        from avits_core.search import generation
+        from avits_core.verifiers.base import Verifier
+
+        self.lock, self.now, self.most = threading.Lock(), 0, 0
+
+        def counted(real):
+            def wrapped(*a, **kw):
+                with self.lock:
+                    self.now += 1
+                    self.most = max(self.most, self.now)
+                try:
+                    time.sleep(0.2)
+                    return real(*a, **kw)
+                finally:
+                    with self.lock:
+                        self.now -= 1
+            return wrapped
+
+        monkeypatch.setattr(generation, "_generate_rows", counted(generation._generate_rows))
+        monkeypatch.setattr(Verifier, "score", counted(Verifier.score))
+
+
+def test_compute_slots_bound_the_work_not_the_task_pool(tmp_path, prefect_harness, monkeypatch):
+    """``runner.compute_slots: 1``: Prefect's pool still runs the tiny run's 2 generation and then 2 scoring
+    tasks at once, but only one of them generates or scores at a moment (they take turns chunk by chunk);
+    a rerank, which runs on the run's stored runner block, too. ``0`` (no bound): both at once. The
+    default on a machine is cores // numeric threads (avits_core/threads.py). Selections do not depend
+    on it."""
+    from avits_core import threads
+    from flows.its import its
+    from flows.rerank import rerank
+
+    seen = {}
+    before = threads.compute_slots()
+    try:
+        for slots in (1, 0):
+            over = {"runner": {"compute_slots": slots}}
+            tasks, work = _Concurrency(monkeypatch), _WorkAtOnce(monkeypatch)
+            out = its(config=tiny_config(tmp_path / f"s{slots}", **over))
+            seen[f"its {slots}"] = (tasks.most, work.most)
+            assert threads.compute_slots() == (slots or None)
+            tasks, work = _Concurrency(monkeypatch), _WorkAtOnce(monkeypatch)
+            rr = rerank(out["run_path"], verifiers="av_sync,synth_text,quality,av_align")  # 2 left to score
+            seen[f"rerank {slots}"] = (tasks.most, work.most)
+            seen[f"picks {slots}"] = query(out["run_path"], "SELECT prompt_id, candidate_id FROM selections "
+                                           "ORDER BY prompt_id, selection_id").to_pylist()
+            seen[f"rerank picks {slots}"] = query(out["run_path"], "SELECT prompt_id, candidate_id FROM selections "
+                                                  f"WHERE selection_id = '{rr['selection_id']}' ORDER BY prompt_id").to_pylist()
+    finally:
+        threads.set_compute_slots(before)
+    assert {k: v for k, v in seen.items() if "picks" not in k} == {
+        "its 1": (2, 1), "rerank 1": (4, 1), "its 0": (2, 2), "rerank 0": (4, 2)}
+    assert seen["picks 1"] == seen["picks 0"] and seen["rerank picks 1"] == seen["rerank picks 0"]

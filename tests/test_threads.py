@@ -105,3 +105,112 @@ def test_device_and_dtype_checks_match_torch_without_importing_it():
         dtype_name("int8")
     with pytest.raises(ConfigError, match="not a valid torch device"):
         parse_device("cuda:x")
+
+
+# ------------------------------------------------------------------------------ compute slots
+
+@pytest.fixture
+def slots():
+    """set_compute_slots for the test; the process's bound is restored after it."""
+    from avits_core import threads
+
+    before = threads.compute_slots()
+    yield threads.set_compute_slots
+    threads.set_compute_slots(before)
+
+
+def test_compute_slots_rule(monkeypatch):
+    from avits_core.threads import compute_slots_for
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert compute_slots_for(_cfg(), cores=2) == 2  # 1 numeric thread each: one task per core
+    assert compute_slots_for(_cfg(), cores=16) == 4  # 4 threads each (16 cores // 4 scoring tasks)
+    assert compute_slots_for(_cfg(threads=2), cores=16) == 8
+    assert compute_slots_for(_cfg(threads=32), cores=16) == 1
+    assert compute_slots_for(_cfg(compute_slots=3), cores=2) == 3
+    assert compute_slots_for(_cfg(compute_slots=0), cores=2) is None  # 0: no bound
+    assert compute_slots_for(_cfg(), cores=16, threads=1) == 16  # the threads a flow applied
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")  # the user's setting stands: slots follow it
+    assert compute_slots_for(_cfg(), cores=16) == 4
+    assert _cfg(compute_slots=1).config_hash() == _cfg().config_hash()  # a scheduling knob
+
+
+def _most_at_once(n_threads: int, nested: bool = True) -> int:
+    import threading
+    import time
+
+    from avits_core.threads import compute_slot
+
+    lock, now, most = threading.Lock(), [0], [0]
+
+    def work():
+        with compute_slot():
+            with lock:
+                now[0] += 1
+                most[0] = max(most[0], now[0])
+            if nested:
+                with compute_slot():  # a thread that holds a slot enters again without waiting
+                    time.sleep(0.05)
+            time.sleep(0.05)
+            with lock:
+                now[0] -= 1
+
+    ts = [threading.Thread(target=work) for _ in range(n_threads)]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(10)
+    assert not any(t.is_alive() for t in ts), "a thread is stuck in compute_slot"
+    return most[0]
+
+
+def test_compute_slot_bounds_the_threads_computing_at_once(slots):
+    slots(2)
+    assert _most_at_once(6) == 2
+    slots(1)
+    assert _most_at_once(4) == 1
+    slots(None)  # no bound: every thread at once
+    assert _most_at_once(6) == 6
+
+
+def test_a_thread_waiting_for_another_threads_result_gives_its_slot_back(slots):
+    """One slot. Thread A holds it and asks a cache for a key that thread B is computing; B's computation
+    started outside a slot and needs one to finish. A waiting with the slot in hand would deadlock both:
+    the cache lends A's slot while A waits, B finishes, A gets B's value and its slot back."""
+    import threading
+    import time
+
+    from avits_core.cache import SingleFlightCache
+    from avits_core.threads import compute_slot
+
+    slots(1)
+    cache = SingleFlightCache()
+    b_started, got, order = threading.Event(), {}, []
+
+    def b_compute():
+        b_started.set()
+        deadline = time.monotonic() + 10
+        while cache.totals()["waited"] < 1 and time.monotonic() < deadline:  # until A waits for it
+            time.sleep(0.01)
+        with compute_slot():
+            order.append("B computes in the slot")
+            return 42
+
+    def a():
+        b_started.wait(10)
+        with compute_slot():
+            got["a"] = cache.get_or_compute("flow", lambda: -1)
+            order.append("A has its slot again")
+            with compute_slot():  # nested after the wait: still its own slot, no second one taken
+                pass
+
+    tb = threading.Thread(target=lambda: got.setdefault("b", cache.get_or_compute("flow", b_compute)))
+    ta = threading.Thread(target=a)
+    tb.start()
+    ta.start()
+    ta.join(15)
+    tb.join(15)
+    assert not ta.is_alive() and not tb.is_alive(), "deadlock: A kept its slot while waiting for B"
+    assert got == {"a": 42, "b": 42}
+    assert order == ["B computes in the slot", "A has its slot again"]
+    assert _most_at_once(3) == 1  # the slot was given back once, not twice

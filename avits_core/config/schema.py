@@ -247,7 +247,12 @@ class RunnerConfig(_Strict):
     Dask cluster of ``workers`` workers (default: the CPU count), threads when ``processes`` is false
     (works in Prefect's ephemeral mode; CI), worker processes when true (needs a real Prefect server:
     ``avits server start`` or PREFECT_API_URL). Every flow that runs a run's tasks uses it: ``its``,
-    ``its-shard`` (each GPU worker's shard) and ``rerank`` (the run's stored block); flows/task_runner.py."""
+    ``its-shard`` (each GPU worker's shard) and ``rerank`` (the run's stored block); flows/task_runner.py.
+
+    ``compute_slots`` bounds the tasks of one process that compute at the same moment, whatever the pool's
+    size: with the default (cores // numeric threads: 2 on 2 cores) the pool still runs every task at
+    once, but only that many generate, decode or score, taking turns chunk by chunk, so the cores are
+    not oversubscribed and a short task does not leave a core idle (avits_core/threads.py)."""
 
     kind: Literal["thread", "dask"] = "thread"
     workers: int | None = Field(default=None, ge=1, le=1024)
@@ -255,6 +260,9 @@ class RunnerConfig(_Strict):
     threads: int | None = Field(default=None, ge=1, le=1024, description=(
         "threads per numeric library (torch, BLAS, OpenMP, OpenCV) in each task; default: "
         "cores // parallel tasks, or OMP_NUM_THREADS when set (avits_core/threads.py)"))
+    compute_slots: int | None = Field(default=None, ge=0, le=4096, description=(
+        "tasks of one process that generate, decode or score at the same moment (the others wait between "
+        "chunks of candidates); default: cores // numeric threads; 0: no bound (avits_core/threads.py)"))
 
 
 class RunConfig(_Strict):

@@ -26,6 +26,7 @@ from avits_core.runner.state import latent_relpath, save_latents
 from avits_core.search import engine, generation
 from avits_core.search.base import candidate_id
 from avits_core.store import fs as sfs
+from avits_core.threads import compute_slot
 
 if TYPE_CHECKING:  # pragma: no cover
     from avits_core.runner.context import RunContext
@@ -93,9 +94,14 @@ def generate_event(ctx: "RunContext", prompt_id: str, event: int) -> list[dict[s
                  len(made), len(ids))
     skip = [i for i, cid in enumerate(ids) if cid in made]
     todo = len(ids) - len(skip)
-    for chunk in generation.iter_event(gen, prompt, plan, method.capture_steps(event), state.load_latent, skip=skip):
-        rows = [_store_candidate(ctx, prompt, method.name, rec, clip, lat, chunk.wall_s)
-                for rec, clip, lat in zip(chunk.records, chunk.clips, chunk.latents)]
+    chunks = generation.iter_event(gen, prompt, plan, method.capture_steps(event), state.load_latent, skip=skip)
+    while True:
+        with compute_slot():  # a chunk's denoising, decoding and mp4 encoding (avits_core.threads)
+            chunk = next(chunks, None)
+            if chunk is None:
+                break
+            rows = [_store_candidate(ctx, prompt, method.name, rec, clip, lat, chunk.wall_s)
+                    for rec, clip, lat in zip(chunk.records, chunk.clips, chunk.latents)]
         del chunk  # the chunk's clips and latents are on disk now
         todo -= len(rows)
         if todo > 0:  # not the last chunk: a crash before the append below keeps this chunk's work

@@ -21,6 +21,7 @@ from avits_core import progress
 from avits_core.config import VerifierSpec
 from avits_core.prompts import Prompt
 from avits_core.runner.models import get_verifier
+from avits_core.threads import compute_slot
 
 if TYPE_CHECKING:  # pragma: no cover
     from avits_core.media import AVClip
@@ -107,11 +108,12 @@ def score_rows(ctx: "RunContext", spec: VerifierSpec, rows: Sequence[dict[str, A
         group.sort(key=lambda c: c["candidate_id"])
         chunks += [(pi, g, group[i:i + size]) for i in range(0, len(group), size)]
     for pi, g, group in chunks:  # one event's candidates, ``size`` clips in memory at a time
-        clips = [_read_clip(ctx.store.path / c["media_path"]) for c in group]
         prompts = [prompt_by_id.get(c["prompt_id"]) or Prompt(c["prompt_id"], c["prompt_text"]) for c in group]
-        t0 = time.perf_counter()
-        res = v.score(clips, prompts)
-        del clips
+        with compute_slot():  # decoding and scoring: the work the process's compute slots bound
+            clips = [_read_clip(ctx.store.path / c["media_path"]) for c in group]
+            t0 = time.perf_counter()
+            res = v.score(clips, prompts)
+            del clips
         wall = (time.perf_counter() - t0) / len(group)
         out = []
         details = res.details or [None] * len(group)
