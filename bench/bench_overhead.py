@@ -239,7 +239,8 @@ def _framework(bare: dict, run: dict) -> dict:
 
 def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     """Bare loop and ``avits run`` (metered: bench/work_meter.py) on one long-lived server, alternated
-    ``a.interleave`` times at two sizes.
+    ``a.interleave`` times at two sizes (counterbalanced: even rounds run bare first and the big size first,
+    odd rounds the reverse).
 
     Two figures per pair. Plain: (avits CPU + server CPU - bare CPU) / bare CPU, two processes a minute
     apart, so it carries this VM's CPU-speed drift (~25 %). Metered: each process's CPU minus its own
@@ -263,25 +264,39 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     time.sleep(a.idle_s)  # its services' first rounds after the start
     rounds, idle_rates = [], []
     meter = str(REPO / "bench" / "work_meter.py")
+
+    def run_bare(r: int, prompts: int, js: Path) -> tuple[float, float, float]:
+        """(wall, CPU, the server's idle rate meanwhile) of the bare loop."""
+        s0 = _proc_cpu(pid)
+        bw, bc, out, rc = _child([sys.executable, __file__, "--part", "bare", "--prompts", str(prompts),
+                                  "--root", str(root / f"bare-{r}-{prompts}"), "--json", str(js)], env)
+        if rc != 0:
+            raise SystemExit(f"bare part failed ({rc}):\n{out[-3000:]}")
+        # the server is idle while the bare loop runs: its idle rate in the same phase of the VM
+        return bw, bc, (_proc_cpu(pid) - s0) / bw
+
+    def run_avits(r: int, prompts: int, mj: Path) -> tuple[float, float, float]:
+        """(wall, CPU, the server's CPU meanwhile: all of it, its idle work too) of the metered avits run."""
+        c0 = _proc_cpu(pid)
+        aw, ac, out, rc = _child([sys.executable, meter, str(mj), "avits", "run", str(DEMO), *_sets(prompts),
+                                  "--set", f"output_root={root / f'avits-{r}-{prompts}'}"], senv)
+        if rc != 0:
+            raise SystemExit(f"avits run failed ({rc}):\n{out[-3000:]}")
+        return aw, ac, _proc_cpu(pid) - c0
+
     try:
         for r in range(a.interleave):
             got = {}
-            for prompts in (a.prompts, a.marginal):
+            # counterbalanced (ABBA): even rounds bare first and the big size first, odd rounds the reverse,
+            # so a trend in this VM's speed within a round does not favour one side in the medians
+            sizes = (a.prompts, a.marginal) if r % 2 == 0 else (a.marginal, a.prompts)
+            for prompts in sizes:
                 js, mj = root / f"bare-{r}-{prompts}.json", root / f"meter-{r}-{prompts}.json"
-                s0 = _proc_cpu(pid)
-                bw, bc, out, rc = _child([sys.executable, __file__, "--part", "bare", "--prompts", str(prompts),
-                                          "--root", str(root / f"bare-{r}-{prompts}"), "--json", str(js)], env)
-                if rc != 0:
-                    raise SystemExit(f"bare part failed ({rc}):\n{out[-3000:]}")
-                # the server is idle while the bare loop runs: its idle rate in the same phase of the VM
-                idle_rate = (_proc_cpu(pid) - s0) / bw
+                if r % 2 == 0:
+                    (bw, bc, idle_rate), (aw, ac, srv) = run_bare(r, prompts, js), run_avits(r, prompts, mj)
+                else:
+                    (aw, ac, srv), (bw, bc, idle_rate) = run_avits(r, prompts, mj), run_bare(r, prompts, js)
                 bare = json.loads(js.read_text())
-                c0 = _proc_cpu(pid)
-                aw, ac, out, rc = _child([sys.executable, meter, str(mj), "avits", "run", str(DEMO), *_sets(prompts),
-                                          "--set", f"output_root={root / f'avits-{r}-{prompts}'}"], senv)
-                if rc != 0:
-                    raise SystemExit(f"avits run failed ({rc}):\n{out[-3000:]}")
-                srv = _proc_cpu(pid) - c0  # all of it: its idle background work is not subtracted here
                 idle_rates.append(idle_rate)
                 fw = _framework({"cpu": bc, "cpu_loop": bare["cpu"], "meter": bare["meter"]},
                                 {"cpu": ac + srv, "meter": json.loads(mj.read_text())})
