@@ -1,7 +1,7 @@
 """The ``rerank`` flow: a finished run + a new verifier set / weights / aggregator / budget.
 
 No generator is loaded. Everything that can fail cheaply is checked first, before any scoring
-(:func:`prepare_rerank`: the run folder, verifier names and weights, aggregator name and
+(:func:`avits_core.rerank.prepare_rerank`: the run folder, verifier names and weights, aggregator name and
 parameters, budget, and the weights on disk of every verifier that still has pairs to score).
 Then only the (candidate, verifier) pairs with no ok reward are scored (a new verifier scores the
 stored mp4 files; one task per verifier, the rewards table is the cache), the rewards are replayed
@@ -11,8 +11,8 @@ nothing new), and the new selection is evaluated and reported. Candidates and re
 rewritten: scoring only appends rows for missing pairs.
 
 The spec defaults and the checks are in :mod:`avits_core.rerank`. The scoring tasks run on the run's
-own ``runner`` (:mod:`flows.task_runner`), with the numeric-thread limit for the verifiers that have
-pairs left to score (:func:`avits_core.threads.numeric_threads_for`), as in the run.
+own ``runner`` (:mod:`flows.task_runner`), with the numeric-thread limit and compute slots for the
+verifiers that have pairs left to score (:func:`avits_core.threads.apply_run_limits`), as in the run.
 """
 
 from __future__ import annotations
@@ -21,7 +21,6 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 
-from avits_core.rerank import missing_pairs, parse_verifiers, prepare_rerank, rerank_spec, verifier_specs  # noqa: F401
 from tasks import its as t
 
 
@@ -45,7 +44,7 @@ def rerank(
     if needs_runner(ctx.cfg):  # the run's runner: the flow again, as a subflow on it
         return run_on_runner(rerank, ctx.cfg, f"rerank-{ctx.cfg.runner.kind}", run_path=run_path,
                              verifiers=verifiers, aggregator=aggregator, params=params, budget=budget)
-    # the scoring tasks that have pairs to score run at once: the numeric-thread limit for that fan-out
+    # the scoring tasks that have pairs to score run at once: the limits for that fan-out
     apply_run_limits(ctx.cfg, tasks=sum(1 for n in plan.missing.values() if n) or 1)
     futures = {vs.name: t.score.submit(ctx, vs.model_dump()) for vs in vspecs}
     scored = {name: f.result() for name, f in futures.items()}

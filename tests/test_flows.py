@@ -136,36 +136,59 @@ def test_score_task_takes_event_pairs_and_reads_the_rows_from_the_run_state(tmp_
         t.score.fn(ctx, spec, [(first, 0), (first, 1)])
 
 
-class _Concurrency:
-    """Wraps the run's generation and scoring calls (``avits_core.runner``, where the tasks look them up at
-    call time) and records how many ran at once; each holds 0.3 s so that tasks a pool runs in parallel
-    overlap."""
+class _AtOnce:
+    """Counts how many of the wrapped calls run at once (``most``) and in all (``calls``); each wrapped call
+    holds ``hold_s`` first, so that calls parallel threads make overlap when nothing bounds them."""
 
-    def __init__(self, monkeypatch):
+    def __init__(self, hold_s: float):
         import threading
+
+        self.hold_s, self.lock, self.now, self.most, self.calls = hold_s, threading.Lock(), 0, 0, 0
+
+    def wrap(self, real):
         import time
 
+        real = getattr(real, "_real", real)  # an earlier wrapper of these tests: its original
+
+        def wrapped(*a, **kw):
+            with self.lock:
+                self.now += 1
+                self.calls += 1
+                self.most = max(self.most, self.now)
+            try:
+                time.sleep(self.hold_s)
+                return real(*a, **kw)
+            finally:
+                with self.lock:
+                    self.now -= 1
+
+        wrapped._real = real
+        return wrapped
+
+
+class _Concurrency(_AtOnce):
+    """The run's generation and scoring calls (``avits_core.runner``, where the tasks look them up at call
+    time), each held 0.3 s: how many *tasks* ran at once."""
+
+    def __init__(self, monkeypatch):
         from avits_core import runner
 
-        self.lock, self.now, self.most, self.calls = threading.Lock(), 0, 0, 0
+        super().__init__(0.3)
         for name in ("generate_events", "score_rows", "score_verifier"):
-            real = getattr(runner, name)
-            real = getattr(real, "_real", real)  # an earlier wrapper of this test: its original
+            monkeypatch.setattr(runner, name, self.wrap(getattr(runner, name)))
 
-            def wrapped(*a, _real=real, **kw):
-                with self.lock:
-                    self.now += 1
-                    self.calls += 1
-                    self.most = max(self.most, self.now)
-                try:
-                    time.sleep(0.3)
-                    return _real(*a, **kw)
-                finally:
-                    with self.lock:
-                        self.now -= 1
 
-            wrapped._real = real
-            monkeypatch.setattr(runner, name, wrapped)
+class _WorkAtOnce(_AtOnce):
+    """The model and verifier calls inside the tasks (a generation chunk, a verifier's ``score``), each held
+    0.2 s: how many *computed* at once."""
+
+    def __init__(self, monkeypatch):
+        from avits_core.search import generation
+        from avits_core.verifiers.base import Verifier
+
+        super().__init__(0.2)
+        monkeypatch.setattr(generation, "_generate_rows", self.wrap(generation._generate_rows))
+        monkeypatch.setattr(Verifier, "score", self.wrap(Verifier.score))
 
 
 def test_runner_workers_bounds_the_task_pool_of_every_flow(tmp_path, prefect_harness, monkeypatch):
@@ -204,35 +227,6 @@ def test_runner_workers_bounds_the_task_pool_of_every_flow(tmp_path, prefect_har
     assert pick(seen["its default"][2]) == pick(seen["its one"][2])
     assert seen["rerank default"][2] == seen["rerank one"][2]
 
-
-class _WorkAtOnce:
-    """Counts the model and verifier calls inside the tasks (a generation chunk, a verifier's ``score``)
-    running at once; each holds 0.2 s so that calls of parallel tasks overlap when nothing bounds them."""
-
-    def __init__(self, monkeypatch):
-        import threading
-        import time
-
-        from avits_core.search import generation
-        from avits_core.verifiers.base import Verifier
-
-        self.lock, self.now, self.most = threading.Lock(), 0, 0
-
-        def counted(real):
-            def wrapped(*a, **kw):
-                with self.lock:
-                    self.now += 1
-                    self.most = max(self.most, self.now)
-                try:
-                    time.sleep(0.2)
-                    return real(*a, **kw)
-                finally:
-                    with self.lock:
-                        self.now -= 1
-            return wrapped
-
-        monkeypatch.setattr(generation, "_generate_rows", counted(generation._generate_rows))
-        monkeypatch.setattr(Verifier, "score", counted(Verifier.score))
 
 
 def test_compute_slots_bound_the_work_not_the_task_pool(tmp_path, prefect_harness, monkeypatch):
