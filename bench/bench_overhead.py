@@ -188,6 +188,23 @@ def part_library(prompts: int, root: Path) -> dict:
 
 # --------------------------------------------------------------------------- the driver
 
+def start_server(env: dict[str, str], idle_s: float) -> int:
+    """Start a long-lived ``avits server`` in ``env``'s PREFECT_HOME, give its services ``idle_s`` for their
+    first rounds after the start, and return its pid (stop it with :func:`stop_server`)."""
+    from avits.server import free_port
+
+    _, _, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], env)
+    if rc != 0:
+        raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
+    pid = json.loads((Path(env["PREFECT_HOME"]) / "avits-server.json").read_text())["pid"]
+    time.sleep(idle_s)
+    return pid
+
+
+def stop_server(env: dict[str, str]) -> None:
+    _child([str(AVITS), "server", "stop"], env)
+
+
 def _child(args: list[str], env: dict[str, str]) -> tuple[float, float, str, int]:
     """(wall s, CPU s of the process and its children, output, exit code)."""
     t0 = time.perf_counter()
@@ -252,16 +269,10 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
     """
     import statistics
 
-    from avits.server import free_port
-
     if not a.marginal:
         raise SystemExit("--interleave needs --marginal K (the small size of the slope)")
     senv = {**env, "PREFECT_HOME": str(root / "prefect-shared")}
-    _, _, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], senv)
-    if rc != 0:
-        raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
-    pid = json.loads((root / "prefect-shared" / "avits-server.json").read_text())["pid"]
-    time.sleep(a.idle_s)  # its services' first rounds after the start
+    pid = start_server(senv, a.idle_s)
     rounds, idle_rates = [], []
     meter = str(REPO / "bench" / "work_meter.py")
 
@@ -326,7 +337,7 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
                 "extra_big": big["extra"]})
             last = big
     finally:
-        _child([str(AVITS), "server", "stop"], senv)
+        stop_server(senv)
     (root / "rounds.json").write_text(json.dumps(rounds, indent=1))  # kept if a print below fails
     med = {k: statistics.median(x[k] for x in rounds) for k, v in rounds[0].items() if not isinstance(v, dict)}
     bc, ac = last["calls"]

@@ -19,16 +19,15 @@ and each ratio is of runs a minute apart).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_overhead import AVITS, DEMO, REPO, _child, _proc_cpu, _run_dir, _selections, prompt_sets  # noqa: E402
+from bench_overhead import (AVITS, DEMO, _child, _proc_cpu, _run_dir, _selections, prompt_sets,  # noqa: E402
+                            start_server, stop_server)
 
 
 def variant_sets(v: str) -> list[str]:
@@ -62,13 +61,7 @@ def main() -> None:
            "PREFECT_HOME": str(root / "prefect")}
     env.pop("PREFECT_API_URL", None)
     env.pop("OMP_NUM_THREADS", None)
-    from avits.server import free_port
-
-    _, _, out, rc = _child([str(AVITS), "server", "start", "--port", str(free_port())], env)
-    if rc != 0:
-        raise SystemExit(f"avits server start failed ({rc}):\n{out[-3000:]}")
-    pid = json.loads((root / "prefect" / "avits-server.json").read_text())["pid"]
-    time.sleep(10)  # the server's services' first rounds
+    pid = start_server(env, 10.0)
     print(f"{os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}, {a.prompts} prompts x Best-of-8, "
           f"variants: {variants}", flush=True)
     rounds: list[dict[str, dict[str, float]]] = []
@@ -96,7 +89,7 @@ def main() -> None:
                       f"(load {os.getloadavg()[0]:.2f})", flush=True)
             rounds.append(got)
     finally:
-        _child([str(AVITS), "server", "stop"], env)
+        stop_server(env)
     print(f"\nrelative to the default pool in the same round (medians of {a.rounds} rounds; per round in brackets)")
     print(f"{'variant':<16}{'CPU-s':>8}{'wall s':>8}{'CPU ratio':>11}{'wall ratio':>12}")
     for v in variants:
