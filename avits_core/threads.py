@@ -203,17 +203,18 @@ def compute_slots_for(cfg: "RunConfig", cores: int | None = None, threads: int |
     """How many threads of one process may compute at once for ``cfg``: ``runner.compute_slots`` when set
     (0: no bound, returned as None), else ``max(1, cores // threads)`` with ``threads`` the numeric threads
     each computation uses (given, else :func:`numeric_threads_for`, else ``OMP_NUM_THREADS``, else 1)."""
-    explicit = getattr(cfg.runner, "compute_slots", None)
-    if explicit is not None:
-        return int(explicit) or None
-    if threads is None:
-        threads = numeric_threads_for(cfg, cores)
-    if threads is None:
-        try:
-            threads = int(os.environ.get("OMP_NUM_THREADS") or 1)
-        except ValueError:
-            threads = 1
-    return max(1, (cores or available_cores()) // max(1, threads))
+    if cfg.runner.compute_slots is not None:
+        return cfg.runner.compute_slots or None
+    threads = threads or numeric_threads_for(cfg, cores) or _env_threads()
+    return max(1, (cores or available_cores()) // threads)
+
+
+def _env_threads() -> int:
+    """The user's OMP_NUM_THREADS as a positive int (1 when unset or not a positive number)."""
+    try:
+        return max(1, int(os.environ.get("OMP_NUM_THREADS") or 1))
+    except ValueError:
+        return 1
 
 
 def set_compute_slots(n: int | None) -> int | None:

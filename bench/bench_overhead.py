@@ -300,10 +300,11 @@ def interleaved(a: argparse.Namespace, root: Path, env: dict[str, str]) -> None:
             got = {}
             # counterbalanced (ABBA): even rounds bare first and the big size first, odd rounds the reverse,
             # so a trend in this VM's speed within a round does not favour one side in the medians
-            sizes = (a.prompts, a.marginal) if r % 2 == 0 else (a.marginal, a.prompts)
+            bare_first = r % 2 == 0
+            sizes = (a.prompts, a.marginal) if bare_first else (a.marginal, a.prompts)
             for prompts in sizes:
                 js, mj = root / f"bare-{r}-{prompts}.json", root / f"meter-{r}-{prompts}.json"
-                if r % 2 == 0:
+                if bare_first:
                     (bw, bc, idle_rate), (aw, ac, srv) = run_bare(r, prompts, js), run_avits(r, prompts, mj)
                 else:
                     (aw, ac, srv), (bw, bc, idle_rate) = run_avits(r, prompts, mj), run_bare(r, prompts, js)

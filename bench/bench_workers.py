@@ -34,10 +34,10 @@ def variant_sets(v: str) -> list[str]:
     """The ``--set`` overrides of one variant (module text)."""
     out = []
     for part in v.split("+"):
-        key, _, val = part.rpartition("=")
-        key = {"": "workers", "workers": "workers", "slots": "compute_slots"}.get(key)
         if part == "default":
             continue
+        key, _, val = part.rpartition("=")
+        key = {"": "workers", "workers": "workers", "slots": "compute_slots"}.get(key)
         if key is None or not val.isdigit():
             raise SystemExit(f"variant {v!r}: expected default, K, workers=K or slots=K joined by '+'")
         out.append(f"runner.{key}={int(val)}")
